@@ -1,0 +1,124 @@
+# hurrahdb: build, test, demo and benchmark.
+#
+#   make                 build the module for Lua 5.4 (build/5.4/hurrahdb.so)
+#   make test            run the busted specs against that build
+#   make demo            run examples/quickstart.lua
+#   make bench           run the benchmarks in bench/
+#   make test SANITIZE=1 the specs with AddressSanitizer + UndefinedBehaviorSanitizer
+#   make valgrind        the specs under valgrind memcheck
+#   make LUA=luajit ...  the same for LuaJIT 2.1 (OpenResty's luajit2)
+#
+# Missing Debian packages are installed with apt-get when run as root (or with
+# passwordless sudo); otherwise the exact command to run is printed.
+
+LUA ?= lua5.4
+SANITIZE ?=
+
+ifeq ($(LUA),luajit)
+LUA_BIN := luajit
+LUA_INC := /usr/include/luajit-2.1
+LUA_PKGS := luajit2 libluajit2-5.1-dev
+LUA_VER := 5.1
+BUILD := build/luajit
+else ifeq ($(LUA),lua5.4)
+LUA_BIN := lua5.4
+LUA_INC := /usr/include/lua5.4
+LUA_PKGS := lua5.4 liblua5.4-dev
+LUA_VER := 5.4
+BUILD := build/5.4
+else
+$(error LUA must be lua5.4 or luajit)
+endif
+
+CC ?= cc
+OPT := -O2
+SAN_FLAGS :=
+SAN_ENV :=
+ifeq ($(SANITIZE),1)
+BUILD := $(BUILD)-sanitize
+OPT := -O1 -fno-omit-frame-pointer
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+# The interpreter is not instrumented: preload the runtimes so they are first.
+SAN_ENV := LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/spec/lsan.supp:print_suppressions=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+endif
+
+CFLAGS_ALL := -std=c99 -D_POSIX_C_SOURCE=200809L $(OPT) -g -fPIC -fvisibility=hidden -pthread \
+	-Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+	$(SAN_FLAGS) $(CFLAGS)
+LDFLAGS_ALL := -shared -pthread $(SAN_FLAGS) $(LDFLAGS)
+
+ENGINE_SRC := src/hdb_buf.c src/hdb_siphash.c src/hdb_crc32c.c src/hdb_table.c \
+	src/hdb_aof.c src/hdb_flusher.c src/hdb_store.c
+BINDING_SRC := src/lvalue.c src/lhurrahdb.c
+HEADERS := $(wildcard src/*.h)
+ENGINE_OBJ := $(ENGINE_SRC:src/%.c=$(BUILD)/%.o)
+BINDING_OBJ := $(BINDING_SRC:src/%.c=$(BUILD)/%.o)
+MODULE := $(BUILD)/hurrahdb.so
+
+RUN_ENV := LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;" LUA_PATH="$(CURDIR)/lua/?.lua;;" $(SAN_ENV)
+BUSTED = $$(command -v busted || echo /usr/bin/busted)
+
+.PHONY: all test demo bench valgrind clean deps-build deps-test deps-bench
+
+all: deps-build $(MODULE)
+
+$(BUILD):
+	@mkdir -p $(BUILD)
+
+# The engine never sees Lua's headers: it is built without them on purpose.
+$(ENGINE_OBJ): $(BUILD)/%.o: src/%.c $(HEADERS) | $(BUILD)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BINDING_OBJ): $(BUILD)/%.o: src/%.c $(HEADERS) | $(BUILD)
+	$(CC) $(CFLAGS_ALL) -I$(LUA_INC) -c $< -o $@
+
+$(MODULE): $(ENGINE_OBJ) $(BINDING_OBJ)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^
+
+test: deps-test all
+	$(RUN_ENV) $(LUA_BIN) $(BUSTED) $(BUSTED_ARGS)
+
+demo: all
+	$(RUN_ENV) $(LUA_BIN) examples/quickstart.lua
+
+bench: deps-bench all
+	$(RUN_ENV) $(LUA_BIN) bench/bench.lua $(BENCH_ARGS)
+
+valgrind: deps-test all
+	command -v valgrind >/dev/null || $(MAKE) --no-print-directory deps PKGS=valgrind
+	$(RUN_ENV) HURRAHDB_VALGRIND=1 valgrind --error-exitcode=99 --leak-check=full \
+		--errors-for-leak-kinds=definite --track-fds=no --quiet \
+		$(LUA_BIN) $(BUSTED) $(BUSTED_ARGS)
+
+clean:
+	rm -rf build
+
+# ---- set-up ----------------------------------------------------------------
+# deps PKGS="a b": installs the Debian packages among PKGS that are missing.
+.PHONY: deps
+deps:
+	@missing=""; for p in $(PKGS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then SUDO=""; \
+		elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO="sudo"; \
+		else echo "hurrahdb needs these Debian packages:$$missing"; \
+		     echo "install them with: sudo apt-get install -y$$missing"; exit 1; fi; \
+		echo "installing:$$missing"; \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q$$missing >/dev/null || \
+		{ echo "apt-get failed; run: sudo apt-get install -y$$missing"; exit 1; }; \
+	fi
+
+deps-build:
+	@$(MAKE) --no-print-directory deps PKGS="make gcc libc6-dev $(LUA_PKGS)"
+
+deps-test:
+	@$(MAKE) --no-print-directory deps PKGS="lua-busted lua-cjson lua-socket redis-server $(LUA_PKGS)"
+
+deps-bench:
+	@$(MAKE) --no-print-directory deps PKGS="lua-cjson lua-socket redis-server $(LUA_PKGS)"

@@ -1,0 +1,440 @@
+#include "hdb_flusher.h"
+#include "hdb_aof.h"
+#include "hdb_buf.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Pending data kept beyond this much capacity is released once written, so
+ * that one burst does not pin its peak memory. */
+#define FLUSHER_IDLE_KEEP (1u << 20)
+
+struct hdb_flusher {
+    int fd;
+    char *path;
+    unsigned sync_time_ms;
+    int use_fsync;
+
+    /* buf_lock guards pending, stop, and the stats fields. Callers hold it
+     * only to append, so they never wait for the disk. */
+    pthread_mutex_t buf_lock;
+    pthread_cond_t wake;
+    hdb_buf pending;
+    int stop;
+    int failing;            /* the last flush failed; appends are refused */
+    uint64_t errors;
+    char last_error[256];
+    int64_t last_sync_ms;
+    uint64_t file_bytes;
+    size_t inflight_bytes;  /* taken by a flush, not yet durable */
+    size_t writing_cap;     /* capacity of `writing`, for stats */
+
+    /* io_lock serialises flushes (thread, sync(), close()), so batches reach
+     * the file in append order. It guards writing, file_size and tail_dirty. */
+    pthread_mutex_t io_lock;
+    hdb_buf writing;
+    uint64_t file_size;     /* end of the last complete batch on disk */
+    int tail_dirty;         /* a failed write may have left bytes past file_size */
+
+    int has_thread;
+    pthread_t thread;
+    unsigned long fork_gen; /* fork generation when started */
+};
+
+/* Counts forks of this process, so a store can tell that it is being used in
+ * a child (where its thread does not exist and its file belongs to the
+ * parent). Written only by the atfork handler. */
+static volatile unsigned long flusher_fork_generation;
+static pthread_once_t flusher_atfork_once = PTHREAD_ONCE_INIT;
+static int flusher_atfork_status;
+
+static void flusher_on_fork_child(void) { flusher_fork_generation++; }
+
+static void flusher_register_atfork(void)
+{
+    flusher_atfork_status = pthread_atfork(NULL, NULL, flusher_on_fork_child);
+}
+
+int flusher_in_forked_child(const hdb_flusher *f)
+{
+    return f->fork_gen != flusher_fork_generation;
+}
+
+static int64_t wall_clock_ms(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_REALTIME, &ts) != 0)
+        return 0;
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Records a failure for stats and for the refusal of later appends.
+ * Caller holds io_lock; takes buf_lock. */
+static void flusher_record_error(hdb_flusher *f, const char *what, int errnum,
+                                 char *err, size_t errlen)
+{
+    pthread_mutex_lock(&f->buf_lock);
+    f->failing = 1;
+    f->errors++;
+    snprintf(f->last_error, sizeof f->last_error, "%s %s: %s", what, f->path,
+             strerror(errnum));
+    if (err)
+        snprintf(err, errlen, "%s", f->last_error);
+    pthread_mutex_unlock(&f->buf_lock);
+}
+
+/* Writes all of buf at offset, looping over short writes and EINTR.
+ * Returns 0, or an errno value. A write that returns 0 is reported as ENOSPC,
+ * the only reason a regular file accepts nothing. */
+static int write_all_at(int fd, const char *buf, size_t len, uint64_t offset)
+{
+    while (len > 0) {
+        ssize_t n = pwrite(fd, buf, len, (off_t)offset);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        if (n == 0)
+            return ENOSPC;
+        buf += n;
+        len -= (size_t)n;
+        offset += (uint64_t)n;
+    }
+    return 0;
+}
+
+/* The one flush path. Caller holds io_lock. Moves pending into writing,
+ * appends the batch's checksum line, writes at the end of the last good batch
+ * and syncs. On failure the batch stays in `writing` (without its checksum
+ * line, which is recomputed next time, since more records may join it). */
+static int flusher_flush_locked(hdb_flusher *f, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&f->buf_lock);
+    if (f->writing.len == 0) {
+        hdb_buf_swap(&f->pending, &f->writing);
+    } else if (f->pending.len > 0 &&
+               hdb_buf_append(&f->writing, f->pending.data, f->pending.len) == 0) {
+        f->pending.len = 0;
+    }
+    f->inflight_bytes = f->writing.len;
+    f->writing_cap = f->writing.cap;
+    pthread_mutex_unlock(&f->buf_lock);
+
+    if (f->writing.len == 0)
+        return 0;
+
+    if (f->tail_dirty) {
+        if (ftruncate(f->fd, (off_t)f->file_size) != 0) {
+            flusher_record_error(f, "cannot truncate", errno, err, errlen);
+            return -1;
+        }
+        f->tail_dirty = 0;
+    }
+
+    size_t batch_len = f->writing.len;
+    if (hdb_buf_reserve(&f->writing, AOF_TRAILER_MAX) != 0) {
+        flusher_record_error(f, "cannot write", ENOMEM, err, errlen);
+        return -1;
+    }
+    size_t tlen = aof_format_trailer(f->writing.data + batch_len,
+                                     f->writing.data, batch_len);
+    f->writing.len += tlen;
+
+    int e = write_all_at(f->fd, f->writing.data, f->writing.len, f->file_size);
+    const char *what = "cannot write";
+    if (e == 0 && f->use_fsync && fdatasync(f->fd) != 0) {
+        e = errno;
+        what = "cannot fdatasync";
+    }
+    if (e != 0) {
+        f->writing.len = batch_len;
+        f->tail_dirty = 1;
+        flusher_record_error(f, what, e, err, errlen);
+        return -1;
+    }
+
+    f->file_size += f->writing.len;
+    f->writing.len = 0;
+    hdb_buf_shrink_if_idle(&f->writing, FLUSHER_IDLE_KEEP);
+
+    pthread_mutex_lock(&f->buf_lock);
+    f->failing = 0;
+    f->last_sync_ms = wall_clock_ms();
+    f->file_bytes = f->file_size;
+    f->inflight_bytes = 0;
+    f->writing_cap = f->writing.cap;
+    pthread_mutex_unlock(&f->buf_lock);
+    return 0;
+}
+
+static void *flusher_thread_main(void *arg)
+{
+    hdb_flusher *f = arg;
+    struct timespec deadline;
+
+    pthread_mutex_lock(&f->buf_lock);
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    for (;;) {
+        deadline.tv_sec += f->sync_time_ms / 1000;
+        deadline.tv_nsec += (long)(f->sync_time_ms % 1000) * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000L;
+        }
+        int rc = 0;
+        while (!f->stop && rc != ETIMEDOUT)
+            rc = pthread_cond_timedwait(&f->wake, &f->buf_lock, &deadline);
+        if (f->stop)
+            break;
+        int have_work = f->pending.len > 0 || f->failing;
+        pthread_mutex_unlock(&f->buf_lock);
+
+        if (have_work) {
+            pthread_mutex_lock(&f->io_lock);
+            flusher_flush_locked(f, NULL, 0);
+            pthread_mutex_unlock(&f->io_lock);
+        }
+
+        pthread_mutex_lock(&f->buf_lock);
+        /* Measure the next period from the end of this flush, so that a slow
+         * disk does not make the thread flush back to back. */
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+    }
+    pthread_mutex_unlock(&f->buf_lock);
+    return NULL;
+}
+
+static int flusher_start_thread(hdb_flusher *f, char *err, size_t errlen)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    int e = pthread_sigmask(SIG_SETMASK, &all, &old);
+    if (e != 0) {
+        snprintf(err, errlen, "cannot block signals for the flusher thread: %s", strerror(e));
+        return -1;
+    }
+    /* The new thread inherits the full mask; the caller gets its own back. */
+    e = pthread_create(&f->thread, NULL, flusher_thread_main, f);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (e != 0) {
+        snprintf(err, errlen, "cannot start the flusher thread: %s", strerror(e));
+        return -1;
+    }
+    f->has_thread = 1;
+    return 0;
+}
+
+int flusher_start(hdb_flusher **out, int fd, const char *path, uint64_t size,
+                  unsigned sync_time_ms, int use_fsync, char *err, size_t errlen)
+{
+    pthread_once(&flusher_atfork_once, flusher_register_atfork);
+    if (flusher_atfork_status != 0) {
+        snprintf(err, errlen, "cannot register the fork handler: %s",
+                 strerror(flusher_atfork_status));
+        return -1;
+    }
+    hdb_flusher *f = calloc(1, sizeof *f);
+    if (f == NULL || (f->path = strdup(path)) == NULL) {
+        free(f);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    f->fd = fd;
+    f->sync_time_ms = sync_time_ms;
+    f->use_fsync = use_fsync;
+    f->file_size = size;
+    f->file_bytes = size;
+    f->fork_gen = flusher_fork_generation;
+    hdb_buf_init(&f->pending);
+    hdb_buf_init(&f->writing);
+
+    pthread_condattr_t ca;
+    int e = pthread_condattr_init(&ca);
+    if (e == 0) {
+        e = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        if (e == 0)
+            e = pthread_cond_init(&f->wake, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    if (e != 0) {
+        snprintf(err, errlen, "cannot create a condition variable: %s", strerror(e));
+        free(f->path);
+        free(f);
+        return -1;
+    }
+    if ((e = pthread_mutex_init(&f->buf_lock, NULL)) != 0) {
+        pthread_cond_destroy(&f->wake);
+        snprintf(err, errlen, "cannot create a mutex: %s", strerror(e));
+        free(f->path);
+        free(f);
+        return -1;
+    }
+    if ((e = pthread_mutex_init(&f->io_lock, NULL)) != 0) {
+        pthread_mutex_destroy(&f->buf_lock);
+        pthread_cond_destroy(&f->wake);
+        snprintf(err, errlen, "cannot create a mutex: %s", strerror(e));
+        free(f->path);
+        free(f);
+        return -1;
+    }
+    if (sync_time_ms > 0 && flusher_start_thread(f, err, errlen) != 0) {
+        f->fd = -1;
+        flusher_free(f);
+        return -1;
+    }
+    *out = f;
+    return 0;
+}
+
+/* Refuses appends that could not be made durable: in a forked child, or
+ * while the file is failing. Caller holds buf_lock. */
+static int flusher_check_writable(hdb_flusher *f, char *err, size_t errlen)
+{
+    if (flusher_in_forked_child(f)) {
+        snprintf(err, errlen, "store %s was opened by another process (before a fork); "
+                 "writes from this process are refused", f->path);
+        return -1;
+    }
+    if (f->failing) {
+        snprintf(err, errlen, "%s", f->last_error);
+        return -1;
+    }
+    return 0;
+}
+
+/* Common tail of both appends: in synchronous mode, make the record durable
+ * now, or withdraw it. */
+static int flusher_after_append(hdb_flusher *f, char *err, size_t errlen)
+{
+    if (f->sync_time_ms > 0)
+        return 0;
+    /* No thread exists in this mode, so pending holds just this record and
+     * writing is empty: on failure, dropping `writing` withdraws exactly it. */
+    pthread_mutex_lock(&f->io_lock);
+    int rc = flusher_flush_locked(f, err, errlen);
+    if (rc != 0) {
+        f->writing.len = 0;
+        pthread_mutex_lock(&f->buf_lock);
+        f->inflight_bytes = 0;
+        f->failing = 0; /* nothing is left unwritten; the next call retries */
+        pthread_mutex_unlock(&f->buf_lock);
+    }
+    pthread_mutex_unlock(&f->io_lock);
+    return rc;
+}
+
+int flusher_append_set(hdb_flusher *f, const char *key, size_t key_len,
+                       const char *val, size_t val_len, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&f->buf_lock);
+    int rc = flusher_check_writable(f, err, errlen);
+    if (rc == 0 && aof_append_set(&f->pending, key, key_len, val, val_len) != 0) {
+        snprintf(err, errlen, "out of memory appending to %s", f->path);
+        rc = -1;
+    }
+    pthread_mutex_unlock(&f->buf_lock);
+    return rc == 0 ? flusher_after_append(f, err, errlen) : rc;
+}
+
+int flusher_append_del(hdb_flusher *f, const char *key, size_t key_len,
+                       char *err, size_t errlen)
+{
+    pthread_mutex_lock(&f->buf_lock);
+    int rc = flusher_check_writable(f, err, errlen);
+    if (rc == 0 && aof_append_del(&f->pending, key, key_len) != 0) {
+        snprintf(err, errlen, "out of memory appending to %s", f->path);
+        rc = -1;
+    }
+    pthread_mutex_unlock(&f->buf_lock);
+    return rc == 0 ? flusher_after_append(f, err, errlen) : rc;
+}
+
+int flusher_sync(hdb_flusher *f, char *err, size_t errlen)
+{
+    if (flusher_in_forked_child(f)) {
+        snprintf(err, errlen, "store %s was opened by another process (before a fork); "
+                 "it cannot be synced from this process", f->path);
+        return -1;
+    }
+    pthread_mutex_lock(&f->io_lock);
+    int rc = flusher_flush_locked(f, err, errlen);
+    pthread_mutex_unlock(&f->io_lock);
+    return rc;
+}
+
+static void flusher_stop_thread(hdb_flusher *f)
+{
+    if (!f->has_thread)
+        return;
+    pthread_mutex_lock(&f->buf_lock);
+    f->stop = 1;
+    pthread_cond_signal(&f->wake);
+    pthread_mutex_unlock(&f->buf_lock);
+    pthread_join(f->thread, NULL);
+    f->has_thread = 0;
+}
+
+int flusher_stop(hdb_flusher *f, char *err, size_t errlen)
+{
+    if (flusher_sync(f, err, errlen) != 0)
+        return -1;
+    flusher_stop_thread(f);
+    /* The thread is gone, so nothing can have been appended meanwhile except
+     * by this (the owning) thread, which is here. */
+    int fd = f->fd;
+    f->fd = -1;
+    if (close(fd) != 0) {
+        snprintf(err, errlen, "cannot close %s: %s", f->path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+void flusher_free(hdb_flusher *f)
+{
+    if (f == NULL)
+        return;
+    if (flusher_in_forked_child(f)) {
+        /* The parent's thread does not exist here and its locks may have been
+         * held at the fork: touch neither, just release this copy. */
+        if (f->fd >= 0)
+            close(f->fd);
+    } else {
+        flusher_stop_thread(f);
+        if (f->fd >= 0)
+            close(f->fd);
+        pthread_mutex_destroy(&f->io_lock);
+        pthread_mutex_destroy(&f->buf_lock);
+        pthread_cond_destroy(&f->wake);
+    }
+    hdb_buf_free(&f->pending);
+    hdb_buf_free(&f->writing);
+    free(f->path);
+    free(f);
+}
+
+void flusher_get_stats(hdb_flusher *f, flusher_stats *st)
+{
+    pthread_mutex_lock(&f->buf_lock);
+    st->file_bytes = f->file_bytes;
+    st->pending_bytes = f->pending.len + f->inflight_bytes;
+    st->last_sync_ms = f->last_sync_ms;
+    st->errors = f->errors;
+    memcpy(st->last_error, f->last_error, sizeof st->last_error);
+    pthread_mutex_unlock(&f->buf_lock);
+}
+
+size_t flusher_memory(hdb_flusher *f)
+{
+    pthread_mutex_lock(&f->buf_lock);
+    size_t n = sizeof *f + f->pending.cap + f->writing_cap;
+    pthread_mutex_unlock(&f->buf_lock);
+    return n;
+}

@@ -1,0 +1,65 @@
+/*
+ * hdb_flusher: the AOF writer of one store.
+ *
+ * Callers append RESP records to a pending buffer under a short lock and
+ * return. With sync_time > 0 a background thread, every sync_time ms, takes
+ * the pending buffer (swapping it with an empty one, so callers keep
+ * appending while it writes), closes it as a batch with a checksum line,
+ * writes it and calls fdatasync. With sync_time == 0 the caller does the same
+ * before its call returns.
+ * A failed write or fdatasync keeps the batch in memory: the next flush
+ * writes it again at the same offset, and until one succeeds, appends are
+ * refused with the error, so no caller believes a write durable that is not.
+ * The flusher never touches the hash table, and its thread blocks every
+ * signal, since it may live inside an nginx worker that owns its signals.
+ */
+#ifndef HDB_FLUSHER_H
+#define HDB_FLUSHER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct hdb_flusher hdb_flusher;
+
+typedef struct flusher_stats {
+    uint64_t file_bytes;    /* bytes written to the file, header included */
+    uint64_t pending_bytes; /* appended but not yet written (and synced) */
+    int64_t last_sync_ms;   /* wall-clock time of the last completed flush, 0 if none */
+    uint64_t errors;        /* failed write/fdatasync attempts */
+    char last_error[256];   /* "" if none */
+} flusher_stats;
+
+/* Takes over `fd` (open for writing, `size` bytes of valid content), and,
+ * when sync_time_ms > 0, starts the background thread. On failure returns -1
+ * with err filled and fd left open for the caller to close. */
+int flusher_start(hdb_flusher **out, int fd, const char *path, uint64_t size,
+                  unsigned sync_time_ms, int use_fsync, char *err, size_t errlen);
+
+/* Appends a record. With sync_time == 0 also writes and syncs it; if that
+ * fails the record is withdrawn, so the file and the buffer are as before.
+ * Returns 0, or -1 with err filled (file failing, no memory, forked child). */
+int flusher_append_set(hdb_flusher *f, const char *key, size_t key_len,
+                       const char *val, size_t val_len, char *err, size_t errlen);
+int flusher_append_del(hdb_flusher *f, const char *key, size_t key_len,
+                       char *err, size_t errlen);
+
+/* Writes and (unless fsync is off) fdatasyncs everything appended so far. */
+int flusher_sync(hdb_flusher *f, char *err, size_t errlen);
+
+/* Syncs, stops the thread and closes the file. On a failed sync returns -1
+ * and leaves everything running, with the unwritten records kept. */
+int flusher_stop(hdb_flusher *f, char *err, size_t errlen);
+
+/* Releases the flusher. If flusher_stop did not succeed, unwritten records are
+ * lost; in a forked child nothing is written and no thread is joined. */
+void flusher_free(hdb_flusher *f);
+
+void flusher_get_stats(hdb_flusher *f, flusher_stats *st);
+
+/* Memory held by the buffers, for stats. */
+size_t flusher_memory(hdb_flusher *f);
+
+/* True in a child process forked after the flusher started. */
+int flusher_in_forked_child(const hdb_flusher *f);
+
+#endif

@@ -1,0 +1,64 @@
+#include "hdb_siphash.h"
+
+#include <string.h>
+
+#define ROTL64(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+
+/* Reads 8 bytes as little-endian regardless of host order, so that a store's
+ * bucket layout does not depend on the machine (only on the random key). */
+static uint64_t load_le64(const unsigned char *p)
+{
+    return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 |
+           (uint64_t)p[3] << 24 | (uint64_t)p[4] << 32 | (uint64_t)p[5] << 40 |
+           (uint64_t)p[6] << 48 | (uint64_t)p[7] << 56;
+}
+
+#define SIP_ROUND(v0, v1, v2, v3)                                              \
+    do {                                                                       \
+        v0 += v1; v1 = ROTL64(v1, 13); v1 ^= v0; v0 = ROTL64(v0, 32);          \
+        v2 += v3; v3 = ROTL64(v3, 16); v3 ^= v2;                               \
+        v0 += v3; v3 = ROTL64(v3, 21); v3 ^= v0;                               \
+        v2 += v1; v1 = ROTL64(v1, 17); v1 ^= v2; v2 = ROTL64(v2, 32);          \
+    } while (0)
+
+static inline uint64_t siphash_rounds(const uint64_t key[2], const void *data,
+                                      size_t len, int c_rounds, int d_rounds)
+{
+    const unsigned char *p = data;
+    uint64_t v0 = key[0] ^ UINT64_C(0x736f6d6570736575);
+    uint64_t v1 = key[1] ^ UINT64_C(0x646f72616e646f6d);
+    uint64_t v2 = key[0] ^ UINT64_C(0x6c7967656e657261);
+    uint64_t v3 = key[1] ^ UINT64_C(0x7465646279746573);
+    size_t blocks = len / 8;
+
+    for (size_t i = 0; i < blocks; i++, p += 8) {
+        uint64_t m = load_le64(p);
+        v3 ^= m;
+        for (int r = 0; r < c_rounds; r++)
+            SIP_ROUND(v0, v1, v2, v3);
+        v0 ^= m;
+    }
+
+    unsigned char tail[8] = {0};
+    memcpy(tail, p, len % 8);
+    uint64_t last = load_le64(tail) | (uint64_t)len << 56;
+    v3 ^= last;
+    for (int r = 0; r < c_rounds; r++)
+        SIP_ROUND(v0, v1, v2, v3);
+    v0 ^= last;
+
+    v2 ^= 0xff;
+    for (int r = 0; r < d_rounds; r++)
+        SIP_ROUND(v0, v1, v2, v3);
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+uint64_t siphash13(const uint64_t key[2], const void *data, size_t len)
+{
+    return siphash_rounds(key, data, len, 1, 3);
+}
+
+uint64_t siphash24(const uint64_t key[2], const void *data, size_t len)
+{
+    return siphash_rounds(key, data, len, 2, 4);
+}

@@ -1,0 +1,299 @@
+#include "hdb_table.h"
+#include "hdb_siphash.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define TABLE_MIN_BUCKETS 16
+#define SLOTS_PER_CHUNK 4096
+/* Per operation, a rehash moves this many non-empty buckets and looks at no
+ * more than ten times as many empty ones: a small, fixed cost per call. */
+#define REHASH_BUCKETS_PER_OP 2
+#define REHASH_EMPTY_VISITS 20
+
+static inline int table_is_rehashing(const hdb_table *t)
+{
+    return t->idx[1].buckets != NULL;
+}
+
+static inline int slot_is_free(uintptr_t v) { return (v & 1) != 0; }
+
+static inline uintptr_t *slot_at(const hdb_table *t, uint32_t i)
+{
+    return &t->slot_chunks[i / SLOTS_PER_CHUNK][i % SLOTS_PER_CHUNK];
+}
+
+void table_init(hdb_table *t, const uint64_t seed[2])
+{
+    memset(t, 0, sizeof *t);
+    t->seed[0] = seed[0];
+    t->seed[1] = seed[1];
+}
+
+void table_free(hdb_table *t)
+{
+    for (uint32_t i = 0; i < t->slot_high; i++) {
+        uintptr_t v = *slot_at(t, i);
+        if (!slot_is_free(v))
+            free((hdb_entry *)v);
+    }
+    for (size_t c = 0; c < t->slot_nchunks; c++)
+        free(t->slot_chunks[c]);
+    free(t->slot_chunks);
+    free(t->idx[0].buckets);
+    free(t->idx[1].buckets);
+    uint64_t seed[2] = {t->seed[0], t->seed[1]};
+    table_init(t, seed);
+}
+
+/* Starts moving to a bucket array of `size` buckets (a power of two). A failed
+ * allocation is not an error: the table keeps working with longer chains and
+ * tries again on a later insert or delete. */
+static void table_start_rehash(hdb_table *t, size_t size)
+{
+    hdb_entry **b = calloc(size, sizeof *b);
+    if (b == NULL)
+        return;
+    t->bytes += size * sizeof *b;
+    if (t->idx[0].buckets == NULL) {
+        t->idx[0].buckets = b;
+        t->idx[0].mask = size - 1;
+        t->idx[0].used = 0;
+        return;
+    }
+    t->idx[1].buckets = b;
+    t->idx[1].mask = size - 1;
+    t->idx[1].used = 0;
+    t->rehash_pos = 0;
+}
+
+static void table_rehash_step(hdb_table *t)
+{
+    table_index *from = &t->idx[0], *to = &t->idx[1];
+    int moved = 0, empty = 0;
+
+    while (moved < REHASH_BUCKETS_PER_OP && t->rehash_pos <= from->mask) {
+        hdb_entry *e = from->buckets[t->rehash_pos];
+        if (e == NULL) {
+            t->rehash_pos++;
+            if (++empty >= REHASH_EMPTY_VISITS)
+                break;
+            continue;
+        }
+        while (e != NULL) {
+            hdb_entry *next = e->next;
+            size_t b = e->hash & to->mask;
+            e->next = to->buckets[b];
+            to->buckets[b] = e;
+            from->used--;
+            to->used++;
+            e = next;
+        }
+        from->buckets[t->rehash_pos++] = NULL;
+        moved++;
+    }
+    if (t->rehash_pos > from->mask) {
+        t->bytes -= (from->mask + 1) * sizeof *from->buckets;
+        free(from->buckets);
+        *from = *to;
+        to->buckets = NULL;
+        to->mask = 0;
+        to->used = 0;
+        t->rehash_pos = 0;
+    }
+}
+
+static inline uint64_t table_hash(const hdb_table *t, const char *key, size_t len)
+{
+    return siphash13(t->seed, key, len);
+}
+
+/* Returns the link that points at the entry for key (so that the caller can
+ * unlink or replace it), or NULL. */
+static hdb_entry **table_find_link(hdb_table *t, uint64_t h, const char *key,
+                                   size_t len, table_index **in)
+{
+    for (int i = 0; i < 2; i++) {
+        table_index *ix = &t->idx[i];
+        if (ix->buckets == NULL)
+            continue;
+        hdb_entry **link = &ix->buckets[h & ix->mask];
+        for (hdb_entry *e = *link; e != NULL; link = &e->next, e = e->next) {
+            if (e->hash == h && e->key_len == len &&
+                memcmp(e->data, key, len) == 0) {
+                if (in)
+                    *in = ix;
+                return link;
+            }
+        }
+    }
+    return NULL;
+}
+
+hdb_entry *table_find(hdb_table *t, const char *key, size_t key_len)
+{
+    if (t->count == 0)
+        return NULL;
+    if (table_is_rehashing(t))
+        table_rehash_step(t);
+    hdb_entry **link = table_find_link(t, table_hash(t, key, key_len), key,
+                                       key_len, NULL);
+    return link ? *link : NULL;
+}
+
+/* Makes sure a new slot can be taken without allocating, so that commit
+ * cannot fail. */
+static int slots_reserve_one(hdb_table *t)
+{
+    if (t->slot_free != 0)
+        return 0;
+    if (t->slot_high == UINT32_MAX)
+        return -1;
+    size_t chunk = t->slot_high / SLOTS_PER_CHUNK;
+    if (chunk < t->slot_nchunks)
+        return 0;
+    uintptr_t **dir = realloc(t->slot_chunks, (chunk + 1) * sizeof *dir);
+    if (dir == NULL)
+        return -1;
+    t->slot_chunks = dir;
+    dir[chunk] = malloc(SLOTS_PER_CHUNK * sizeof **dir);
+    if (dir[chunk] == NULL)
+        return -1;
+    t->slot_nchunks = chunk + 1;
+    t->bytes += SLOTS_PER_CHUNK * sizeof **dir + sizeof *dir;
+    return 0;
+}
+
+static uint32_t slots_take(hdb_table *t)
+{
+    if (t->slot_free != 0) {
+        uint32_t i = t->slot_free - 1;
+        t->slot_free = (uint32_t)(*slot_at(t, i) >> 1);
+        return i;
+    }
+    return t->slot_high++;
+}
+
+static void slots_release(hdb_table *t, uint32_t i)
+{
+    *slot_at(t, i) = ((uintptr_t)t->slot_free << 1) | 1;
+    t->slot_free = i + 1;
+}
+
+static size_t entry_size(size_t key_len, size_t val_len)
+{
+    return sizeof(hdb_entry) + key_len + val_len;
+}
+
+hdb_entry *table_entry_new(hdb_table *t, const char *key, size_t key_len,
+                           const char *val, size_t val_len)
+{
+    if (key_len > HDB_MAX_ITEM_LEN || val_len > HDB_MAX_ITEM_LEN)
+        return NULL;
+    if (slots_reserve_one(t) != 0)
+        return NULL;
+    if (t->idx[0].buckets == NULL) {
+        table_start_rehash(t, TABLE_MIN_BUCKETS);
+        if (t->idx[0].buckets == NULL)
+            return NULL;
+    }
+    hdb_entry *e = malloc(entry_size(key_len, val_len));
+    if (e == NULL)
+        return NULL;
+    e->next = NULL;
+    e->hash = table_hash(t, key, key_len);
+    e->slot = 0;
+    e->key_len = (uint32_t)key_len;
+    e->val_len = (uint32_t)val_len;
+    if (key_len)
+        memcpy(e->data, key, key_len);
+    if (val_len)
+        memcpy(e->data + key_len, val, val_len);
+    return e;
+}
+
+void table_entry_discard(hdb_table *t, hdb_entry *e)
+{
+    (void)t;
+    free(e);
+}
+
+static void table_maybe_resize(hdb_table *t)
+{
+    if (table_is_rehashing(t))
+        return;
+    size_t size = t->idx[0].mask + 1;
+    if (t->count > size) {
+        table_start_rehash(t, size * 2);
+    } else if (size > TABLE_MIN_BUCKETS && t->count < size / 8) {
+        size_t want = TABLE_MIN_BUCKETS;
+        while (want < t->count * 2)
+            want *= 2;
+        table_start_rehash(t, want);
+    }
+}
+
+int table_commit(hdb_table *t, hdb_entry *e)
+{
+    if (table_is_rehashing(t))
+        table_rehash_step(t);
+    table_index *ix;
+    hdb_entry **link = table_find_link(t, e->hash, entry_key(e), e->key_len, &ix);
+    if (link != NULL) {
+        hdb_entry *old = *link;
+        e->next = old->next;
+        e->slot = old->slot;
+        *link = e;
+        *slot_at(t, e->slot) = (uintptr_t)e;
+        t->bytes -= entry_size(old->key_len, old->val_len);
+        t->bytes += entry_size(e->key_len, e->val_len);
+        free(old);
+        return 1;
+    }
+    t->count++;
+    table_maybe_resize(t);
+    e->slot = slots_take(t);
+    *slot_at(t, e->slot) = (uintptr_t)e;
+    t->bytes += entry_size(e->key_len, e->val_len);
+    ix = table_is_rehashing(t) ? &t->idx[1] : &t->idx[0];
+    size_t b = e->hash & ix->mask;
+    e->next = ix->buckets[b];
+    ix->buckets[b] = e;
+    ix->used++;
+    return 0;
+}
+
+int table_remove(hdb_table *t, const char *key, size_t key_len)
+{
+    if (t->count == 0)
+        return 0;
+    if (table_is_rehashing(t))
+        table_rehash_step(t);
+    table_index *ix;
+    hdb_entry **link = table_find_link(t, table_hash(t, key, key_len), key,
+                                       key_len, &ix);
+    if (link == NULL)
+        return 0;
+    hdb_entry *e = *link;
+    *link = e->next;
+    ix->used--;
+    slots_release(t, e->slot);
+    t->bytes -= entry_size(e->key_len, e->val_len);
+    t->count--;
+    free(e);
+    table_maybe_resize(t);
+    return 1;
+}
+
+hdb_entry *table_next(const hdb_table *t, uint32_t *cursor)
+{
+    for (uint32_t i = *cursor; i < t->slot_high; i++) {
+        uintptr_t v = *slot_at(t, i);
+        if (!slot_is_free(v)) {
+            *cursor = i + 1;
+            return (hdb_entry *)v;
+        }
+    }
+    *cursor = t->slot_high;
+    return NULL;
+}

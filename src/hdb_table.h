@@ -1,0 +1,89 @@
+/*
+ * hdb_table: the in-memory hash table of a store.
+ *
+ * Two structures share the entries:
+ *  - an index of bucket chains (SipHash-1-3 with a per-store key), resized by
+ *    incremental rehashing: while it grows or shrinks, two bucket arrays exist
+ *    and every operation moves a bounded number of buckets, so no single call
+ *    pays for the whole table;
+ *  - a slot array giving each entry a fixed position for its whole life. The
+ *    iteration cursor walks slots, not buckets, so rehashing never moves what
+ *    an iterator is about to visit: a key present for a whole loop is seen
+ *    exactly once, however much the index grows meanwhile. Freed slots are
+ *    reused by later inserts.
+ * The table is touched only by the thread that owns the store.
+ */
+#ifndef HDB_TABLE_H
+#define HDB_TABLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct hdb_entry {
+    struct hdb_entry *next; /* bucket chain */
+    uint64_t hash;          /* kept so that rehashing never rereads keys */
+    uint32_t slot;
+    uint32_t key_len;
+    uint32_t val_len;
+    unsigned char data[];   /* key bytes, then value bytes */
+} hdb_entry;
+
+static inline const char *entry_key(const hdb_entry *e) { return (const char *)e->data; }
+static inline const char *entry_val(const hdb_entry *e) { return (const char *)e->data + e->key_len; }
+
+typedef struct table_index {
+    hdb_entry **buckets;
+    size_t mask; /* bucket count - 1; buckets == NULL when unused */
+    size_t used;
+} table_index;
+
+typedef struct hdb_table {
+    uint64_t seed[2];
+    table_index idx[2];  /* idx[1] is in use only while rehashing */
+    size_t rehash_pos;   /* next bucket of idx[0] to move */
+    size_t count;
+    uintptr_t **slot_chunks;
+    size_t slot_nchunks;
+    uint32_t slot_high;  /* slots handed out so far (live or free) */
+    uint32_t slot_free;  /* 1 + index of the first free slot, 0 if none */
+    size_t bytes;        /* memory held by the table, for stats */
+} hdb_table;
+
+/* Largest key or value length accepted; also the limit of Redis bulk strings,
+ * so that every file hurrahdb writes can be loaded by Redis. */
+#define HDB_MAX_ITEM_LEN (512u * 1024u * 1024u)
+
+/* Prepares an empty table. `seed` keys the hash; pass random bytes. */
+void table_init(hdb_table *t, const uint64_t seed[2]);
+
+/* Frees every entry and array. The table may be reinitialised afterwards. */
+void table_free(hdb_table *t);
+
+/* Returns the entry holding `key`, or NULL. Advances a pending rehash. */
+hdb_entry *table_find(hdb_table *t, const char *key, size_t key_len);
+
+/* Builds an entry for (key, value) without touching the table, so that the
+ * caller can do fallible work (the AOF append) before anything changes.
+ * Returns NULL when memory is exhausted or a length passes HDB_MAX_ITEM_LEN.
+ * It also makes sure that table_commit will not need to allocate. */
+hdb_entry *table_entry_new(hdb_table *t, const char *key, size_t key_len,
+                           const char *val, size_t val_len);
+
+/* Frees an entry built by table_entry_new that was never committed. */
+void table_entry_discard(hdb_table *t, hdb_entry *e);
+
+/* Links a prepared entry in, replacing (and freeing) an existing entry with
+ * the same key, whose slot it takes over. Cannot fail. Returns 1 if a key was
+ * replaced, 0 if it was added. Call it right after table_entry_new, with no
+ * other table call in between. */
+int table_commit(hdb_table *t, hdb_entry *e);
+
+/* Removes `key`. Returns 1 if it was present, 0 if not. */
+int table_remove(hdb_table *t, const char *key, size_t key_len);
+
+/* Iteration: start with *cursor = 0; each call returns the next live entry at
+ * or after the cursor and moves the cursor past it, or NULL at the end.
+ * Safe across any table change between calls (see the header comment). */
+hdb_entry *table_next(const hdb_table *t, uint32_t *cursor);
+
+#endif

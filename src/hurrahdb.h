@@ -1,0 +1,91 @@
+/*
+ * hurrahdb: the storage engine.
+ *
+ * A store maps binary-safe byte-string keys to byte-string values in memory,
+ * optionally backed by an append-only file (AOF) that is replayed at open and
+ * written by a flusher (see hdb_flusher.h). The engine knows nothing of Lua.
+ *
+ * Error contract: functions that can fail return HDB_OK or HDB_ERR and, on
+ * HDB_ERR, write a message naming the cause into the caller's buffer. A failed
+ * call leaves the store as it was, in memory and on disk.
+ * Threads: a store is used by one thread at a time (its owner); the flusher's
+ * own thread is internal.
+ */
+#ifndef HURRAHDB_H
+#define HURRAHDB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define HDB_VERSION "0.2.0"
+
+#define HDB_OK 0
+#define HDB_ERR (-1)
+
+/* Room callers should give error buffers; longer messages are truncated. */
+#define HDB_ERRLEN 512
+
+#define HDB_DEFAULT_SYNC_TIME_MS 1000u
+
+typedef struct hdb_store hdb_store;
+
+typedef struct hdb_options {
+    const char *path;      /* NULL: memory only */
+    unsigned sync_time_ms; /* 0: every write is written and synced before it returns */
+    int use_fsync;         /* 0: write to the OS, never fdatasync */
+} hdb_options;
+
+typedef struct hdb_stats {
+    uint64_t keys;
+    uint64_t memory_bytes;      /* held by the table and the AOF buffers */
+    uint64_t aof_bytes;         /* file size written so far */
+    uint64_t aof_pending_bytes; /* appended, not yet written and synced */
+    int64_t last_sync_ms;       /* Unix time in ms of the last completed flush; 0 if none */
+    uint64_t loaded_records;    /* records replayed at open */
+    uint64_t errors;            /* failed writes or syncs so far */
+    char last_error[256];       /* "" if none */
+} hdb_stats;
+
+/* Opens a store. With a path, creates the file (mode 0600, directory synced)
+ * if missing, else checks and replays it. Returns NULL with err filled. */
+hdb_store *hdb_open(const hdb_options *opt, char *err, size_t errlen);
+
+/* Flushes and syncs pending records, stops the flusher and closes the file.
+ * On failure (the disk refuses the last records) returns HDB_ERR and the
+ * store stays open with nothing lost, so the caller may retry. */
+int hdb_close(hdb_store *s, char *err, size_t errlen);
+
+/* Frees the store; call after hdb_close succeeded, or to abandon it. */
+void hdb_free(hdb_store *s);
+
+int hdb_set(hdb_store *s, const char *key, size_t key_len,
+            const char *val, size_t val_len, char *err, size_t errlen);
+
+/* *existed tells whether the key was there; deleting a missing key is not an
+ * error and writes nothing. */
+int hdb_delete(hdb_store *s, const char *key, size_t key_len, int *existed,
+               char *err, size_t errlen);
+
+/* Returns 1 and points *val into the store (valid until the next change of
+ * the store), or 0 if the key is absent. */
+int hdb_get(hdb_store *s, const char *key, size_t key_len,
+            const char **val, size_t *val_len);
+
+uint64_t hdb_count(const hdb_store *s);
+
+/* Writes and syncs every pending record now. A memory-only store succeeds. */
+int hdb_sync(hdb_store *s, char *err, size_t errlen);
+
+void hdb_get_stats(hdb_store *s, hdb_stats *st);
+
+/* The file of the store, or NULL if memory only. */
+const char *hdb_path(const hdb_store *s);
+
+/* Iteration: start with *cursor = 0; returns 1 with the next pair (pointers
+ * valid until the next change of the store) or 0 at the end. The store may be
+ * changed between calls: every key present for the whole iteration is
+ * returned exactly once; keys added meanwhile may or may not be returned. */
+int hdb_next(const hdb_store *s, uint32_t *cursor, const char **key,
+             size_t *key_len, const char **val, size_t *val_len);
+
+#endif

@@ -1,0 +1,32 @@
+/*
+ * lcompat.h: the few Lua C API differences between Lua 5.4 and LuaJIT 2.1
+ * (Lua 5.1 API) that the binding meets, so that one source serves both.
+ */
+#ifndef LCOMPAT_H
+#define LCOMPAT_H
+
+#include <lua.h>
+#include <lauxlib.h>
+
+#if LUA_VERSION_NUM >= 503
+#define LCOMPAT_HAS_INTEGERS 1
+#else
+#define LCOMPAT_HAS_INTEGERS 0
+#endif
+
+#if LUA_VERSION_NUM < 502
+#define lua_rawlen(L, i) lua_objlen((L), (i))
+#define lua_absindex(L, i) \
+    ((i) > 0 || (i) <= LUA_REGISTRYINDEX ? (i) : lua_gettop(L) + (i) + 1)
+static inline void lcompat_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
+{
+    (void)nup; /* only used with nup == 0 here */
+    for (; l->name != NULL; l++) {
+        lua_pushcfunction(L, l->func);
+        lua_setfield(L, -2, l->name);
+    }
+}
+#define luaL_setfuncs(L, l, nup) lcompat_setfuncs((L), (l), (nup))
+#endif
+
+#endif

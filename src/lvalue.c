@@ -1,0 +1,829 @@
+#include "lvalue.h"
+
+#include <locale.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ */
+/* Encoding                                                            */
+/* ------------------------------------------------------------------ */
+
+/* One step of the path from the root to the value being encoded: an object
+ * key (still on the Lua stack while it is in use) or an array index. */
+typedef struct path_step {
+    const char *key;    /* NULL for an array index */
+    size_t key_len;
+    size_t index;
+} path_step;
+
+typedef struct enc_ctx {
+    lua_State *L;
+    hdb_buf *out;
+    char *err;
+    size_t errlen;
+    int depth;
+    const void *open_tables[LVALUE_MAX_DEPTH + 1]; /* ancestors, for cycles */
+    path_step path[LVALUE_MAX_DEPTH + 1];
+} enc_ctx;
+
+static int is_ident_start(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+
+static int is_ident_char(unsigned char c)
+{
+    return is_ident_start(c) || (c >= '0' && c <= '9');
+}
+
+/* Appends printf output to a bounded string, tracking the used length. */
+static void str_addf(char *dst, size_t cap, size_t *used, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void str_addf(char *dst, size_t cap, size_t *used, const char *fmt, ...)
+{
+    if (*used >= cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(dst + *used, cap - *used, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        *used = *used + (size_t)n < cap ? *used + (size_t)n : cap - 1;
+}
+
+/* Renders the current path like "$.a[\"odd key\"][3]" into buf. Long keys
+ * and deep paths are shortened: the message must stay readable. */
+static void enc_format_path(const enc_ctx *c, char *buf, size_t cap)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    str_addf(buf, cap, &used, "$");
+    for (int i = 0; i < c->depth; i++) {
+        const path_step *p = &c->path[i];
+        if (used > cap - 16) {
+            str_addf(buf, cap, &used, "...");
+            break;
+        }
+        if (p->key == NULL) {
+            str_addf(buf, cap, &used, "[%zu]", p->index);
+            continue;
+        }
+        int ident = p->key_len > 0 && p->key_len <= 40 &&
+                    is_ident_start((unsigned char)p->key[0]);
+        for (size_t k = 1; ident && k < p->key_len; k++)
+            ident = is_ident_char((unsigned char)p->key[k]);
+        if (ident) {
+            str_addf(buf, cap, &used, ".%.*s", (int)p->key_len, p->key);
+            continue;
+        }
+        str_addf(buf, cap, &used, "[\"");
+        size_t shown = p->key_len > 40 ? 40 : p->key_len;
+        for (size_t k = 0; k < shown; k++) {
+            unsigned char ch = (unsigned char)p->key[k];
+            if (ch == '"' || ch == '\\')
+                str_addf(buf, cap, &used, "\\%c", ch);
+            else if (ch < 0x20 || ch >= 0x7f)
+                str_addf(buf, cap, &used, "\\x%02x", ch);
+            else
+                str_addf(buf, cap, &used, "%c", ch);
+        }
+        str_addf(buf, cap, &used, "%s\"]", p->key_len > shown ? "..." : "");
+    }
+}
+
+/* Fills the error as "cannot store <what> at <path><detail>". */
+static int enc_fail(enc_ctx *c, const char *what, const char *detail)
+{
+    char path[200];
+    enc_format_path(c, path, sizeof path);
+    snprintf(c->err, c->errlen, "cannot store %s at %s%s", what, path,
+             detail ? detail : "");
+    return -1;
+}
+
+static int enc_nomem(enc_ctx *c)
+{
+    snprintf(c->err, c->errlen, "out of memory encoding the value");
+    return -1;
+}
+
+static inline int enc_put(enc_ctx *c, const char *s, size_t n)
+{
+    if (hdb_buf_append(c->out, s, n) != 0)
+        return enc_nomem(c);
+    return 0;
+}
+
+static inline int enc_putc(enc_ctx *c, char ch)
+{
+    if (c->out->len == c->out->cap && hdb_buf_reserve(c->out, 1) != 0)
+        return enc_nomem(c);
+    c->out->data[c->out->len++] = ch;
+    return 0;
+}
+
+/* Bytes that must be escaped inside a JSON string: the quote, the backslash
+ * and the control characters. Every other byte, including invalid UTF-8, is
+ * copied as is, so a Lua string of any bytes comes back unchanged. */
+static inline int needs_escape(unsigned char ch)
+{
+    return ch < 0x20 || ch == '"' || ch == '\\';
+}
+
+static int enc_string(enc_ctx *c, const char *s, size_t len)
+{
+    /* Worst case is 6 bytes per input byte (\u00XX) plus the quotes. */
+    if (len > (SIZE_MAX - 2) / 6 || hdb_buf_reserve(c->out, len + 2) != 0)
+        return enc_nomem(c);
+    c->out->data[c->out->len++] = '"';
+    size_t i = 0;
+    while (i < len) {
+        size_t run = i;
+        while (run < len && !needs_escape((unsigned char)s[run]))
+            run++;
+        if (run > i) {
+            if (enc_put(c, s + i, run - i) != 0)
+                return -1;
+            i = run;
+        }
+        if (i == len)
+            break;
+        unsigned char ch = (unsigned char)s[i++];
+        char esc[7];
+        size_t n = 2;
+        esc[0] = '\\';
+        switch (ch) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            snprintf(esc, sizeof esc, "\\u%04x", ch);
+            n = 6;
+        }
+        if (enc_put(c, esc, n) != 0)
+            return -1;
+    }
+    return enc_putc(c, '"');
+}
+
+/* Writes v in decimal; handles the most negative value without overflow. */
+static size_t format_int64(char *buf, int64_t v)
+{
+    char tmp[24];
+    size_t n = 0, len = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        buf[len++] = '-';
+    while (n)
+        buf[len++] = tmp[--n];
+    buf[len] = '\0';
+    return len;
+}
+
+/* 2^53: below it every integer is exactly a double. */
+#define EXACT_INT_LIMIT 9007199254740992.0
+
+/* Formats a finite double with the fewest significant digits (15 to 17)
+ * that read back as the same double, then makes sure the text still looks
+ * like a float (has '.', 'e' or is "-0.0") so that it decodes as one.
+ * `as_float` is 0 on a Lua without integers, where integral values are
+ * written as plain integers. Returns the length written to buf (>= 32). */
+static size_t format_double(char *buf, double d, int as_float)
+{
+    size_t n;
+    if (d == 0.0) {
+        strcpy(buf, signbit(d) ? "-0.0" : (as_float ? "0.0" : "0"));
+        return strlen(buf);
+    }
+    if (fabs(d) < EXACT_INT_LIMIT && d == (double)(int64_t)d) {
+        n = format_int64(buf, (int64_t)d);
+        if (as_float) {
+            memcpy(buf + n, ".0", 3);
+            n += 2;
+        }
+        return n;
+    }
+    for (int prec = 15; prec <= 17; prec++) {
+        n = (size_t)snprintf(buf, 32, "%.*g", prec, d);
+        if (prec == 17 || strtod(buf, NULL) == d)
+            break;
+    }
+    /* snprintf follows the C locale's decimal point (a comma in some
+     * locales); JSON needs '.'. */
+    int looks_float = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = buf[i];
+        if (ch == 'e' || ch == 'E') {
+            looks_float = 1;
+        } else if (!(ch >= '0' && ch <= '9') && ch != '-' && ch != '+') {
+            buf[i] = '.';
+            looks_float = 1;
+        }
+    }
+    if (!looks_float) {
+        memcpy(buf + n, ".0", 3);
+        n += 2;
+    }
+    return n;
+}
+
+static int enc_number(enc_ctx *c, int idx)
+{
+    char buf[40];
+    size_t n;
+#if LCOMPAT_HAS_INTEGERS
+    if (lua_isinteger(c->L, idx)) {
+        n = format_int64(buf, (int64_t)lua_tointeger(c->L, idx));
+        return enc_put(c, buf, n);
+    }
+#endif
+    double d = (double)lua_tonumber(c->L, idx);
+    if (isnan(d))
+        return enc_fail(c, "NaN", " (JSON has no NaN)");
+    if (isinf(d))
+        return enc_fail(c, d > 0 ? "inf" : "-inf", " (JSON has no infinities)");
+    n = format_double(buf, d, LCOMPAT_HAS_INTEGERS);
+    return enc_put(c, buf, n);
+}
+
+static int enc_value(enc_ctx *c, int idx);
+
+/* Describes a table key that has no place in a JSON array or object. */
+static int enc_bad_key(enc_ctx *c, int key_idx, int has_string_keys, size_t array_len)
+{
+    lua_State *L = c->L;
+    char detail[160];
+    int t = lua_type(L, key_idx);
+    if (t == LUA_TNUMBER) {
+        double k = (double)lua_tonumber(L, key_idx);
+        int integral = k == floor(k) && fabs(k) < EXACT_INT_LIMIT;
+        if (integral && has_string_keys) {
+            snprintf(detail, sizeof detail,
+                     " (integer key %.0f beside string keys: JSON objects have only string keys)", k);
+            return enc_fail(c, "a mixed table", detail);
+        }
+        if (integral && k >= 1) {
+            snprintf(detail, sizeof detail,
+                     " (key %.0f, but the keys of an array must run from 1 to n without holes%s)",
+                     k, array_len ? "" : "; there is no key 1");
+            return enc_fail(c, "a sparse array", detail);
+        }
+        snprintf(detail, sizeof detail,
+                 " (key %.17g: only string keys and array indices 1..n can be stored)", k);
+        return enc_fail(c, "a table with a number key", detail);
+    }
+    if (t == LUA_TSTRING) {
+        snprintf(detail, sizeof detail,
+                 " (string key beside array items 1..%zu: JSON has no mixed arrays)", array_len);
+        return enc_fail(c, "a mixed table", detail);
+    }
+    snprintf(detail, sizeof detail, " (only string keys and array indices 1..n can be stored)");
+    char what[64];
+    snprintf(what, sizeof what, "a table with a %s key", lua_typename(L, t));
+    return enc_fail(c, what, detail);
+}
+
+static int enc_array(enc_ctx *c, int idx, size_t n)
+{
+    lua_State *L = c->L;
+    path_step *step = &c->path[c->depth - 1];
+    if (enc_putc(c, '[') != 0)
+        return -1;
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, idx, (lua_Integer)i);
+        step->key = NULL;
+        step->index = i;
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            return enc_fail(c, "a sparse array", " (a hole: the keys of an array must run from 1 to n)");
+        }
+        if ((i > 1 && enc_putc(c, ',') != 0) || enc_value(c, lua_gettop(L)) != 0) {
+            lua_pop(L, 1);
+            return -1;
+        }
+        lua_pop(L, 1);
+    }
+    /* Items 1..n are all there; any further key makes the table something
+     * JSON cannot hold. Counting is cheaper than checking each key. */
+    size_t count = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        count++;
+    }
+    if (count != n) {
+        lua_pushnil(L);
+        while (lua_next(L, idx) != 0) {
+            lua_pop(L, 1);
+            int is_index = 0;
+            if (lua_type(L, -1) == LUA_TNUMBER) {
+                double k = (double)lua_tonumber(L, -1);
+                is_index = k >= 1 && k <= (double)n && k == floor(k);
+            }
+            if (!is_index) {
+                step->key = NULL; /* the problem is the table itself */
+                c->depth--;
+                int rc = enc_bad_key(c, lua_gettop(L), 0, n);
+                c->depth++;
+                lua_pop(L, 1);
+                return rc;
+            }
+        }
+    }
+    return enc_putc(c, ']');
+}
+
+static int enc_object(enc_ctx *c, int idx)
+{
+    lua_State *L = c->L;
+    path_step *step = &c->path[c->depth - 1];
+    int first = 1;
+    if (enc_putc(c, '{') != 0)
+        return -1;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        int key_idx = lua_gettop(L) - 1;
+        if (lua_type(L, key_idx) != LUA_TSTRING) {
+            c->depth--;
+            int rc = enc_bad_key(c, key_idx, !first, 0);
+            c->depth++;
+            lua_pop(L, 2);
+            return rc;
+        }
+        size_t klen;
+        const char *k = lua_tolstring(L, key_idx, &klen);
+        step->key = k;
+        step->key_len = klen;
+        if ((!first && enc_putc(c, ',') != 0) || enc_string(c, k, klen) != 0 ||
+            enc_putc(c, ':') != 0 || enc_value(c, key_idx + 1) != 0) {
+            lua_pop(L, 2);
+            return -1;
+        }
+        first = 0;
+        lua_pop(L, 1);
+    }
+    return enc_putc(c, '}');
+}
+
+static int enc_table(enc_ctx *c, int idx)
+{
+    lua_State *L = c->L;
+    if (c->depth >= LVALUE_MAX_DEPTH)
+        return enc_fail(c, "a table", " (nested deeper than 1000 levels)");
+    if (lua_getmetatable(L, idx)) {
+        lua_pop(L, 1);
+        return enc_fail(c, "a table with a metatable",
+                        " (the metatable would not come back)");
+    }
+    const void *self = lua_topointer(L, idx);
+    for (int i = 0; i < c->depth; i++) {
+        if (c->open_tables[i] == self)
+            return enc_fail(c, "a cycle", " (the table contains itself)");
+    }
+    if (!lua_checkstack(L, 4))
+        return enc_fail(c, "a table", " (nested too deeply for the Lua stack)");
+
+    c->open_tables[c->depth] = self;
+    c->path[c->depth].key = NULL;
+    c->path[c->depth].index = 0;
+    c->depth++;
+    size_t n = lua_rawlen(L, idx);
+    int rc = n > 0 ? enc_array(c, idx, n) : enc_object(c, idx);
+    c->depth--;
+    return rc;
+}
+
+static int enc_value(enc_ctx *c, int idx)
+{
+    lua_State *L = c->L;
+    switch (lua_type(L, idx)) {
+    case LUA_TSTRING: {
+        size_t len;
+        const char *s = lua_tolstring(L, idx, &len);
+        return enc_string(c, s, len);
+    }
+    case LUA_TNUMBER:
+        return enc_number(c, idx);
+    case LUA_TBOOLEAN:
+        return lua_toboolean(L, idx) ? enc_put(c, "true", 4) : enc_put(c, "false", 5);
+    case LUA_TTABLE:
+        return enc_table(c, idx);
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) == NULL)
+            return enc_put(c, "null", 4);
+        return enc_fail(c, "a light userdata", " (only the null sentinel can be stored)");
+    case LUA_TNIL:
+        return enc_fail(c, "nil", NULL);
+    default: {
+        char what[40];
+        const char *tn = lua_typename(L, lua_type(L, idx));
+        snprintf(what, sizeof what, "a %s", tn);
+        return enc_fail(c, what, NULL);
+    }
+    }
+}
+
+int lvalue_encode(lua_State *L, int idx, hdb_buf *out, char *err, size_t errlen)
+{
+    enc_ctx c;
+    c.L = L;
+    c.out = out;
+    c.err = err;
+    c.errlen = errlen;
+    c.depth = 0;
+    return enc_value(&c, lua_absindex(L, idx));
+}
+
+/* ------------------------------------------------------------------ */
+/* Decoding                                                            */
+/* ------------------------------------------------------------------ */
+
+typedef struct dec_ctx {
+    lua_State *L;
+    const char *s;
+    size_t len;
+    size_t pos;
+    int depth;
+    char *err;
+    size_t errlen;
+} dec_ctx;
+
+static int dec_fail(dec_ctx *d, const char *what)
+{
+    snprintf(d->err, d->errlen, "cannot decode stored value: %s at byte %zu", what, d->pos);
+    return -1;
+}
+
+static inline void dec_skip_space(dec_ctx *d)
+{
+    while (d->pos < d->len) {
+        char ch = d->s[d->pos];
+        if (ch != ' ' && ch != '\t' && ch != '\n' && ch != '\r')
+            break;
+        d->pos++;
+    }
+}
+
+static int hex_digit(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+static int dec_hex4(dec_ctx *d, unsigned *out)
+{
+    if (d->len - d->pos < 4)
+        return dec_fail(d, "truncated \\u escape");
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        int h = hex_digit(d->s[d->pos + (size_t)i]);
+        if (h < 0)
+            return dec_fail(d, "bad \\u escape");
+        v = v << 4 | (unsigned)h;
+    }
+    d->pos += 4;
+    *out = v;
+    return 0;
+}
+
+static void add_utf8(luaL_Buffer *b, unsigned cp)
+{
+    char u[4];
+    size_t n;
+    if (cp < 0x80) {
+        u[0] = (char)cp;
+        n = 1;
+    } else if (cp < 0x800) {
+        u[0] = (char)(0xC0 | cp >> 6);
+        u[1] = (char)(0x80 | (cp & 0x3F));
+        n = 2;
+    } else if (cp < 0x10000) {
+        u[0] = (char)(0xE0 | cp >> 12);
+        u[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        u[2] = (char)(0x80 | (cp & 0x3F));
+        n = 3;
+    } else {
+        u[0] = (char)(0xF0 | cp >> 18);
+        u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+        u[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        u[3] = (char)(0x80 | (cp & 0x3F));
+        n = 4;
+    }
+    luaL_addlstring(b, u, n);
+}
+
+/* Pushes the string starting at the opening quote. */
+static int dec_string(dec_ctx *d)
+{
+    const char *s = d->s;
+    size_t start = ++d->pos, p = start;
+    while (p < d->len && s[p] != '"' && s[p] != '\\' && (unsigned char)s[p] >= 0x20)
+        p++;
+    if (p < d->len && s[p] == '"') {
+        lua_pushlstring(d->L, s + start, p - start);
+        d->pos = p + 1;
+        return 0;
+    }
+    luaL_Buffer b;
+    luaL_buffinit(d->L, &b);
+    luaL_addlstring(&b, s + start, p - start);
+    d->pos = p;
+    for (;;) {
+        if (d->pos >= d->len)
+            return dec_fail(d, "unterminated string");
+        unsigned char ch = (unsigned char)s[d->pos];
+        if (ch == '"') {
+            d->pos++;
+            break;
+        }
+        if (ch < 0x20)
+            return dec_fail(d, "control character in string");
+        if (ch != '\\') {
+            size_t run = d->pos;
+            while (run < d->len && s[run] != '"' && s[run] != '\\' &&
+                   (unsigned char)s[run] >= 0x20)
+                run++;
+            luaL_addlstring(&b, s + d->pos, run - d->pos);
+            d->pos = run;
+            continue;
+        }
+        if (++d->pos >= d->len)
+            return dec_fail(d, "unterminated string");
+        char e = s[d->pos++];
+        switch (e) {
+        case '"': luaL_addchar(&b, '"'); break;
+        case '\\': luaL_addchar(&b, '\\'); break;
+        case '/': luaL_addchar(&b, '/'); break;
+        case 'b': luaL_addchar(&b, '\b'); break;
+        case 'f': luaL_addchar(&b, '\f'); break;
+        case 'n': luaL_addchar(&b, '\n'); break;
+        case 'r': luaL_addchar(&b, '\r'); break;
+        case 't': luaL_addchar(&b, '\t'); break;
+        case 'u': {
+            unsigned cp, lo;
+            if (dec_hex4(d, &cp) != 0)
+                return -1;
+            if (cp >= 0xDC00 && cp <= 0xDFFF)
+                return dec_fail(d, "lone low surrogate in \\u escape");
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (d->len - d->pos < 2 || s[d->pos] != '\\' || s[d->pos + 1] != 'u')
+                    return dec_fail(d, "lone high surrogate in \\u escape");
+                d->pos += 2;
+                if (dec_hex4(d, &lo) != 0)
+                    return -1;
+                if (lo < 0xDC00 || lo > 0xDFFF)
+                    return dec_fail(d, "bad surrogate pair in \\u escape");
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            }
+            add_utf8(&b, cp);
+            break;
+        }
+        default:
+            d->pos--;
+            return dec_fail(d, "bad escape in string");
+        }
+    }
+    luaL_pushresult(&b);
+    return 0;
+}
+
+/* Parses a JSON number. A token with no fraction and no exponent is an
+ * integer (a Lua integer where the Lua has them); anything else is a float. */
+static int dec_number(dec_ctx *d)
+{
+    const char *s = d->s;
+    size_t start = d->pos, p = d->pos;
+    int is_float = 0;
+    if (p < d->len && s[p] == '-')
+        p++;
+    if (p >= d->len || s[p] < '0' || s[p] > '9')
+        return dec_fail(d, "bad number");
+    if (s[p] == '0' && p + 1 < d->len && s[p + 1] >= '0' && s[p + 1] <= '9')
+        return dec_fail(d, "number with a leading zero");
+    while (p < d->len && s[p] >= '0' && s[p] <= '9')
+        p++;
+    if (p < d->len && s[p] == '.') {
+        is_float = 1;
+        p++;
+        if (p >= d->len || s[p] < '0' || s[p] > '9')
+            return dec_fail(d, "bad number");
+        while (p < d->len && s[p] >= '0' && s[p] <= '9')
+            p++;
+    }
+    if (p < d->len && (s[p] == 'e' || s[p] == 'E')) {
+        is_float = 1;
+        p++;
+        if (p < d->len && (s[p] == '+' || s[p] == '-'))
+            p++;
+        if (p >= d->len || s[p] < '0' || s[p] > '9')
+            return dec_fail(d, "bad number");
+        while (p < d->len && s[p] >= '0' && s[p] <= '9')
+            p++;
+    }
+    size_t n = p - start;
+
+    if (!is_float && n > 20) {
+#if !LCOMPAT_HAS_INTEGERS
+        return dec_fail(d, "integer that this Lua cannot hold exactly (it has no 64-bit integers)");
+#endif
+        /* Beyond 64 bits: read as a float, as Lua's own reader does. */
+    } else if (!is_float) {
+        /* Accumulate as a negative number, whose range includes INT64_MIN. */
+        int neg = s[start] == '-';
+        int64_t v = 0;
+        int overflow = 0;
+        for (size_t i = start + (size_t)neg; i < p; i++) {
+            int digit = s[i] - '0';
+            if (v < (INT64_MIN + digit) / 10) {
+                overflow = 1;
+                break;
+            }
+            v = v * 10 - digit;
+        }
+        if (!overflow && (neg || v != INT64_MIN)) {
+            if (!neg)
+                v = -v;
+            d->pos = p;
+#if LCOMPAT_HAS_INTEGERS
+            lua_pushinteger(d->L, (lua_Integer)v);
+#else
+            double dv = (double)v;
+            if (dv >= 9223372036854775808.0 || (int64_t)dv != v)
+                return dec_fail(d, "integer that this Lua cannot hold exactly (it has no 64-bit integers)");
+            lua_pushnumber(d->L, (lua_Number)dv);
+#endif
+            return 0;
+        }
+#if !LCOMPAT_HAS_INTEGERS
+        return dec_fail(d, "integer that this Lua cannot hold exactly (it has no 64-bit integers)");
+#endif
+    }
+
+    char buf[64];
+    if (n >= sizeof buf)
+        return dec_fail(d, "number too long");
+    memcpy(buf, s + start, n);
+    buf[n] = '\0';
+    char *end;
+    double v = strtod(buf, &end);
+    if ((size_t)(end - buf) != n) {
+        /* strtod follows the C locale's decimal point; retry with it. */
+        const char *point = localeconv()->decimal_point;
+        char *dot = strchr(buf, '.');
+        if (dot != NULL && point != NULL && point[0] != '\0' && point[1] == '\0')
+            *dot = point[0];
+        v = strtod(buf, &end);
+        if ((size_t)(end - buf) != n)
+            return dec_fail(d, "bad number");
+    }
+    d->pos = p;
+    lua_pushnumber(d->L, (lua_Number)v);
+    return 0;
+}
+
+static int dec_literal(dec_ctx *d, const char *word, size_t n)
+{
+    if (d->len - d->pos < n || memcmp(d->s + d->pos, word, n) != 0)
+        return dec_fail(d, "unexpected character");
+    d->pos += n;
+    return 0;
+}
+
+static int dec_value(dec_ctx *d);
+
+static int dec_array(dec_ctx *d)
+{
+    lua_State *L = d->L;
+    d->pos++;
+    lua_createtable(L, 4, 0);
+    dec_skip_space(d);
+    if (d->pos < d->len && d->s[d->pos] == ']') {
+        d->pos++;
+        return 0;
+    }
+    for (lua_Integer i = 1;; i++) {
+        if (dec_value(d) != 0)
+            return -1;
+        lua_rawseti(L, -2, i);
+        dec_skip_space(d);
+        if (d->pos >= d->len)
+            return dec_fail(d, "unterminated array");
+        char ch = d->s[d->pos++];
+        if (ch == ']')
+            return 0;
+        if (ch != ',') {
+            d->pos--;
+            return dec_fail(d, "expected ',' or ']'");
+        }
+    }
+}
+
+static int dec_object(dec_ctx *d)
+{
+    lua_State *L = d->L;
+    d->pos++;
+    lua_createtable(L, 0, 4);
+    dec_skip_space(d);
+    if (d->pos < d->len && d->s[d->pos] == '}') {
+        d->pos++;
+        return 0;
+    }
+    for (;;) {
+        dec_skip_space(d);
+        if (d->pos >= d->len || d->s[d->pos] != '"')
+            return dec_fail(d, "expected a string key");
+        if (dec_string(d) != 0)
+            return -1;
+        dec_skip_space(d);
+        if (d->pos >= d->len || d->s[d->pos] != ':')
+            return dec_fail(d, "expected ':'");
+        d->pos++;
+        if (dec_value(d) != 0)
+            return -1;
+        lua_rawset(L, -3);
+        dec_skip_space(d);
+        if (d->pos >= d->len)
+            return dec_fail(d, "unterminated object");
+        char ch = d->s[d->pos++];
+        if (ch == '}')
+            return 0;
+        if (ch != ',') {
+            d->pos--;
+            return dec_fail(d, "expected ',' or '}'");
+        }
+    }
+}
+
+static int dec_value(dec_ctx *d)
+{
+    dec_skip_space(d);
+    if (d->pos >= d->len)
+        return dec_fail(d, "unexpected end");
+    if (!lua_checkstack(d->L, 3))
+        return dec_fail(d, "nesting too deep for the Lua stack");
+    char ch = d->s[d->pos];
+    switch (ch) {
+    case '"':
+        return dec_string(d);
+    case '{':
+    case '[': {
+        if (d->depth >= LVALUE_MAX_DEPTH)
+            return dec_fail(d, "nesting deeper than 1000 levels");
+        d->depth++;
+        int rc = ch == '{' ? dec_object(d) : dec_array(d);
+        d->depth--;
+        return rc;
+    }
+    case 't':
+        if (dec_literal(d, "true", 4) != 0)
+            return -1;
+        lua_pushboolean(d->L, 1);
+        return 0;
+    case 'f':
+        if (dec_literal(d, "false", 5) != 0)
+            return -1;
+        lua_pushboolean(d->L, 0);
+        return 0;
+    case 'n':
+        if (dec_literal(d, "null", 4) != 0)
+            return -1;
+        lua_pushlightuserdata(d->L, NULL);
+        return 0;
+    default:
+        if (ch == '-' || (ch >= '0' && ch <= '9'))
+            return dec_number(d);
+        return dec_fail(d, "unexpected character");
+    }
+}
+
+int lvalue_decode(lua_State *L, const char *text, size_t len, char *err, size_t errlen)
+{
+    dec_ctx d = {L, text, len, 0, 0, err, errlen};
+    int top = lua_gettop(L);
+    if (dec_value(&d) == 0) {
+        dec_skip_space(&d);
+        if (d.pos == d.len)
+            return 0;
+        dec_fail(&d, "trailing characters");
+    }
+    lua_settop(L, top);
+    return -1;
+}

@@ -1,0 +1,33 @@
+/*
+ * lvalue: converts Lua values to and from the JSON text the store keeps.
+ *
+ * The rule is "what you get is what you set": every value the encoder accepts
+ * decodes to a value equal under ==, with the same number subtypes, or the
+ * encoder refuses it and names where in the value the problem is. Numbers are
+ * written exactly (integers as integers, floats with enough digits to read
+ * back the same double, and a ".0" when they look like integers), which is
+ * why hurrahdb writes its own JSON instead of lua-cjson 2.1.0's, whose
+ * encoder keeps 14 digits and whose decoder returns every number as a float.
+ * The text stays plain JSON that cjson, Redis clients or any JSON reader take.
+ */
+#ifndef LVALUE_H
+#define LVALUE_H
+
+#include <stddef.h>
+
+#include "lcompat.h"
+#include "hdb_buf.h"
+
+/* Deepest nesting of tables accepted (and decoded). */
+#define LVALUE_MAX_DEPTH 1000
+
+/* Appends the JSON text of the value at idx to out. Returns 0, or -1 with err
+ * naming the problem and its path ("$.a.b[3]"); out may then hold a partial
+ * text the caller discards. The value must not be nil. */
+int lvalue_encode(lua_State *L, int idx, hdb_buf *out, char *err, size_t errlen);
+
+/* Pushes the value of the JSON text. Returns 0, or -1 with nothing pushed and
+ * err naming the problem and its byte offset. */
+int lvalue_decode(lua_State *L, const char *text, size_t len, char *err, size_t errlen);
+
+#endif
