@@ -70,13 +70,13 @@ $(BUILD):
 
 # The engine never sees Lua's headers: it is built without them on purpose.
 $(ENGINE_OBJ): $(BUILD)/%.o: src/%.c $(HEADERS) | $(BUILD)
-	$(CC) $(CFLAGS_ALL) -c $< -o $@
+	@echo "CC $<"; $(CC) $(CFLAGS_ALL) -c $< -o $@
 
 $(BINDING_OBJ): $(BUILD)/%.o: src/%.c $(HEADERS) | $(BUILD)
-	$(CC) $(CFLAGS_ALL) -I$(LUA_INC) -c $< -o $@
+	@echo "CC $<"; $(CC) $(CFLAGS_ALL) -I$(LUA_INC) -c $< -o $@
 
 $(MODULE): $(ENGINE_OBJ) $(BINDING_OBJ)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^
+	@echo "LD $@"; $(CC) $(LDFLAGS_ALL) -o $@ $^
 
 test: deps-test all
 	$(RUN_ENV) $(LUA_BIN) $(BUSTED) $(BUSTED_ARGS)

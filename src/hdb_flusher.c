@@ -10,10 +10,20 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/prctl.h>
+#endif
 
-/* Pending data kept beyond this much capacity is released once written, so
- * that one burst does not pin its peak memory. */
+/* A written buffer keeps up to this much capacity, or four times its last
+ * batch if more, for the next turn. */
 #define FLUSHER_IDLE_KEEP (1u << 20)
+
+/* When this much is pending, the thread flushes without waiting for the end
+ * of the period. Under heavy writes the two buffers then take turns at about
+ * this size: memory that is already mapped gets reused (first-touch page
+ * faults were a third of the cost of a set in the caller), memory stays
+ * bounded, and a crash loses less. */
+#define FLUSHER_EARLY_BYTES (4u << 20)
 
 struct hdb_flusher {
     int fd;
@@ -27,6 +37,7 @@ struct hdb_flusher {
     pthread_cond_t wake;
     hdb_buf pending;
     int stop;
+    int early;              /* pending passed FLUSHER_EARLY_BYTES; the thread was woken */
     int failing;            /* the last flush failed; appends are refused */
     uint64_t errors;
     char last_error[256];
@@ -161,8 +172,12 @@ static int flusher_flush_locked(hdb_flusher *f, char *err, size_t errlen)
     }
 
     f->file_size += f->writing.len;
+    /* The two buffers take turns; each keeps its capacity so that a steady
+     * write rate appends into memory that is already mapped. Only a buffer
+     * much larger than this batch needed (after a burst) is released. */
+    size_t keep = 4 * f->writing.len > FLUSHER_IDLE_KEEP ? 4 * f->writing.len : FLUSHER_IDLE_KEEP;
     f->writing.len = 0;
-    hdb_buf_shrink_if_idle(&f->writing, FLUSHER_IDLE_KEEP);
+    hdb_buf_shrink_if_idle(&f->writing, keep);
 
     pthread_mutex_lock(&f->buf_lock);
     f->failing = 0;
@@ -178,6 +193,9 @@ static void *flusher_thread_main(void *arg)
 {
     hdb_flusher *f = arg;
     struct timespec deadline;
+#if defined(__linux__)
+    prctl(PR_SET_NAME, "hdb-flusher", 0, 0, 0); /* shows in top -H, perf, gdb */
+#endif
 
     pthread_mutex_lock(&f->buf_lock);
     clock_gettime(CLOCK_MONOTONIC, &deadline);
@@ -189,10 +207,11 @@ static void *flusher_thread_main(void *arg)
             deadline.tv_nsec -= 1000000000L;
         }
         int rc = 0;
-        while (!f->stop && rc != ETIMEDOUT)
+        while (!f->stop && !f->early && rc != ETIMEDOUT)
             rc = pthread_cond_timedwait(&f->wake, &f->buf_lock, &deadline);
         if (f->stop)
             break;
+        f->early = 0;
         int have_work = f->pending.len > 0 || f->failing;
         pthread_mutex_unlock(&f->buf_lock);
 
@@ -309,6 +328,15 @@ static int flusher_check_writable(hdb_flusher *f, char *err, size_t errlen)
     return 0;
 }
 
+/* Wakes the thread once when enough is pending. Caller holds buf_lock. */
+static inline void flusher_wake_if_full(hdb_flusher *f)
+{
+    if (f->pending.len >= FLUSHER_EARLY_BYTES && f->has_thread && !f->early) {
+        f->early = 1;
+        pthread_cond_signal(&f->wake);
+    }
+}
+
 /* Common tail of both appends: in synchronous mode, make the record durable
  * now, or withdraw it. */
 static int flusher_after_append(hdb_flusher *f, char *err, size_t errlen)
@@ -339,6 +367,7 @@ int flusher_append_set(hdb_flusher *f, const char *key, size_t key_len,
         snprintf(err, errlen, "out of memory appending to %s", f->path);
         rc = -1;
     }
+    flusher_wake_if_full(f);
     pthread_mutex_unlock(&f->buf_lock);
     return rc == 0 ? flusher_after_append(f, err, errlen) : rc;
 }
@@ -352,6 +381,7 @@ int flusher_append_del(hdb_flusher *f, const char *key, size_t key_len,
         snprintf(err, errlen, "out of memory appending to %s", f->path);
         rc = -1;
     }
+    flusher_wake_if_full(f);
     pthread_mutex_unlock(&f->buf_lock);
     return rc == 0 ? flusher_after_append(f, err, errlen) : rc;
 }

@@ -65,10 +65,16 @@ static int replay_set(void *ud, const char *key, size_t key_len,
                       const char *val, size_t val_len)
 {
     hdb_table *t = ud;
-    hdb_entry *e = table_entry_new(t, key, key_len, val, val_len);
+    uint64_t h;
+    hdb_entry *old = table_lookup(t, key, key_len, &h);
+    if (old != NULL && old->val_len == val_len) {
+        table_update_value(old, val, val_len);
+        return 0;
+    }
+    hdb_entry *e = table_entry_new(t, h, key, key_len, val, val_len);
     if (e == NULL)
         return -1;
-    table_commit(t, e);
+    table_commit(t, e, old);
     return 0;
 }
 
@@ -277,7 +283,16 @@ int hdb_set(hdb_store *s, const char *key, size_t key_len,
 {
     if (check_lengths(key_len, val_len, err, errlen) != 0)
         return HDB_ERR;
-    hdb_entry *e = table_entry_new(&s->table, key, key_len, val, val_len);
+    uint64_t h;
+    hdb_entry *old = table_lookup(&s->table, key, key_len, &h);
+    if (old != NULL && old->val_len == val_len) {
+        /* Same size: overwrite in place, once the record is appended. */
+        if (s->aof && flusher_append_set(s->aof, key, key_len, val, val_len, err, errlen) != 0)
+            return HDB_ERR;
+        table_update_value(old, val, val_len);
+        return HDB_OK;
+    }
+    hdb_entry *e = table_entry_new(&s->table, h, key, key_len, val, val_len);
     if (e == NULL) {
         snprintf(err, errlen, "out of memory");
         return HDB_ERR;
@@ -286,15 +301,16 @@ int hdb_set(hdb_store *s, const char *key, size_t key_len,
         table_entry_discard(&s->table, e);
         return HDB_ERR;
     }
-    table_commit(&s->table, e);
+    table_commit(&s->table, e, old);
     return HDB_OK;
 }
 
 int hdb_delete(hdb_store *s, const char *key, size_t key_len, int *existed,
                char *err, size_t errlen)
 {
+    uint64_t h;
     *existed = 0;
-    if (table_find(&s->table, key, key_len) == NULL)
+    if (table_lookup(&s->table, key, key_len, &h) == NULL)
         return HDB_OK;
     if (s->aof && flusher_append_del(s->aof, key, key_len, err, errlen) != 0)
         return HDB_ERR;
@@ -305,7 +321,8 @@ int hdb_delete(hdb_store *s, const char *key, size_t key_len, int *existed,
 int hdb_get(hdb_store *s, const char *key, size_t key_len,
             const char **val, size_t *val_len)
 {
-    hdb_entry *e = table_find(&s->table, key, key_len);
+    uint64_t h;
+    hdb_entry *e = table_lookup(&s->table, key, key_len, &h);
     if (e == NULL)
         return 0;
     *val = entry_val(e);

@@ -130,14 +130,15 @@ static hdb_entry **table_find_link(hdb_table *t, uint64_t h, const char *key,
     return NULL;
 }
 
-hdb_entry *table_find(hdb_table *t, const char *key, size_t key_len)
+hdb_entry *table_lookup(hdb_table *t, const char *key, size_t key_len, uint64_t *hash)
 {
+    uint64_t h = table_hash(t, key, key_len);
+    *hash = h;
     if (t->count == 0)
         return NULL;
     if (table_is_rehashing(t))
         table_rehash_step(t);
-    hdb_entry **link = table_find_link(t, table_hash(t, key, key_len), key,
-                                       key_len, NULL);
+    hdb_entry **link = table_find_link(t, h, key, key_len, NULL);
     return link ? *link : NULL;
 }
 
@@ -185,7 +186,7 @@ static size_t entry_size(size_t key_len, size_t val_len)
     return sizeof(hdb_entry) + key_len + val_len;
 }
 
-hdb_entry *table_entry_new(hdb_table *t, const char *key, size_t key_len,
+hdb_entry *table_entry_new(hdb_table *t, uint64_t hash, const char *key, size_t key_len,
                            const char *val, size_t val_len)
 {
     if (key_len > HDB_MAX_ITEM_LEN || val_len > HDB_MAX_ITEM_LEN)
@@ -201,7 +202,7 @@ hdb_entry *table_entry_new(hdb_table *t, const char *key, size_t key_len,
     if (e == NULL)
         return NULL;
     e->next = NULL;
-    e->hash = table_hash(t, key, key_len);
+    e->hash = hash;
     e->slot = 0;
     e->key_len = (uint32_t)key_len;
     e->val_len = (uint32_t)val_len;
@@ -233,14 +234,28 @@ static void table_maybe_resize(hdb_table *t)
     }
 }
 
-int table_commit(hdb_table *t, hdb_entry *e)
+/* Returns the link pointing at `e`, which is in the table. */
+static hdb_entry **table_link_of(hdb_table *t, const hdb_entry *e, table_index **in)
 {
-    if (table_is_rehashing(t))
-        table_rehash_step(t);
+    for (int i = 0; i < 2; i++) {
+        table_index *ix = &t->idx[i];
+        if (ix->buckets == NULL)
+            continue;
+        for (hdb_entry **link = &ix->buckets[e->hash & ix->mask]; *link; link = &(*link)->next) {
+            if (*link == e) {
+                *in = ix;
+                return link;
+            }
+        }
+    }
+    return NULL; /* not reached for an entry of the table */
+}
+
+void table_commit(hdb_table *t, hdb_entry *e, hdb_entry *old)
+{
     table_index *ix;
-    hdb_entry **link = table_find_link(t, e->hash, entry_key(e), e->key_len, &ix);
-    if (link != NULL) {
-        hdb_entry *old = *link;
+    if (old != NULL) {
+        hdb_entry **link = table_link_of(t, old, &ix);
         e->next = old->next;
         e->slot = old->slot;
         *link = e;
@@ -248,7 +263,7 @@ int table_commit(hdb_table *t, hdb_entry *e)
         t->bytes -= entry_size(old->key_len, old->val_len);
         t->bytes += entry_size(e->key_len, e->val_len);
         free(old);
-        return 1;
+        return;
     }
     t->count++;
     table_maybe_resize(t);
@@ -260,7 +275,12 @@ int table_commit(hdb_table *t, hdb_entry *e)
     e->next = ix->buckets[b];
     ix->buckets[b] = e;
     ix->used++;
-    return 0;
+}
+
+void table_update_value(hdb_entry *e, const char *val, size_t val_len)
+{
+    if (val_len)
+        memcpy(e->data + e->key_len, val, val_len);
 }
 
 int table_remove(hdb_table *t, const char *key, size_t key_len)

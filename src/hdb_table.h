@@ -59,24 +59,29 @@ void table_init(hdb_table *t, const uint64_t seed[2]);
 /* Frees every entry and array. The table may be reinitialised afterwards. */
 void table_free(hdb_table *t);
 
-/* Returns the entry holding `key`, or NULL. Advances a pending rehash. */
-hdb_entry *table_find(hdb_table *t, const char *key, size_t key_len);
+/* Returns the entry holding `key`, or NULL, and the key's hash in *hash for a
+ * following table_entry_new. Advances a pending rehash by a bounded step. */
+hdb_entry *table_lookup(hdb_table *t, const char *key, size_t key_len, uint64_t *hash);
 
 /* Builds an entry for (key, value) without touching the table, so that the
  * caller can do fallible work (the AOF append) before anything changes.
- * Returns NULL when memory is exhausted or a length passes HDB_MAX_ITEM_LEN.
- * It also makes sure that table_commit will not need to allocate. */
-hdb_entry *table_entry_new(hdb_table *t, const char *key, size_t key_len,
+ * `hash` comes from table_lookup. Returns NULL when memory is exhausted or a
+ * length passes HDB_MAX_ITEM_LEN. It also makes sure that table_commit will
+ * not need to allocate. */
+hdb_entry *table_entry_new(hdb_table *t, uint64_t hash, const char *key, size_t key_len,
                            const char *val, size_t val_len);
 
 /* Frees an entry built by table_entry_new that was never committed. */
 void table_entry_discard(hdb_table *t, hdb_entry *e);
 
-/* Links a prepared entry in, replacing (and freeing) an existing entry with
- * the same key, whose slot it takes over. Cannot fail. Returns 1 if a key was
- * replaced, 0 if it was added. Call it right after table_entry_new, with no
- * other table call in between. */
-int table_commit(hdb_table *t, hdb_entry *e);
+/* Links a prepared entry in. `old` is what table_lookup returned for the
+ * same key: if not NULL, the new entry takes its place and its slot (so an
+ * iteration in progress sees the key where it was), and `old` is freed.
+ * Cannot fail. Call it with no other table call since the lookup. */
+void table_commit(hdb_table *t, hdb_entry *e, hdb_entry *old);
+
+/* Overwrites the value of `e` with one of the same length, in place. */
+void table_update_value(hdb_entry *e, const char *val, size_t val_len);
 
 /* Removes `key`. Returns 1 if it was present, 0 if not. */
 int table_remove(hdb_table *t, const char *key, size_t key_len);
