@@ -91,18 +91,37 @@ size_t aof_format_trailer(char *out, const char *batch, size_t len)
 
 /* ---- loading ---- */
 
+static int hex_value(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    return -1;
+}
+
 typedef struct aof_cursor {
     const char *data;
     size_t len;
     size_t pos;
+    int hit_end; /* the last parse failed only because the data ran out */
 } aof_cursor;
 
-/* Parses an unsigned decimal terminated by CRLF, no sign, no leading zeros,
- * at most `max`. Returns 0 on success. */
-static int parse_length_line(aof_cursor *c, size_t max, size_t *out)
+/* True if n more bytes are available at p; else notes that the data ran out. */
+static inline int have(aof_cursor *c, size_t p, size_t n)
 {
-    size_t p = c->pos, v = 0, digits = 0;
-    while (p < c->len && c->data[p] >= '0' && c->data[p] <= '9') {
+    if (p <= c->len && c->len - p >= n)
+        return 1;
+    c->hit_end = 1;
+    return 0;
+}
+
+/* Parses an unsigned decimal (no sign, no leading zeros, at most `max`)
+ * ending at `term`, which is consumed: "\r\n" for RESP lengths. */
+static int parse_decimal(aof_cursor *c, size_t max, const char *term, size_t *out)
+{
+    size_t p = c->pos, v = 0, digits = 0, tlen = strlen(term);
+    while (have(c, p, 1) && c->data[p] >= '0' && c->data[p] <= '9') {
         if (digits > 0 && v == 0)
             return -1;
         v = v * 10 + (size_t)(c->data[p] - '0');
@@ -111,21 +130,27 @@ static int parse_length_line(aof_cursor *c, size_t max, size_t *out)
         digits++;
         p++;
     }
-    if (digits == 0 || p + 2 > c->len || c->data[p] != '\r' || c->data[p + 1] != '\n')
+    if (!have(c, p, 1))
         return -1;
-    c->pos = p + 2;
+    if (digits == 0)
+        return -1;
+    for (size_t i = 0; i < tlen; i++) {
+        if (!have(c, p + i, 1) || c->data[p + i] != term[i])
+            return -1;
+    }
+    c->pos = p + tlen;
     *out = v;
     return 0;
 }
 
 static int parse_bulk(aof_cursor *c, const char **s, size_t *len)
 {
-    if (c->pos >= c->len || c->data[c->pos] != '$')
+    if (!have(c, c->pos, 1) || c->data[c->pos] != '$')
         return -1;
     c->pos++;
-    if (parse_length_line(c, HDB_MAX_ITEM_LEN, len) != 0)
+    if (parse_decimal(c, HDB_MAX_ITEM_LEN, "\r\n", len) != 0)
         return -1;
-    if (*len > c->len - c->pos || c->len - c->pos - *len < 2)
+    if (!have(c, c->pos, *len + 2))
         return -1;
     *s = c->data + c->pos;
     if (c->data[c->pos + *len] != '\r' || c->data[c->pos + *len + 1] != '\n')
@@ -145,10 +170,10 @@ static int parse_record(aof_cursor *c, aof_record *r)
 {
     size_t argc, cmd_len;
     const char *cmd;
-    if (c->pos >= c->len || c->data[c->pos] != '*')
+    if (!have(c, c->pos, 1) || c->data[c->pos] != '*')
         return -1;
     c->pos++;
-    if (parse_length_line(c, 3, &argc) != 0 || argc < 2)
+    if (parse_decimal(c, 3, "\r\n", &argc) != 0 || argc < 2)
         return -1;
     if (parse_bulk(c, &cmd, &cmd_len) != 0 || cmd_len != 3)
         return -1;
@@ -170,48 +195,28 @@ static int parse_record(aof_cursor *c, aof_record *r)
 /* Parses a batch trailer line at c->pos. */
 static int parse_trailer(aof_cursor *c, size_t *batch_len, uint32_t *crc)
 {
-    size_t p = c->pos;
-    if (c->len - p < TRAILER_PREFIX_LEN ||
-        memcmp(c->data + p, TRAILER_PREFIX, TRAILER_PREFIX_LEN) != 0)
-        return -1;
-    c->pos += TRAILER_PREFIX_LEN;
-    size_t len_end = c->pos;
-    while (len_end < c->len && c->data[len_end] != ' ')
-        len_end++;
-    if (len_end >= c->len)
-        return -1;
-    /* Reuse the strict decimal parser by pretending the space is a CRLF. */
-    size_t v = 0, digits = 0;
-    for (size_t i = c->pos; i < len_end; i++) {
-        char ch = c->data[i];
-        if (ch < '0' || ch > '9' || (digits > 0 && v == 0))
+    for (size_t i = 0; i < TRAILER_PREFIX_LEN; i++) {
+        if (!have(c, c->pos + i, 1) || c->data[c->pos + i] != TRAILER_PREFIX[i])
             return -1;
-        if (v > (SIZE_MAX - 9) / 10)
-            return -1;
-        v = v * 10 + (size_t)(ch - '0');
-        digits++;
     }
-    if (digits == 0)
-        return -1;
-    size_t h = len_end + 1;
-    if (c->len - h < 10)
+    c->pos += TRAILER_PREFIX_LEN;
+    if (parse_decimal(c, SIZE_MAX / 10 - 1, " ", batch_len) != 0)
         return -1;
     uint32_t x = 0;
-    for (size_t i = h; i < h + 8; i++) {
-        char ch = c->data[i];
-        int d;
-        if (ch >= '0' && ch <= '9')
-            d = ch - '0';
-        else if (ch >= 'a' && ch <= 'f')
-            d = ch - 'a' + 10;
-        else
+    for (size_t i = 0; i < 8; i++) {
+        if (!have(c, c->pos + i, 1))
+            return -1;
+        int d = hex_value(c->data[c->pos + i]);
+        if (d < 0)
             return -1;
         x = x << 4 | (uint32_t)d;
     }
-    if (c->data[h + 8] != '\r' || c->data[h + 9] != '\n')
+    c->pos += 8;
+    if (!have(c, c->pos, 2))
         return -1;
-    c->pos = h + 10;
-    *batch_len = v;
+    if (c->data[c->pos] != '\r' || c->data[c->pos + 1] != '\n')
+        return -1;
+    c->pos += 2;
     *crc = x;
     return 0;
 }
@@ -232,40 +237,72 @@ static int check_header(const char *data, size_t len, char *err, size_t errlen)
     return AOF_LOAD_OK;
 }
 
+/* A batch cut short by the end of the file is a torn write (a crash while
+ * the file was being appended to), unless a complete checksum line follows
+ * the cut: then the bytes are damaged, not missing, and later batches would
+ * be lost by dropping them. */
+static int is_torn_tail(const char *data, size_t len, size_t batch_start)
+{
+    static const char mark[] = "\n" TRAILER_PREFIX;
+    size_t mlen = sizeof(mark) - 1;
+    for (size_t p = batch_start; p + mlen <= len; p++) {
+        if (data[p] == '\n' && memcmp(data + p, mark, mlen) == 0) {
+            for (size_t q = p + mlen; q + 1 < len; q++) {
+                if (data[q] == '\r' && data[q + 1] == '\n')
+                    return 0;
+            }
+        }
+    }
+    return 1;
+}
+
 int aof_load(const char *data, size_t len, const aof_replay *replay,
              aof_load_result *res, char *err, size_t errlen)
 {
     memset(res, 0, sizeof *res);
     if (len == 0)
         return AOF_LOAD_OK;
+    if (len < AOF_HEADER_LEN && memcmp(data, AOF_HEADER, len) == 0) {
+        /* A crash while the header of a new file was being written. */
+        res->torn_bytes = len;
+        return AOF_LOAD_OK;
+    }
     int rc = check_header(data, len, err, errlen);
     if (rc != AOF_LOAD_OK)
         return rc;
 
-    aof_cursor c = {data, len, AOF_HEADER_LEN};
+    aof_cursor c = {data, len, AOF_HEADER_LEN, 0};
     res->good_len = AOF_HEADER_LEN;
     while (c.pos < len) {
-        size_t batch_start = c.pos;
+        size_t batch_start = c.pos, at = c.pos;
         aof_record r;
+        int bad = 0;
         /* First pass: find the trailer, checking only the structure. */
         while (c.pos < len && data[c.pos] == '*') {
-            size_t at = c.pos;
+            at = c.pos;
             if (parse_record(&c, &r) != 0) {
-                snprintf(err, errlen, "damaged record at offset %zu (batch at offset %zu)",
-                         at, batch_start);
-                return AOF_LOAD_DAMAGED;
+                bad = 1;
+                break;
             }
         }
-        size_t batch_end = c.pos, batch_len;
-        uint32_t crc;
-        if (c.pos >= len) {
-            snprintf(err, errlen, "incomplete batch at offset %zu (no checksum line before the end of the file)",
-                     batch_start);
-            return AOF_LOAD_DAMAGED;
+        size_t batch_end = c.pos, batch_len = 0;
+        uint32_t crc = 0;
+        if (!bad) {
+            at = c.pos;
+            if (c.pos >= len) {
+                c.hit_end = 1;
+                bad = 1;
+            } else if (parse_trailer(&c, &batch_len, &crc) != 0) {
+                bad = 1;
+            }
         }
-        if (parse_trailer(&c, &batch_len, &crc) != 0) {
+        if (bad && c.hit_end && is_torn_tail(data, len, batch_start)) {
+            res->torn_bytes = len - batch_start;
+            return AOF_LOAD_OK;
+        }
+        if (bad) {
             snprintf(err, errlen, "damaged record at offset %zu (batch at offset %zu)",
-                     batch_end, batch_start);
+                     at, batch_start);
             return AOF_LOAD_DAMAGED;
         }
         if (batch_len != batch_end - batch_start || batch_len == 0 ||
@@ -275,7 +312,7 @@ int aof_load(const char *data, size_t len, const aof_replay *replay,
             return AOF_LOAD_DAMAGED;
         }
         /* Second pass: the batch is intact; replay it. */
-        aof_cursor b = {data, batch_end, batch_start};
+        aof_cursor b = {data, batch_end, batch_start, 0};
         while (b.pos < batch_end) {
             parse_record(&b, &r);
             int cb = r.is_set ? replay->on_set(replay->ud, r.key, r.key_len, r.val, r.val_len)

@@ -44,6 +44,7 @@ typedef struct aof_load_result {
     uint64_t records; /* commands replayed */
     uint64_t batches;
     size_t good_len;  /* bytes of the file made of the header and whole, valid batches */
+    size_t torn_bytes; /* bytes after good_len of a final batch cut short */
 } aof_load_result;
 
 enum aof_load_status {
@@ -58,7 +59,10 @@ enum aof_load_status {
  * against its checksum before any of its records is replayed, so replay
  * stops on a batch boundary. On error, `err` names the cause and the byte
  * offset where the damage starts, and res->good_len says how much of the file
- * was good. `len` == 0 is a valid empty file (the caller writes the header). */
+ * was good. A final batch cut short by the end of the file (a crash during
+ * an append) is not replayed and not an error: res->torn_bytes says how many
+ * bytes it had, and the caller truncates the file to res->good_len.
+ * `len` == 0 is a valid empty file (the caller writes the header). */
 int aof_load(const char *data, size_t len, const aof_replay *replay,
              aof_load_result *res, char *err, size_t errlen);
 

@@ -21,6 +21,7 @@ struct hdb_store {
     hdb_flusher *aof;   /* NULL for a memory-only store, or once closed */
     char *path;
     uint64_t loaded_records;
+    uint64_t dropped_bytes; /* torn final batch cut off at open */
 };
 
 /* Fills the hash key. A predictable key would let an attacker who controls
@@ -144,9 +145,12 @@ static int store_open_file(const char *path, uint64_t *size, int *created,
     return fd;
 }
 
-/* Replays the file into the table. */
-static int store_load(hdb_store *s, int fd, uint64_t size, char *err, size_t errlen)
+/* Replays the file into the table. A torn final batch (a crash while
+ * appending) is cut off, so that new batches follow the last good one;
+ * *size becomes the length kept. */
+static int store_load(hdb_store *s, int fd, uint64_t *size_io, char *err, size_t errlen)
 {
+    uint64_t size = *size_io;
     if (size == 0)
         return 0;
     if (size > (uint64_t)SIZE_MAX) {
@@ -169,6 +173,15 @@ static int store_load(hdb_store *s, int fd, uint64_t size, char *err, size_t err
         return -1;
     }
     s->loaded_records = res.records;
+    if (res.torn_bytes > 0) {
+        if (ftruncate(fd, (off_t)res.good_len) != 0 || fdatasync(fd) != 0) {
+            snprintf(err, errlen, "cannot cut the torn end (%zu bytes at offset %zu) off %s: %s",
+                     res.torn_bytes, res.good_len, s->path, strerror(errno));
+            return -1;
+        }
+        s->dropped_bytes = res.torn_bytes;
+        *size_io = res.good_len;
+    }
     return 0;
 }
 
@@ -219,7 +232,7 @@ hdb_store *hdb_open(const hdb_options *opt, char *err, size_t errlen)
     int fd = store_open_file(s->path, &size, &created, err, errlen);
     if (fd < 0)
         goto fail;
-    if (store_load(s, fd, size, err, errlen) != 0)
+    if (store_load(s, fd, &size, err, errlen) != 0)
         goto fail_fd;
     if (size == 0) {
         if (store_init_file(s, fd, created, err, errlen) != 0)
@@ -348,6 +361,7 @@ void hdb_get_stats(hdb_store *s, hdb_stats *st)
     st->keys = s->table.count;
     st->memory_bytes = sizeof *s + s->table.bytes;
     st->loaded_records = s->loaded_records;
+    st->dropped_bytes = s->dropped_bytes;
     if (s->aof) {
         flusher_stats fs;
         flusher_get_stats(s->aof, &fs);

@@ -42,12 +42,14 @@ typedef struct hdb_stats {
     uint64_t aof_pending_bytes; /* appended, not yet written and synced */
     int64_t last_sync_ms;       /* Unix time in ms of the last completed flush; 0 if none */
     uint64_t loaded_records;    /* records replayed at open */
+    uint64_t dropped_bytes;     /* bytes of a torn final batch cut off at open */
     uint64_t errors;            /* failed writes or syncs so far */
     char last_error[256];       /* "" if none */
 } hdb_stats;
 
 /* Opens a store. With a path, creates the file (mode 0600, directory synced)
- * if missing, else checks and replays it. Returns NULL with err filled. */
+ * if missing, else checks and replays it; a final batch cut short by a crash
+ * is cut off the file (see dropped_bytes). Returns NULL with err filled. */
 hdb_store *hdb_open(const hdb_options *opt, char *err, size_t errlen);
 
 /* Flushes and syncs pending records, stops the flusher and closes the file.

@@ -332,6 +332,7 @@ static int l_stats(lua_State *L)
     set_count_field(L, "aof_pending_bytes", (int64_t)st.aof_pending_bytes);
     set_count_field(L, "last_sync", st.last_sync_ms);
     set_count_field(L, "loaded_records", (int64_t)st.loaded_records);
+    set_count_field(L, "dropped_bytes", (int64_t)st.dropped_bytes);
     set_count_field(L, "errors", (int64_t)st.errors);
     if (st.last_error[0] != '\0') {
         lua_pushstring(L, st.last_error);
