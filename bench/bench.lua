@@ -11,6 +11,29 @@ local socket = require "socket"
 
 local now = socket.gettime
 
+local function rss_bytes()
+  local f = io.open("/proc/self/statm")
+  if not f then return nil end
+  local _, resident = f:read("n", "n")
+  f:close()
+  return resident and resident * 4096
+end
+
+-- Child mode: open the file given, print seconds, keys, records, RSS growth
+-- and stats().memory. Run in a fresh process so that RSS growth is the
+-- store's alone.
+if arg[1] == "--measure-open" then
+  collectgarbage()
+  local rss0 = rss_bytes()
+  local t0 = now()
+  local db = assert(hurrahdb.open(arg[2]))
+  local dt = now() - t0
+  local st = db:stats()
+  print(dt, st.keys, st.loaded_records, (rss_bytes() or 0) - (rss0 or 0), st.memory)
+  db:close()
+  os.exit(0)
+end
+
 local opts = { keys = 200000, rounds = 5, ["open-keys"] = 1000000 }
 do
   local i = 1
@@ -94,16 +117,26 @@ cases[#cases + 1] = store_case("hurrahdb AOF sync_time=1000",
   { path = tmp .. "/bench.aof", sync_time = 1000 })
 
 local ceiling = cases[1]
-print(("%d keys, %d rounds (median), Lua %s"):format(N, opts.rounds, _VERSION))
+
+local function first_line(cmd)
+  local p = io.popen(cmd .. " 2>/dev/null")
+  local out = p and p:read("l") or nil
+  if p then p:close() end
+  return out or "?"
+end
+local cpu = first_line("grep -m1 'model name' /proc/cpuinfo"):gsub("^.-:%s*", "")
+print(("machine: %s, %s cores, Linux %s, %s, disk: %s"):format(cpu, first_line("nproc"),
+  first_line("uname -r"), _VERSION, first_line("df -h " .. tmp .. " | awk 'NR==2 {print $1\" (\"$2\")\"}'")))
+print(("%d keys, values like {value=\"some-value\", n=42, tags={\"a\",\"b\"}}; median of %d rounds"):format(N, opts.rounds))
 print()
-print("| case | set/s | get/s | set ratio | get ratio |")
+print("| case | set/s | get/s | set vs ceiling | get vs ceiling |")
 print("|---|---:|---:|---:|---:|")
 for _, c in ipairs(cases) do
   print(("| %s | %.0f | %.0f | %.2f | %.2f |"):format(c.name, c.set, c.get,
     c.set / ceiling.set, c.get / ceiling.get))
 end
 
--- Replay: write a file of M keys, then time opening it.
+-- Replay: write a file of M keys, then time opening it in a fresh process.
 local M = opts["open-keys"]
 local path = tmp .. "/open.aof"
 do
@@ -113,28 +146,19 @@ do
   end
   assert(db:close())
 end
-collectgarbage()
-local function rss_bytes()
-  local f = io.open("/proc/self/statm")
-  if not f then return nil end
-  local pages = f:read("n") and f:read("n")
-  f:close()
-  return pages and pages * 4096
-end
-local rss0 = rss_bytes()
-local t0 = now()
-local db = assert(hurrahdb.open(path))
-local open_s = now() - t0
-local rss1 = rss_bytes()
-local st = db:stats()
-assert(st.keys == M)
-local f = io.open(path, "rb")
+local interpreter = arg[-1] or "lua5.4"
+local line = first_line(("%s %s --measure-open %s"):format(interpreter, arg[0], path))
+local open_s, keys, records, rss, mem = line:match("^(%S+)%s+(%S+)%s+(%S+)%s+(%S+)%s+(%S+)")
+assert(open_s and tonumber(keys) == M, "measuring the open failed: " .. line)
+local f = assert(io.open(path, "rb"))
 local file_bytes = f:seek("end")
 f:close()
 print()
-print(("open (replay) of %d keys (%.1f MB file): %.3f s, %.0f records/s"):format(
-  M, file_bytes / 1e6, open_s, st.loaded_records / open_s))
-print(("memory per key: %.1f bytes by stats(), %.1f bytes RSS growth; %.1f bytes on disk per key"):format(
-  st.memory / M, rss1 and (rss1 - rss0) / M or 0 / 0, file_bytes / M))
-db:close()
+print("| measure | result |")
+print("|---|---|")
+print(("| open (replay) %d keys, %.1f MB file | %.3f s (%.2f M records/s) |"):format(
+  M, file_bytes / 1e6, tonumber(open_s), tonumber(records) / tonumber(open_s) / 1e6))
+print(("| memory per key after open | %.0f bytes RSS growth, %.0f bytes by stats().memory |"):format(
+  tonumber(rss) / M, tonumber(mem) / M))
+print(("| file bytes per key | %.1f |"):format(file_bytes / M))
 cleanup()
