@@ -57,8 +57,10 @@ HEADERS := $(wildcard src/*.h)
 ENGINE_OBJ := $(ENGINE_SRC:src/%.c=$(BUILD)/%.o)
 BINDING_OBJ := $(BINDING_SRC:src/%.c=$(BUILD)/%.o)
 MODULE := $(BUILD)/hurrahdb.so
+ENGINE_TEST := $(BUILD)/engine_test
 
-RUN_ENV := LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;" LUA_PATH="$(CURDIR)/lua/?.lua;;" $(SAN_ENV)
+RUN_ENV := LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;" LUA_PATH="$(CURDIR)/lua/?.lua;;" \
+	HURRAHDB_ENGINE_TEST="$(CURDIR)/$(ENGINE_TEST)" $(SAN_ENV)
 BUSTED = $$(command -v busted || echo /usr/bin/busted)
 
 .PHONY: all test demo bench valgrind clean deps-build deps-test deps-bench
@@ -78,7 +80,11 @@ $(BINDING_OBJ): $(BUILD)/%.o: src/%.c $(HEADERS) | $(BUILD)
 $(MODULE): $(ENGINE_OBJ) $(BINDING_OBJ)
 	@echo "LD $@"; $(CC) $(LDFLAGS_ALL) -o $@ $^
 
-test: deps-test all
+# The engine's own checks, run by spec/00-engine_spec.lua.
+$(ENGINE_TEST): spec/engine_test.c $(ENGINE_OBJ) $(HEADERS)
+	@echo "LD $@"; $(CC) $(filter-out -fPIC,$(CFLAGS_ALL)) -Isrc -o $@ spec/engine_test.c $(ENGINE_OBJ) -pthread $(SAN_FLAGS)
+
+test: deps-test all $(ENGINE_TEST)
 	$(RUN_ENV) $(LUA_BIN) $(BUSTED) $(BUSTED_ARGS)
 
 demo: all
@@ -87,7 +93,7 @@ demo: all
 bench: deps-bench all
 	$(RUN_ENV) $(LUA_BIN) bench/bench.lua $(BENCH_ARGS)
 
-valgrind: deps-test all
+valgrind: deps-test all $(ENGINE_TEST)
 	command -v valgrind >/dev/null || $(MAKE) --no-print-directory deps PKGS=valgrind
 	$(RUN_ENV) HURRAHDB_VALGRIND=1 valgrind --error-exitcode=99 --leak-check=full \
 		--errors-for-leak-kinds=definite --track-fds=no --quiet \

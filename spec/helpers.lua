@@ -30,6 +30,7 @@ local function capture(cmd)
   p:close()
   return out
 end
+helpers.capture = capture
 
 ---------------------------------------------------------------------------
 -- Files and directories

@@ -79,3 +79,9 @@ uint32_t crc32c_update(uint32_t crc, const void *data, size_t len)
 #endif
     return ~crc32c_software(crc, data, len);
 }
+
+uint32_t crc32c_update_portable(uint32_t crc, const void *data, size_t len)
+{
+    pthread_once(&crc32c_once, crc32c_init_tables);
+    return ~crc32c_software(~crc, data, len);
+}

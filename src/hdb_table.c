@@ -6,10 +6,6 @@
 
 #define TABLE_MIN_BUCKETS 16
 #define SLOTS_PER_CHUNK 4096
-/* Per operation, a rehash moves this many non-empty buckets and looks at no
- * more than ten times as many empty ones: a small, fixed cost per call. */
-#define REHASH_BUCKETS_PER_OP 2
-#define REHASH_EMPTY_VISITS 20
 
 static inline int table_is_rehashing(const hdb_table *t)
 {

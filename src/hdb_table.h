@@ -49,6 +49,12 @@ typedef struct hdb_table {
     size_t bytes;        /* memory held by the table, for stats */
 } hdb_table;
 
+/* Per operation, a rehash moves at most this many non-empty buckets and
+ * looks at no more than REHASH_EMPTY_VISITS empty ones: a small, fixed cost
+ * per call whatever the table's size. */
+#define REHASH_BUCKETS_PER_OP 2
+#define REHASH_EMPTY_VISITS 20
+
 /* Largest key or value length accepted; also the limit of Redis bulk strings,
  * so that every file hurrahdb writes can be loaded by Redis. */
 #define HDB_MAX_ITEM_LEN (512u * 1024u * 1024u)

@@ -1,0 +1,163 @@
+/*
+ * engine_test: checks of the C engine that the Lua API cannot see: the hash
+ * and checksum against published vectors, and the incremental rehash's
+ * bound on the work done by any single call. Run by spec/00-engine_spec.lua;
+ * prints one "ok <name>" or "not ok <name>: <why>" line per check.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hdb_crc32c.h"
+#include "hdb_siphash.h"
+#include "hdb_table.h"
+
+static int failures;
+
+#define CHECK(name, cond, ...)                                                 \
+    do {                                                                       \
+        if (cond) {                                                            \
+            printf("ok %s\n", name);                                           \
+        } else {                                                               \
+            printf("not ok %s: ", name);                                       \
+            printf(__VA_ARGS__);                                               \
+            printf("\n");                                                      \
+            failures++;                                                        \
+        }                                                                      \
+    } while (0)
+
+static void check_siphash(void)
+{
+    /* Reference vectors of SipHash-2-4 (key 00..0f, message 00..len-1),
+     * which shares every step with SipHash-1-3 but the round counts. */
+    static const struct { size_t len; uint64_t want; } vectors[] = {
+        {0, UINT64_C(0x726fdb47dd0e0e31)},
+        {1, UINT64_C(0x74f839c593dc67fd)},
+        {7, UINT64_C(0xab0200f58b01d137)},
+        {8, UINT64_C(0x93f5f5799a932462)},
+        {15, UINT64_C(0xa129ca6149be45e5)},
+        {63, UINT64_C(0x958a324ceb064572)},
+    };
+    uint64_t key[2] = {UINT64_C(0x0706050403020100), UINT64_C(0x0f0e0d0c0b0a0908)};
+    unsigned char msg[64];
+    for (int i = 0; i < 64; i++)
+        msg[i] = (unsigned char)i;
+    int bad = -1;
+    for (size_t i = 0; i < sizeof vectors / sizeof *vectors; i++) {
+        if (siphash24(key, msg, vectors[i].len) != vectors[i].want)
+            bad = (int)i;
+    }
+    CHECK("siphash-2-4 reference vectors", bad < 0, "vector of length %zu differs",
+          bad < 0 ? 0 : vectors[bad].len);
+    /* A different key must move the hash: the seed is what resists flooding. */
+    uint64_t other[2] = {key[0] ^ 1, key[1]};
+    CHECK("siphash-1-3 depends on the key",
+          siphash13(key, "user:1", 6) != siphash13(other, "user:1", 6), "same hash");
+}
+
+static void check_crc32c(void)
+{
+    CHECK("crc32c check value", crc32c_update(0, "123456789", 9) == 0xe3069283u,
+          "got %08x", crc32c_update(0, "123456789", 9));
+    uint32_t split = crc32c_update(crc32c_update(0, "1234", 4), "56789", 5);
+    CHECK("crc32c in pieces equals one pass", split == 0xe3069283u, "got %08x", split);
+    unsigned char buf[4099];
+    srand(7);
+    for (size_t i = 0; i < sizeof buf; i++)
+        buf[i] = (unsigned char)rand();
+    int same = 1;
+    for (size_t off = 0; off < 9; off++) {
+        for (size_t len = 0; len + off < sizeof buf; len += 97)
+            same &= crc32c_update(0, buf + off, len) == crc32c_update_portable(0, buf + off, len);
+    }
+    CHECK("crc32c hardware and software paths agree", same, "they differ");
+}
+
+static void put(hdb_table *t, const char *key, size_t len)
+{
+    uint64_t h;
+    hdb_entry *old = table_lookup(t, key, len, &h);
+    hdb_entry *e = table_entry_new(t, h, key, len, "1", 1);
+    if (e == NULL) {
+        printf("not ok out of memory\n");
+        exit(1);
+    }
+    table_commit(t, e, old);
+}
+
+static void check_incremental_rehash(void)
+{
+    const size_t n = 1u << 20;
+    uint64_t seed[2] = {1, 2};
+    hdb_table t;
+    table_init(&t, seed);
+    char key[32];
+    size_t max_step = 0, rehash_ops = 0, longest_rehash = 0, current = 0, lost = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        int len = snprintf(key, sizeof key, "key:%zu", i);
+        int was_rehashing = t.idx[1].buckets != NULL;
+        size_t pos_before = t.rehash_pos;
+        put(&t, key, (size_t)len);
+        if (was_rehashing && t.idx[1].buckets != NULL) {
+            size_t step = t.rehash_pos - pos_before;
+            if (step > max_step)
+                max_step = step;
+        }
+        if (t.idx[1].buckets != NULL) {
+            rehash_ops++;
+            if (++current > longest_rehash)
+                longest_rehash = current;
+            /* Mid-rehash, every key is still found. Check a sample. */
+            if (i % 4099 == 0) {
+                for (size_t j = 0; j <= i; j += 613) {
+                    uint64_t h;
+                    int l = snprintf(key, sizeof key, "key:%zu", j);
+                    if (table_lookup(&t, key, (size_t)l, &h) == NULL)
+                        lost++;
+                }
+            }
+        } else {
+            current = 0;
+        }
+    }
+    CHECK("table holds every key", t.count == n, "count %zu", t.count);
+    CHECK("no key is missed while the table is being rehashed", lost == 0, "%zu lookups failed", lost);
+    /* One call looks at a bounded number of buckets, however big the table. */
+    CHECK("a call advances the rehash by a bounded number of buckets",
+          max_step <= REHASH_BUCKETS_PER_OP + REHASH_EMPTY_VISITS,
+          "one call moved %zu buckets", max_step);
+    /* The last growth (to 2^20 buckets) is spread over many calls. */
+    CHECK("the largest growth is spread over many calls", longest_rehash > n / 8,
+          "longest rehash took %zu calls", longest_rehash);
+
+    uint32_t cursor = 0;
+    size_t visited = 0;
+    while (table_next(&t, &cursor) != NULL)
+        visited++;
+    CHECK("iteration visits every entry once", visited == n, "visited %zu", visited);
+
+    for (size_t i = 0; i < n; i++) {
+        int len = snprintf(key, sizeof key, "key:%zu", i);
+        if (i % 16 != 0)
+            table_remove(&t, key, (size_t)len);
+    }
+    size_t found = 0;
+    for (size_t i = 0; i < n; i += 16) {
+        uint64_t h;
+        int len = snprintf(key, sizeof key, "key:%zu", i);
+        found += table_lookup(&t, key, (size_t)len, &h) != NULL;
+    }
+    CHECK("the table shrinks back and keeps the rest", found == n / 16 && t.count == n / 16 &&
+          (t.idx[0].mask + 1) <= n / 4, "found %zu, count %zu, buckets %zu", found, t.count,
+          t.idx[0].mask + 1);
+    table_free(&t);
+}
+
+int main(void)
+{
+    check_siphash();
+    check_crc32c();
+    check_incremental_rehash();
+    return failures ? 1 : 0;
+}
