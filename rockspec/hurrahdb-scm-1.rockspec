@@ -32,6 +32,7 @@ build = {
             "src/hdb_table.c",
             "src/hdb_aof.c",
             "src/hdb_flusher.c",
+            "src/hdb_lock.c",
             "src/hdb_store.c",
             "src/lvalue.c",
             "src/lhurrahdb.c",

@@ -237,23 +237,35 @@ static int check_header(const char *data, size_t len, char *err, size_t errlen)
     return AOF_LOAD_OK;
 }
 
-/* A batch cut short by the end of the file is a torn write (a crash while
- * the file was being appended to), unless a complete checksum line follows
- * the cut: then the bytes are damaged, not missing, and later batches would
- * be lost by dropping them. */
-static int is_torn_tail(const char *data, size_t len, size_t batch_start)
+/* True if a whole batch with a valid checksum starts after `from`. Used
+ * once the batch at `from` is found bad: if a good batch follows, the file
+ * is damaged in the middle (dropping the rest would lose good data); if none
+ * does, the bad batch is the torn end of the last append. Any later trailer
+ * line is tried as the end of a batch: its length says where that batch
+ * would start, and its checksum says whether it is one. */
+static int good_batch_follows(const char *data, size_t len, size_t from)
 {
     static const char mark[] = "\n" TRAILER_PREFIX;
     size_t mlen = sizeof(mark) - 1;
-    for (size_t p = batch_start; p + mlen <= len; p++) {
-        if (data[p] == '\n' && memcmp(data + p, mark, mlen) == 0) {
-            for (size_t q = p + mlen; q + 1 < len; q++) {
-                if (data[q] == '\r' && data[q + 1] == '\n')
-                    return 0;
-            }
-        }
+    for (size_t p = from; p + mlen <= len; p++) {
+        const char *hit = memchr(data + p, '\n', len - p);
+        if (hit == NULL)
+            break;
+        p = (size_t)(hit - data);
+        if (len - p < mlen || memcmp(data + p, mark, mlen) != 0)
+            continue;
+        aof_cursor c = {data, len, p + 1, 0};
+        size_t batch_len;
+        uint32_t crc;
+        if (parse_trailer(&c, &batch_len, &crc) != 0)
+            continue;
+        size_t trailer_at = p + 1;
+        if (batch_len == 0 || batch_len > trailer_at - from)
+            continue;
+        if (crc32c_update(0, data + trailer_at - batch_len, batch_len) == crc)
+            return 1;
     }
-    return 1;
+    return 0;
 }
 
 int aof_load(const char *data, size_t len, const aof_replay *replay,
@@ -296,19 +308,22 @@ int aof_load(const char *data, size_t len, const aof_replay *replay,
                 bad = 1;
             }
         }
-        if (bad && c.hit_end && is_torn_tail(data, len, batch_start)) {
-            res->torn_bytes = len - batch_start;
-            return AOF_LOAD_OK;
+        if (!bad && (batch_len != batch_end - batch_start || batch_len == 0 ||
+                     crc32c_update(0, data + batch_start, batch_len) != crc)) {
+            bad = 2;
         }
         if (bad) {
-            snprintf(err, errlen, "damaged record at offset %zu (batch at offset %zu)",
-                     at, batch_start);
-            return AOF_LOAD_DAMAGED;
-        }
-        if (batch_len != batch_end - batch_start || batch_len == 0 ||
-            crc32c_update(0, data + batch_start, batch_len) != crc) {
-            snprintf(err, errlen, "checksum mismatch in batch at offset %zu (%zu bytes)",
-                     batch_start, batch_end - batch_start);
+            if (!good_batch_follows(data, len, batch_start)) {
+                res->torn_bytes = len - batch_start;
+                return AOF_LOAD_OK;
+            }
+            res->damage_at = batch_start;
+            if (bad == 2)
+                snprintf(err, errlen, "checksum mismatch in batch at offset %zu (%zu bytes), "
+                         "followed by good batches", batch_start, batch_end - batch_start);
+            else
+                snprintf(err, errlen, "damaged record at offset %zu (batch at offset %zu), "
+                         "followed by good batches", at, batch_start);
             return AOF_LOAD_DAMAGED;
         }
         /* Second pass: the batch is intact; replay it. */

@@ -41,27 +41,30 @@ typedef struct aof_replay {
 } aof_replay;
 
 typedef struct aof_load_result {
-    uint64_t records; /* commands replayed */
+    uint64_t records;  /* commands replayed */
     uint64_t batches;
-    size_t good_len;  /* bytes of the file made of the header and whole, valid batches */
-    size_t torn_bytes; /* bytes after good_len of a final batch cut short */
+    size_t good_len;   /* bytes of the file made of the header and whole, valid batches */
+    size_t torn_bytes; /* bytes after good_len of a bad final batch */
+    size_t damage_at;  /* with AOF_LOAD_DAMAGED: where the bad batch starts */
 } aof_load_result;
 
 enum aof_load_status {
     AOF_LOAD_OK = 0,
     AOF_LOAD_NOT_AOF,     /* no hurrahdb header: never write to such a file */
     AOF_LOAD_VERSION,     /* a hurrahdb file of a format this build cannot read */
-    AOF_LOAD_DAMAGED,     /* bad record, bad checksum or incomplete batch */
+    AOF_LOAD_DAMAGED,     /* a bad batch followed by good ones */
     AOF_LOAD_NOMEM        /* a replay callback failed */
 };
 
 /* Checks and replays a whole file held in memory. Each batch is verified
  * against its checksum before any of its records is replayed, so replay
- * stops on a batch boundary. On error, `err` names the cause and the byte
- * offset where the damage starts, and res->good_len says how much of the file
- * was good. A final batch cut short by the end of the file (a crash during
- * an append) is not replayed and not an error: res->torn_bytes says how many
- * bytes it had, and the caller truncates the file to res->good_len.
+ * stops on a batch boundary.
+ * A bad batch (cut short, unparsable, or failing its checksum) with no good
+ * batch after it is the torn end of an interrupted append: it is not
+ * replayed, the result is AOF_LOAD_OK, and res->torn_bytes says how long it
+ * was (the caller truncates the file to res->good_len). A bad batch followed
+ * by a good one is damage: AOF_LOAD_DAMAGED, with everything before
+ * res->good_len (== res->damage_at) replayed and err naming the offset.
  * `len` == 0 is a valid empty file (the caller writes the header). */
 int aof_load(const char *data, size_t len, const aof_replay *replay,
              aof_load_result *res, char *err, size_t errlen);

@@ -53,10 +53,16 @@ struct hdb_flusher {
     uint64_t file_size;     /* end of the last complete batch on disk */
     int tail_dirty;         /* a failed write may have left bytes past file_size */
 
+    uint64_t max_pending;   /* unwritten bytes before appends wait for the disk */
+    size_t early_bytes;     /* pending bytes that wake the thread before its time */
+    uint64_t backpressure_waits;
+
     int has_thread;
     pthread_t thread;
     unsigned long fork_gen; /* fork generation when started */
 };
+
+int flusher_sync(hdb_flusher *f, char *err, size_t errlen);
 
 /* Counts forks of this process, so a store can tell that it is being used in
  * a child (where its thread does not exist and its file belongs to the
@@ -251,7 +257,8 @@ static int flusher_start_thread(hdb_flusher *f, char *err, size_t errlen)
 }
 
 int flusher_start(hdb_flusher **out, int fd, const char *path, uint64_t size,
-                  unsigned sync_time_ms, int use_fsync, char *err, size_t errlen)
+                  unsigned sync_time_ms, int use_fsync, uint64_t max_pending,
+                  char *err, size_t errlen)
 {
     pthread_once(&flusher_atfork_once, flusher_register_atfork);
     if (flusher_atfork_status != 0) {
@@ -271,6 +278,9 @@ int flusher_start(hdb_flusher **out, int fd, const char *path, uint64_t size,
     f->file_size = size;
     f->file_bytes = size;
     f->fork_gen = flusher_fork_generation;
+    f->max_pending = max_pending;
+    f->early_bytes = max_pending / 2 < FLUSHER_EARLY_BYTES ? (size_t)(max_pending / 2)
+                                                           : FLUSHER_EARLY_BYTES;
     hdb_buf_init(&f->pending);
     hdb_buf_init(&f->writing);
 
@@ -331,7 +341,7 @@ static int flusher_check_writable(hdb_flusher *f, char *err, size_t errlen)
 /* Wakes the thread once when enough is pending. Caller holds buf_lock. */
 static inline void flusher_wake_if_full(hdb_flusher *f)
 {
-    if (f->pending.len >= FLUSHER_EARLY_BYTES && f->has_thread && !f->early) {
+    if (f->pending.len >= f->early_bytes && f->has_thread && !f->early) {
         f->early = 1;
         pthread_cond_signal(&f->wake);
     }
@@ -358,32 +368,46 @@ static int flusher_after_append(hdb_flusher *f, char *err, size_t errlen)
     return rc;
 }
 
-int flusher_append_set(hdb_flusher *f, const char *key, size_t key_len,
-                       const char *val, size_t val_len, char *err, size_t errlen)
+/* Appends one record (val == NULL: a DEL). When the bytes not yet written
+ * pass max_pending, the disk is slower than the writers: the caller first
+ * writes them itself, waiting for the disk, so memory stays bounded; if that
+ * fails, nothing is appended. */
+static int flusher_append(hdb_flusher *f, const char *key, size_t key_len,
+                          const char *val, size_t val_len, char *err, size_t errlen)
 {
     pthread_mutex_lock(&f->buf_lock);
     int rc = flusher_check_writable(f, err, errlen);
-    if (rc == 0 && aof_append_set(&f->pending, key, key_len, val, val_len) != 0) {
-        snprintf(err, errlen, "out of memory appending to %s", f->path);
-        rc = -1;
+    if (rc == 0 && f->pending.len + f->inflight_bytes >= f->max_pending) {
+        pthread_mutex_unlock(&f->buf_lock);
+        if (flusher_sync(f, err, errlen) != 0)
+            return -1;
+        pthread_mutex_lock(&f->buf_lock);
+        f->backpressure_waits++;
+    }
+    if (rc == 0) {
+        int ok = val != NULL ? aof_append_set(&f->pending, key, key_len, val, val_len)
+                             : aof_append_del(&f->pending, key, key_len);
+        if (ok != 0) {
+            snprintf(err, errlen, "out of memory appending to %s", f->path);
+            rc = -1;
+        }
     }
     flusher_wake_if_full(f);
     pthread_mutex_unlock(&f->buf_lock);
     return rc == 0 ? flusher_after_append(f, err, errlen) : rc;
 }
 
+int flusher_append_set(hdb_flusher *f, const char *key, size_t key_len,
+                       const char *val, size_t val_len, char *err, size_t errlen)
+{
+    /* An empty value still needs a non-NULL pointer to mean SET. */
+    return flusher_append(f, key, key_len, val ? val : "", val_len, err, errlen);
+}
+
 int flusher_append_del(hdb_flusher *f, const char *key, size_t key_len,
                        char *err, size_t errlen)
 {
-    pthread_mutex_lock(&f->buf_lock);
-    int rc = flusher_check_writable(f, err, errlen);
-    if (rc == 0 && aof_append_del(&f->pending, key, key_len) != 0) {
-        snprintf(err, errlen, "out of memory appending to %s", f->path);
-        rc = -1;
-    }
-    flusher_wake_if_full(f);
-    pthread_mutex_unlock(&f->buf_lock);
-    return rc == 0 ? flusher_after_append(f, err, errlen) : rc;
+    return flusher_append(f, key, key_len, NULL, 0, err, errlen);
 }
 
 int flusher_sync(hdb_flusher *f, char *err, size_t errlen)
@@ -457,6 +481,7 @@ void flusher_get_stats(hdb_flusher *f, flusher_stats *st)
     st->pending_bytes = f->pending.len + f->inflight_bytes;
     st->last_sync_ms = f->last_sync_ms;
     st->errors = f->errors;
+    st->backpressure_waits = f->backpressure_waits;
     memcpy(st->last_error, f->last_error, sizeof st->last_error);
     pthread_mutex_unlock(&f->buf_lock);
 }

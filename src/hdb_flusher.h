@@ -26,6 +26,7 @@ typedef struct flusher_stats {
     uint64_t pending_bytes; /* appended but not yet written (and synced) */
     int64_t last_sync_ms;   /* wall-clock time of the last completed flush, 0 if none */
     uint64_t errors;        /* failed write/fdatasync attempts */
+    uint64_t backpressure_waits; /* appends that waited for the disk (max_pending) */
     char last_error[256];   /* "" if none */
 } flusher_stats;
 
@@ -33,10 +34,13 @@ typedef struct flusher_stats {
  * when sync_time_ms > 0, starts the background thread. On failure returns -1
  * with err filled and fd left open for the caller to close. */
 int flusher_start(hdb_flusher **out, int fd, const char *path, uint64_t size,
-                  unsigned sync_time_ms, int use_fsync, char *err, size_t errlen);
+                  unsigned sync_time_ms, int use_fsync, uint64_t max_pending,
+                  char *err, size_t errlen);
 
 /* Appends a record. With sync_time == 0 also writes and syncs it; if that
  * fails the record is withdrawn, so the file and the buffer are as before.
+ * When max_pending bytes are unwritten, first writes them (waiting for the
+ * disk), and appends nothing if that fails.
  * Returns 0, or -1 with err filled (file failing, no memory, forked child). */
 int flusher_append_set(hdb_flusher *f, const char *key, size_t key_len,
                        const char *val, size_t val_len, char *err, size_t errlen);

@@ -1,9 +1,12 @@
 #include "hurrahdb.h"
 #include "hdb_aof.h"
 #include "hdb_flusher.h"
+#include "hdb_lock.h"
 #include "hdb_table.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +25,7 @@ struct hdb_store {
     char *path;
     uint64_t loaded_records;
     uint64_t dropped_bytes; /* torn final batch cut off at open */
+    char warning[HDB_ERRLEN]; /* what the open repaired, "" if nothing */
 };
 
 /* Fills the hash key. A predictable key would let an attacker who controls
@@ -113,9 +117,11 @@ static int sync_parent_dir(const char *path, char *err, size_t errlen)
     return rc;
 }
 
-/* Opens or creates the file; returns the descriptor and its size, or -1. */
-static int store_open_file(const char *path, uint64_t *size, int *created,
-                           char *err, size_t errlen)
+/* Opens or creates the file and locks it; returns the descriptor and its
+ * size, or -1. The lock is taken before anything is read, so that the size
+ * and contents seen are those no other writer is changing. */
+static int store_open_file(const char *path, unsigned lock_timeout_ms, uint64_t *size,
+                           int *created, char *err, size_t errlen)
 {
     *created = 0;
     int fd = open(path, O_RDWR | O_CLOEXEC);
@@ -141,14 +147,90 @@ static int store_open_file(const char *path, uint64_t *size, int *created,
         close(fd);
         return -1;
     }
+    if (lock_acquire(fd, path, lock_timeout_ms, err, errlen) != 0) {
+        close(fd);
+        return -1;
+    }
+    if (fstat(fd, &st) != 0) { /* the size may have changed while waiting */
+        snprintf(err, errlen, "cannot stat %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
     *size = (uint64_t)st.st_size;
     return fd;
 }
 
+/* snprintf for messages, where cutting a long one short is fine (and the
+ * compiler need not prove that it cannot happen). */
+static void message_format(char *buf, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void message_format(char *buf, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, cap, fmt, ap);
+    va_end(ap);
+}
+
+/* Writes all of buf to fd from its current offset. Returns 0 or an errno. */
+static int write_all(int fd, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno;
+        if (n == 0)
+            return ENOSPC;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Copies the damaged end of the file, bytes [from, len) of data, into a new
+ * side file next to it, made durable before the caller truncates the AOF:
+ * damaged bytes are set aside for inspection, never deleted. Fills `side`
+ * with the side file's name. */
+static int store_move_aside(hdb_store *s, const char *data, size_t len, size_t from,
+                            char *side, size_t sidelen, char *err, size_t errlen)
+{
+    int fd = -1;
+    for (int attempt = 0; attempt < 1000 && fd < 0; attempt++) {
+        if (attempt == 0)
+            snprintf(side, sidelen, "%s.damaged-%zu", s->path, from);
+        else
+            snprintf(side, sidelen, "%s.damaged-%zu.%d", s->path, from, attempt);
+        fd = open(side, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot create a side file for the damaged part of %s: %s",
+                 s->path, strerror(errno));
+        return -1;
+    }
+    int e = write_all(fd, data + from, len - from);
+    if (e == 0 && fsync(fd) != 0)
+        e = errno;
+    if (close(fd) != 0 && e == 0)
+        e = errno;
+    if (e != 0) {
+        unlink(side);
+        snprintf(err, errlen, "cannot write %s: %s", side, strerror(e));
+        return -1;
+    }
+    return sync_parent_dir(side, err, errlen);
+}
+
 /* Replays the file into the table. A torn final batch (a crash while
- * appending) is cut off, so that new batches follow the last good one;
- * *size becomes the length kept. */
-static int store_load(hdb_store *s, int fd, uint64_t *size_io, char *err, size_t errlen)
+ * appending) is cut off, so that new batches follow the last good one; with
+ * `repair`, so is a damaged part followed by good batches, after it is
+ * copied to a side file. *size_io becomes the length kept. */
+static int store_load(hdb_store *s, int fd, uint64_t *size_io, int repair,
+                      char *err, size_t errlen)
 {
     uint64_t size = *size_io;
     if (size == 0)
@@ -167,19 +249,44 @@ static int store_load(hdb_store *s, int fd, uint64_t *size_io, char *err, size_t
     aof_load_result res;
     char why[HDB_ERRLEN];
     int rc = aof_load(map, (size_t)size, &replay, &res, why, sizeof why);
+    size_t cut = 0;
+    if (rc == AOF_LOAD_DAMAGED && repair) {
+        char side[HDB_ERRLEN / 2];
+        if (store_move_aside(s, map, (size_t)size, res.damage_at, side, sizeof side,
+                             err, errlen) != 0) {
+            munmap(map, (size_t)size);
+            return -1;
+        }
+        message_format(s->warning, sizeof s->warning,
+                 "%s: %s; repaired: kept the %" PRIu64 " records before offset %zu, "
+                 "moved the %zu bytes from there on to %s",
+                 s->path, why, res.records, res.damage_at,
+                 (size_t)size - res.damage_at, side);
+        cut = (size_t)size - res.damage_at;
+        rc = AOF_LOAD_OK;
+    } else if (rc == AOF_LOAD_OK && res.torn_bytes > 0) {
+        snprintf(s->warning, sizeof s->warning,
+                 "%.300s: dropped an incomplete last batch of %zu bytes at offset %zu "
+                 "(a write cut short by a crash)", s->path, res.torn_bytes, res.good_len);
+        cut = res.torn_bytes;
+    }
     munmap(map, (size_t)size);
     if (rc != AOF_LOAD_OK) {
-        snprintf(err, errlen, "%s: %s", s->path, why);
+        if (rc == AOF_LOAD_DAMAGED)
+            snprintf(err, errlen, "%.150s: %.200s (open with repair = true to keep the good "
+                     "batches before it and move the rest to a side file)", s->path, why);
+        else
+            snprintf(err, errlen, "%s: %s", s->path, why);
         return -1;
     }
     s->loaded_records = res.records;
-    if (res.torn_bytes > 0) {
+    if (cut > 0) {
         if (ftruncate(fd, (off_t)res.good_len) != 0 || fdatasync(fd) != 0) {
-            snprintf(err, errlen, "cannot cut the torn end (%zu bytes at offset %zu) off %s: %s",
-                     res.torn_bytes, res.good_len, s->path, strerror(errno));
+            snprintf(err, errlen, "cannot cut %zu bytes at offset %zu off %s: %s",
+                     cut, res.good_len, s->path, strerror(errno));
             return -1;
         }
-        s->dropped_bytes = res.torn_bytes;
+        s->dropped_bytes = cut;
         *size_io = res.good_len;
     }
     return 0;
@@ -229,10 +336,10 @@ hdb_store *hdb_open(const hdb_options *opt, char *err, size_t errlen)
     }
     uint64_t size;
     int created;
-    int fd = store_open_file(s->path, &size, &created, err, errlen);
+    int fd = store_open_file(s->path, opt->lock_timeout_ms, &size, &created, err, errlen);
     if (fd < 0)
         goto fail;
-    if (store_load(s, fd, &size, err, errlen) != 0)
+    if (store_load(s, fd, &size, opt->repair, err, errlen) != 0)
         goto fail_fd;
     if (size == 0) {
         if (store_init_file(s, fd, created, err, errlen) != 0)
@@ -240,7 +347,8 @@ hdb_store *hdb_open(const hdb_options *opt, char *err, size_t errlen)
         size = AOF_HEADER_LEN;
     }
     if (flusher_start(&s->aof, fd, s->path, size, opt->sync_time_ms,
-                      opt->use_fsync, err, errlen) != 0)
+                      opt->use_fsync, opt->max_pending ? opt->max_pending : HDB_DEFAULT_MAX_PENDING,
+                      err, errlen) != 0)
         goto fail_fd;
     return s;
 
@@ -362,6 +470,7 @@ void hdb_get_stats(hdb_store *s, hdb_stats *st)
     st->memory_bytes = sizeof *s + s->table.bytes;
     st->loaded_records = s->loaded_records;
     st->dropped_bytes = s->dropped_bytes;
+    memcpy(st->warning, s->warning, sizeof st->warning);
     if (s->aof) {
         flusher_stats fs;
         flusher_get_stats(s->aof, &fs);
@@ -370,6 +479,7 @@ void hdb_get_stats(hdb_store *s, hdb_stats *st)
         st->aof_pending_bytes = fs.pending_bytes;
         st->last_sync_ms = fs.last_sync_ms;
         st->errors = fs.errors;
+        st->backpressure_waits = fs.backpressure_waits;
         memcpy(st->last_error, fs.last_error, sizeof st->last_error);
     }
 }

@@ -26,6 +26,7 @@
 #define HDB_ERRLEN 512
 
 #define HDB_DEFAULT_SYNC_TIME_MS 1000u
+#define HDB_DEFAULT_MAX_PENDING (64u * 1024u * 1024u)
 
 typedef struct hdb_store hdb_store;
 
@@ -33,6 +34,9 @@ typedef struct hdb_options {
     const char *path;      /* NULL: memory only */
     unsigned sync_time_ms; /* 0: every write is written and synced before it returns */
     int use_fsync;         /* 0: write to the OS, never fdatasync */
+    int repair;            /* damage mid-file: keep the good prefix, move the rest aside */
+    unsigned lock_timeout_ms; /* how long to wait for another store to release the file */
+    uint64_t max_pending;  /* bytes appended but not written before set waits for the disk */
 } hdb_options;
 
 typedef struct hdb_stats {
@@ -44,12 +48,17 @@ typedef struct hdb_stats {
     uint64_t loaded_records;    /* records replayed at open */
     uint64_t dropped_bytes;     /* bytes of a torn final batch cut off at open */
     uint64_t errors;            /* failed writes or syncs so far */
+    uint64_t backpressure_waits; /* writes that waited for the disk (max_pending) */
     char last_error[256];       /* "" if none */
+    char warning[HDB_ERRLEN];   /* what the open dropped or repaired; "" if nothing */
 } hdb_stats;
 
 /* Opens a store. With a path, creates the file (mode 0600, directory synced)
- * if missing, else checks and replays it; a final batch cut short by a crash
- * is cut off the file (see dropped_bytes). Returns NULL with err filled. */
+ * if missing, else checks and replays it. A bad final batch (an append cut
+ * short by a crash) is cut off the file; a bad batch followed by good ones
+ * fails the open, unless opt->repair, which keeps the batches before it and
+ * moves the rest to a side file. Either repair is described in the stats'
+ * warning. Returns NULL with err filled. */
 hdb_store *hdb_open(const hdb_options *opt, char *err, size_t errlen);
 
 /* Flushes and syncs pending records, stops the flusher and closes the file.

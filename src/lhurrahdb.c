@@ -64,6 +64,22 @@ static int option_error(lua_State *L, const char *fn, const char *name, const ch
                       luaL_typename(L, -1));
 }
 
+/* Checks that the option value on top of the stack is a whole number from 0
+ * to max, and returns it. */
+static double check_whole_option(lua_State *L, const char *fn, const char *name, double max)
+{
+    if (lua_type(L, -1) != LUA_TNUMBER)
+        option_error(L, fn, name, "a number");
+    double v = (double)lua_tonumber(L, -1);
+    if (!(v >= 0 && v <= max) || v != (double)(uint64_t)v) {
+        char limit[32];
+        snprintf(limit, sizeof limit, "%.0f", max);
+        luaL_error(L, "%s: option '%s' must be a whole number from 0 to %s (got %s)",
+                   fn, name, limit, lua_tostring(L, -1));
+    }
+    return v;
+}
+
 /* Reads the options table at idx into opt. Unknown names and wrong types
  * raise, so that a typo is never silently ignored. `path_allowed` is 0 for
  * open(), which takes the path as its own argument. */
@@ -84,27 +100,56 @@ static void read_options(lua_State *L, int idx, const char *fn, int path_allowed
                 option_error(L, fn, name, "a string");
             opt->path = lua_tostring(L, -1);
         } else if (strcmp(name, "sync_time") == 0) {
-            if (lua_type(L, -1) != LUA_TNUMBER)
-                option_error(L, fn, name, "a number of milliseconds");
-            lua_Number ms = lua_tonumber(L, -1);
-            if (!(ms >= 0 && ms <= 86400000.0) || ms != (lua_Number)(unsigned)ms)
-                luaL_error(L, "%s: option 'sync_time' must be a whole number of milliseconds "
-                           "from 0 to 86400000 (got %s)", fn, lua_tostring(L, -1));
-            opt->sync_time_ms = (unsigned)ms;
+            opt->sync_time_ms = (unsigned)check_whole_option(L, fn, name, 86400000.0);
         } else if (strcmp(name, "fsync") == 0) {
             if (lua_type(L, -1) != LUA_TBOOLEAN)
                 option_error(L, fn, name, "a boolean");
             opt->use_fsync = lua_toboolean(L, -1);
+        } else if (strcmp(name, "repair") == 0) {
+            if (lua_type(L, -1) != LUA_TBOOLEAN)
+                option_error(L, fn, name, "a boolean");
+            opt->repair = lua_toboolean(L, -1);
+        } else if (strcmp(name, "lock_timeout") == 0) {
+            opt->lock_timeout_ms = (unsigned)check_whole_option(L, fn, name, 86400000.0);
+        } else if (strcmp(name, "max_pending") == 0) {
+            opt->max_pending = (uint64_t)check_whole_option(L, fn, name, 1099511627776.0);
+            if (opt->max_pending < 4096)
+                luaL_error(L, "%s: option 'max_pending' must be at least 4096 bytes", fn);
+        } else if (strcmp(name, "on_warning") == 0) {
+            if (lua_type(L, -1) != LUA_TFUNCTION)
+                option_error(L, fn, name, "a function");
         } else {
-            luaL_error(L, "%s: unknown option '%s' (known: path, sync_time, fsync)", fn, name);
+            luaL_error(L, "%s: unknown option '%s' (known: path, sync_time, fsync, repair, "
+                       "lock_timeout, max_pending, on_warning)", fn, name);
         }
         lua_pop(L, 1);
     }
 }
 
+/* Hands what the open repaired (a torn last batch dropped, damage moved
+ * aside) to the on_warning option, or to stderr without one: a repair is
+ * never silent. */
+static void report_open_warning(lua_State *L, lstore *s, int opts_idx)
+{
+    hdb_stats st;
+    hdb_get_stats(s->db, &st);
+    if (st.warning[0] == '\0')
+        return;
+    if (opts_idx != 0) {
+        lua_getfield(L, opts_idx, "on_warning");
+        if (lua_type(L, -1) == LUA_TFUNCTION) {
+            lua_pushstring(L, st.warning);
+            lua_call(L, 1, 0);
+            return;
+        }
+        lua_pop(L, 1);
+    }
+    fprintf(stderr, "hurrahdb: %s\n", st.warning);
+}
+
 /* Opens the store described by opt and pushes it, or nil and the error. The
  * options' strings stay on the Lua stack (in the options table) meanwhile. */
-static int push_new_store(lua_State *L, const hdb_options *opt)
+static int push_new_store(lua_State *L, const hdb_options *opt, int opts_idx)
 {
     lstore *s = (lstore *)lua_newuserdata(L, sizeof *s);
     s->db = NULL;
@@ -115,14 +160,16 @@ static int push_new_store(lua_State *L, const hdb_options *opt)
     s->db = hdb_open(opt, err, sizeof err);
     if (s->db == NULL)
         return push_error(L, err);
+    report_open_warning(L, s, opts_idx);
     return 1;
 }
 
 static void default_options(hdb_options *opt)
 {
-    opt->path = NULL;
+    memset(opt, 0, sizeof *opt);
     opt->sync_time_ms = HDB_DEFAULT_SYNC_TIME_MS;
     opt->use_fsync = 1;
+    opt->max_pending = HDB_DEFAULT_MAX_PENDING;
 }
 
 /* hurrahdb.new([options]) */
@@ -133,8 +180,9 @@ static int l_new(lua_State *L)
     if (!lua_isnoneornil(L, 1)) {
         luaL_checktype(L, 1, LUA_TTABLE);
         read_options(L, 1, "hurrahdb.new", 1, &opt);
+        return push_new_store(L, &opt, 1);
     }
-    return push_new_store(L, &opt);
+    return push_new_store(L, &opt, 0);
 }
 
 /* hurrahdb.open(path[, options]) */
@@ -148,8 +196,9 @@ static int l_open(lua_State *L)
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
         read_options(L, 2, "hurrahdb.open", 0, &opt);
+        return push_new_store(L, &opt, 2);
     }
-    return push_new_store(L, &opt);
+    return push_new_store(L, &opt, 0);
 }
 
 /* ---- methods ---- */
@@ -334,6 +383,11 @@ static int l_stats(lua_State *L)
     set_count_field(L, "loaded_records", (int64_t)st.loaded_records);
     set_count_field(L, "dropped_bytes", (int64_t)st.dropped_bytes);
     set_count_field(L, "errors", (int64_t)st.errors);
+    set_count_field(L, "backpressure_waits", (int64_t)st.backpressure_waits);
+    if (st.warning[0] != '\0') {
+        lua_pushstring(L, st.warning);
+        lua_setfield(L, -2, "warning");
+    }
     if (st.last_error[0] != '\0') {
         lua_pushstring(L, st.last_error);
         lua_setfield(L, -2, "last_error");

@@ -1,0 +1,20 @@
+/*
+ * hdb_lock: one writer per file.
+ *
+ * A store holds an exclusive flock(2) on its AOF for as long as it is open.
+ * flock belongs to the open file description, so a second open of the same
+ * path conflicts whether it comes from another process or from this one, and
+ * closing some unrelated descriptor of the file does not drop it (as it
+ * would with POSIX fcntl locks).
+ */
+#ifndef HDB_LOCK_H
+#define HDB_LOCK_H
+
+#include <stddef.h>
+
+/* Takes the lock on fd, waiting up to timeout_ms for another holder to let
+ * go. On failure returns -1 with err naming the path and, when the system
+ * says, the holder's pid. */
+int lock_acquire(int fd, const char *path, unsigned timeout_ms, char *err, size_t errlen);
+
+#endif
