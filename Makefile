@@ -34,12 +34,14 @@ CC ?= cc
 OPT := -O2
 SAN_FLAGS :=
 SAN_ENV :=
+SAN_PRELOAD :=
 ifeq ($(SANITIZE),1)
 BUILD := $(BUILD)-sanitize
 OPT := -O1 -fno-omit-frame-pointer
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 # The interpreter is not instrumented: preload the runtimes so they are first.
-SAN_ENV := LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+SAN_PRELOAD := $(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file-name=libubsan.so)
+SAN_ENV := LD_PRELOAD="$(SAN_PRELOAD)" \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/spec/lsan.supp:print_suppressions=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -58,9 +60,16 @@ ENGINE_OBJ := $(ENGINE_SRC:src/%.c=$(BUILD)/%.o)
 BINDING_OBJ := $(BINDING_SRC:src/%.c=$(BUILD)/%.o)
 MODULE := $(BUILD)/hurrahdb.so
 ENGINE_TEST := $(BUILD)/engine_test
+FAULT_SHIM := $(BUILD)/fault_shim.so
+TESTLIB := $(BUILD)/hdb_testlib.so
+TEST_TOOLS := $(ENGINE_TEST) $(FAULT_SHIM) $(TESTLIB)
 
-RUN_ENV := LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;" LUA_PATH="$(CURDIR)/lua/?.lua;;" \
-	HURRAHDB_ENGINE_TEST="$(CURDIR)/$(ENGINE_TEST)" $(SAN_ENV)
+RUN_ENV := LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;" LUA_PATH="$(CURDIR)/lua/?.lua;;" $(SAN_ENV)
+# The specs also get the engine's test program and the write-fault shim,
+# preloaded (after the sanitizer runtimes, which must come first).
+TEST_ENV := $(RUN_ENV) HURRAHDB_ENGINE_TEST="$(CURDIR)/$(ENGINE_TEST)" \
+	HURRAHDB_FAULTS="$(CURDIR)/$(BUILD)/faults" \
+	LD_PRELOAD="$(SAN_PRELOAD) $(CURDIR)/$(FAULT_SHIM)"
 BUSTED = $$(command -v busted || echo /usr/bin/busted)
 
 .PHONY: all test demo bench valgrind clean deps-build deps-test deps-bench
@@ -84,8 +93,16 @@ $(MODULE): $(ENGINE_OBJ) $(BINDING_OBJ)
 $(ENGINE_TEST): spec/engine_test.c $(ENGINE_OBJ) $(HEADERS)
 	@echo "LD $@"; $(CC) $(filter-out -fPIC,$(CFLAGS_ALL)) -Isrc -o $@ spec/engine_test.c $(ENGINE_OBJ) -pthread $(SAN_FLAGS)
 
-test: deps-test all $(ENGINE_TEST)
-	$(RUN_ENV) $(LUA_BIN) $(BUSTED) $(BUSTED_ARGS)
+# Test-only: write faults for *.aof files (LD_PRELOAD), and fork for specs.
+# The shim is built without sanitizers: it must load into any process.
+$(FAULT_SHIM): spec/fault_shim.c | $(BUILD)
+	@echo "LD $@"; $(CC) -O1 -g -fPIC -shared -Wall -Wextra -Werror -o $@ $< -ldl
+$(TESTLIB): spec/testlib.c src/lcompat.h | $(BUILD)
+	@echo "LD $@"; $(CC) $(CFLAGS_ALL) -Isrc -I$(LUA_INC) -shared -o $@ $<
+
+test: deps-test all $(TEST_TOOLS)
+	@: > $(BUILD)/faults
+	$(TEST_ENV) $(LUA_BIN) $(BUSTED) $(BUSTED_ARGS)
 
 demo: all
 	$(RUN_ENV) $(LUA_BIN) examples/quickstart.lua
@@ -93,9 +110,10 @@ demo: all
 bench: deps-bench all
 	$(RUN_ENV) $(LUA_BIN) bench/bench.lua $(BENCH_ARGS)
 
-valgrind: deps-test all $(ENGINE_TEST)
+valgrind: deps-test all $(TEST_TOOLS)
 	command -v valgrind >/dev/null || $(MAKE) --no-print-directory deps PKGS=valgrind
-	$(RUN_ENV) HURRAHDB_VALGRIND=1 valgrind --error-exitcode=99 --leak-check=full \
+	@: > $(BUILD)/faults
+	$(TEST_ENV) HURRAHDB_VALGRIND=1 valgrind --error-exitcode=99 --leak-check=full \
 		--errors-for-leak-kinds=definite --track-fds=no --quiet \
 		$(LUA_BIN) $(BUSTED) $(BUSTED_ARGS)
 

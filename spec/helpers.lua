@@ -18,6 +18,22 @@ helpers.shell_quote = shell_quote
 local SHELL_PREFIX = os.getenv("LD_PRELOAD")
   and "unset LD_PRELOAD ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS; " or ""
 
+-- A command that runs a Lua chunk file in a new process of the same Lua,
+-- with the environment the specs got (module path, and under SANITIZE=1 the
+-- sanitizer runtimes the sanitized module needs).
+local INTERPRETER = rawget(_G, "jit") and "luajit" or "lua5.4"
+local CHILD_ENV = ""
+for _, name in ipairs { "LD_PRELOAD", "ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS", "LUA_CPATH", "LUA_PATH" } do
+  local v = os.getenv(name)
+  if v then CHILD_ENV = CHILD_ENV .. name .. "=" .. shell_quote(v) .. " " end
+end
+
+function helpers.lua_command(script, ...)
+  local args = {}
+  for i, a in ipairs { ... } do args[i] = shell_quote(a) end
+  return "env " .. CHILD_ENV .. INTERPRETER .. " " .. shell_quote(script) .. " " .. table.concat(args, " ")
+end
+
 local function execute(cmd)
   return os.execute(SHELL_PREFIX .. cmd)
 end

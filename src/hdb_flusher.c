@@ -144,7 +144,7 @@ static int flusher_flush_locked(hdb_flusher *f, char *err, size_t errlen)
     f->writing_cap = f->writing.cap;
     pthread_mutex_unlock(&f->buf_lock);
 
-    if (f->writing.len == 0)
+    if (f->writing.len == 0 && !f->tail_dirty)
         return 0;
 
     if (f->tail_dirty) {
@@ -153,6 +153,8 @@ static int flusher_flush_locked(hdb_flusher *f, char *err, size_t errlen)
             return -1;
         }
         f->tail_dirty = 0;
+        if (f->writing.len == 0) /* a withdrawn record's bytes are now gone */
+            return f->use_fsync && fdatasync(f->fd) != 0 ? -1 : 0;
     }
 
     size_t batch_len = f->writing.len;
@@ -437,6 +439,10 @@ static void flusher_stop_thread(hdb_flusher *f)
 
 int flusher_stop(hdb_flusher *f, char *err, size_t errlen)
 {
+    /* In a forked child, the pending records are the parent's to write;
+     * closing this copy just lets it go (flusher_free). */
+    if (flusher_in_forked_child(f))
+        return 0;
     if (flusher_sync(f, err, errlen) != 0)
         return -1;
     flusher_stop_thread(f);

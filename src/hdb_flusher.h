@@ -51,7 +51,8 @@ int flusher_append_del(hdb_flusher *f, const char *key, size_t key_len,
 int flusher_sync(hdb_flusher *f, char *err, size_t errlen);
 
 /* Syncs, stops the thread and closes the file. On a failed sync returns -1
- * and leaves everything running, with the unwritten records kept. */
+ * and leaves everything running, with the unwritten records kept. In a
+ * forked child, writes nothing and succeeds: flusher_free releases the copy. */
 int flusher_stop(hdb_flusher *f, char *err, size_t errlen);
 
 /* Releases the flusher. If flusher_stop did not succeed, unwritten records are

@@ -1,0 +1,133 @@
+/*
+ * fault_shim: an LD_PRELOAD library that makes writes to *.aof files fail,
+ * for the durability specs. `make test` preloads it into the spec process
+ * and names a control file in HURRAHDB_FAULTS; a spec writes a rule to that
+ * file, runs the store, and empties it again. Rules (one line):
+ *
+ *   pwrite ENOSPC | pwrite EIO      pwrite fails, nothing written
+ *   pwrite short                    pwrite writes half (at least one byte)
+ *   pwrite partial ENOSPC           pwrite writes half, then reports ENOSPC
+ *   fdatasync EIO                   fdatasync fails
+ *   ftruncate EIO                   ftruncate fails
+ *
+ * Every interposed call counts itself in the control file's sibling
+ * "<control>.hits" so a spec can check that a fault was really hit.
+ * Only descriptors whose path ends in ".aof" are affected.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+typedef ssize_t (*pwrite_fn)(int, const void *, size_t, off_t);
+typedef int (*fd_fn)(int);
+typedef int (*ftruncate_fn)(int, off_t);
+
+/* Reads the current rule; returns 0 if there is none. */
+static int fault_rule(char *rule, size_t cap)
+{
+    const char *control = getenv("HURRAHDB_FAULTS");
+    if (control == NULL)
+        return 0;
+    int fd = open(control, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, rule, cap - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    rule[n] = '\0';
+    char *nl = strchr(rule, '\n');
+    if (nl)
+        *nl = '\0';
+    return rule[0] != '\0';
+}
+
+static int is_aof(int fd)
+{
+    char link[64], target[4096];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    if (n < 4)
+        return 0;
+    target[n] = '\0';
+    return strcmp(target + n - 4, ".aof") == 0;
+}
+
+static void count_hit(void)
+{
+    const char *control = getenv("HURRAHDB_FAULTS");
+    char path[4096];
+    snprintf(path, sizeof path, "%s.hits", control);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        ssize_t ignored = write(fd, "x", 1);
+        (void)ignored;
+        close(fd);
+    }
+}
+
+/* Returns the errno named by the rule's word after `op`, or 0. */
+static int rule_errno(const char *rule, const char *op)
+{
+    size_t n = strlen(op);
+    if (strncmp(rule, op, n) != 0 || rule[n] != ' ')
+        return 0;
+    const char *what = strrchr(rule, ' ') + 1;
+    if (strcmp(what, "ENOSPC") == 0)
+        return ENOSPC;
+    if (strcmp(what, "EIO") == 0)
+        return EIO;
+    return 0;
+}
+
+ssize_t pwrite(int fd, const void *buf, size_t len, off_t off)
+{
+    static pwrite_fn real;
+    if (real == NULL)
+        real = (pwrite_fn)dlsym(RTLD_NEXT, "pwrite");
+    char rule[128];
+    if (!fault_rule(rule, sizeof rule) || strncmp(rule, "pwrite ", 7) != 0 || !is_aof(fd))
+        return real(fd, buf, len, off);
+    count_hit();
+    size_t half = len > 1 ? len / 2 : len;
+    if (strcmp(rule, "pwrite short") == 0)
+        return real(fd, buf, half, off);
+    if (strncmp(rule, "pwrite partial ", 15) == 0) {
+        ssize_t ignored = real(fd, buf, half, off);
+        (void)ignored;
+    }
+    errno = rule_errno(rule, "pwrite") ? rule_errno(rule, "pwrite") : EIO;
+    return -1;
+}
+
+int fdatasync(int fd)
+{
+    static fd_fn real;
+    if (real == NULL)
+        real = (fd_fn)dlsym(RTLD_NEXT, "fdatasync");
+    char rule[128];
+    if (!fault_rule(rule, sizeof rule) || !rule_errno(rule, "fdatasync") || !is_aof(fd))
+        return real(fd);
+    count_hit();
+    errno = rule_errno(rule, "fdatasync");
+    return -1;
+}
+
+int ftruncate(int fd, off_t len)
+{
+    static ftruncate_fn real;
+    if (real == NULL)
+        real = (ftruncate_fn)dlsym(RTLD_NEXT, "ftruncate");
+    char rule[128];
+    if (!fault_rule(rule, sizeof rule) || !rule_errno(rule, "ftruncate") || !is_aof(fd))
+        return real(fd, len);
+    count_hit();
+    errno = rule_errno(rule, "ftruncate");
+    return -1;
+}
