@@ -1,0 +1,27 @@
+-- The process that the crash specs kill. Opens the store at arg[1] with
+-- sync_time = arg[2] and writes a known sequence of operations under the key
+-- prefix arg[3], printing "ack N" once operation N has returned true, and,
+-- every arg[4] operations (0: never), "synced N" once db:sync() returned.
+-- arg[5] is the fsync option ("true" or "false").
+-- Operation N deletes key N-5 when N is a multiple of 10, else sets key N.
+local hurrahdb = require "hurrahdb"
+io.stdout:setvbuf("no")
+
+local path, sync_time, prefix, sync_every = arg[1], tonumber(arg[2]), arg[3], tonumber(arg[4])
+local db = assert(hurrahdb.open(path, { sync_time = sync_time, fsync = arg[5] ~= "false",
+  on_warning = function() end }))
+print("ready")
+local n = 0
+while true do
+  n = n + 1
+  if n % 10 == 0 then
+    assert(db:delete(prefix .. (n - 5)))
+  else
+    assert(db:set(prefix .. n, { n = n, pad = string.rep("x", n % 50) }))
+  end
+  print("ack " .. n)
+  if sync_every > 0 and n % sync_every == 0 then
+    assert(db:sync())
+    print("synced " .. n)
+  end
+end
