@@ -6,6 +6,7 @@
 #   make bench           run the benchmarks in bench/
 #   make test SANITIZE=1 the specs with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make valgrind        the specs under valgrind memcheck
+#   make fuzz            libFuzzer on the AOF loader (FUZZ_SECONDS, default 60)
 #   make LUA=luajit ...  the same for LuaJIT 2.1 (OpenResty's luajit2)
 #
 # Missing Debian packages are installed with apt-get when run as root (or with
@@ -69,10 +70,12 @@ RUN_ENV := LUA_CPATH="$(CURDIR)/$(BUILD)/?.so;;" LUA_PATH="$(CURDIR)/lua/?.lua;;
 # preloaded (after the sanitizer runtimes, which must come first).
 TEST_ENV := $(RUN_ENV) HURRAHDB_ENGINE_TEST="$(CURDIR)/$(ENGINE_TEST)" \
 	HURRAHDB_FAULTS="$(CURDIR)/$(BUILD)/faults" \
+	HURRAHDB_LUAJIT_CPATH="$(CURDIR)/build/luajit" \
 	LD_PRELOAD="$(SAN_PRELOAD) $(CURDIR)/$(FAULT_SHIM)"
 BUSTED = $$(command -v busted || echo /usr/bin/busted)
 
-.PHONY: all test demo bench valgrind clean deps-build deps-test deps-bench
+.PHONY: all test demo bench valgrind fuzz clean deps-build deps-test deps-bench deps-fuzz \
+	nginx-module
 
 all: deps-build $(MODULE)
 
@@ -97,25 +100,58 @@ $(ENGINE_TEST): spec/engine_test.c $(ENGINE_OBJ) $(HEADERS)
 # The shim is built without sanitizers: it must load into any process.
 $(FAULT_SHIM): spec/fault_shim.c | $(BUILD)
 	@echo "LD $@"; $(CC) -O1 -g -fPIC -shared -Wall -Wextra -Werror -o $@ $< -ldl
-$(TESTLIB): spec/testlib.c src/lcompat.h | $(BUILD)
-	@echo "LD $@"; $(CC) $(CFLAGS_ALL) -Isrc -I$(LUA_INC) -shared -o $@ $<
+$(TESTLIB): spec/testlib.c src/lcompat.h src/hdb_crc32c.c src/hdb_crc32c.h | $(BUILD)
+	@echo "LD $@"; $(CC) $(CFLAGS_ALL) -Isrc -I$(LUA_INC) -shared -o $@ $< src/hdb_crc32c.c
 
-test: deps-test all $(TEST_TOOLS)
+# The nginx specs run workers on LuaJIT: they load the plain LuaJIT build
+# whichever Lua runs busted.
+nginx-module:
+	@$(MAKE) --no-print-directory LUA=luajit SANITIZE= all
+
+test: deps-test all nginx-module $(TEST_TOOLS)
 	@: > $(BUILD)/faults
 	$(TEST_ENV) $(LUA_BIN) $(BUSTED) $(BUSTED_ARGS)
 
 demo: all
 	$(RUN_ENV) $(LUA_BIN) examples/quickstart.lua
 
+# bench/bench.lua in this Lua, then bench/nginx.lua: the same inside an nginx
+# worker (LuaJIT) against ngx.shared.DICT, when nginx's Lua module is here.
 bench: deps-bench all
 	$(RUN_ENV) $(LUA_BIN) bench/bench.lua $(BENCH_ARGS)
+	@if [ -x /usr/sbin/nginx ] && [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]; then \
+		$(MAKE) --no-print-directory nginx-module && \
+		echo && $(RUN_ENV) $(LUA_BIN) bench/nginx.lua "$(CURDIR)/build/luajit" $(NGINX_BENCH_ARGS); \
+	else echo "(nginx with its Lua module is not installed: no nginx figures)"; fi
 
-valgrind: deps-test all $(TEST_TOOLS)
-	command -v valgrind >/dev/null || $(MAKE) --no-print-directory deps PKGS=valgrind
+# Memory errors, not crash statistics: the kill -9 loops run 5 times each
+# here (the native run does them in full).
+valgrind: deps-test all nginx-module $(TEST_TOOLS)
+	@$(MAKE) --no-print-directory deps PKGS=valgrind
 	@: > $(BUILD)/faults
-	$(TEST_ENV) HURRAHDB_VALGRIND=1 valgrind --error-exitcode=99 --leak-check=full \
-		--errors-for-leak-kinds=definite --track-fds=no --quiet \
+	$(TEST_ENV) HURRAHDB_KILLS=$${HURRAHDB_KILLS:-5} valgrind --error-exitcode=99 --leak-check=full \
+		--errors-for-leak-kinds=definite --show-leak-kinds=definite --track-fds=no --quiet \
 		$(LUA_BIN) $(BUSTED) $(BUSTED_ARGS)
+
+# libFuzzer on the AOF loader, with ASan and UBSan, for FUZZ_SECONDS over the
+# seed corpus in spec/fuzz/corpus (copied, so the run's finds stay in build/).
+FUZZ_SECONDS ?= 60
+FUZZ_DIR := build/fuzz
+FUZZER := $(FUZZ_DIR)/aof_load_fuzz
+FUZZ_SRC := src/hdb_aof.c src/hdb_table.c src/hdb_crc32c.c src/hdb_siphash.c src/hdb_buf.c
+
+$(FUZZER): spec/fuzz/aof_load_fuzz.c $(FUZZ_SRC) $(HEADERS)
+	@mkdir -p $(FUZZ_DIR)
+	clang -std=c99 -D_POSIX_C_SOURCE=200809L -g -O1 -Isrc -Wall -Wextra -Werror \
+		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		-o $@ spec/fuzz/aof_load_fuzz.c $(FUZZ_SRC) -pthread
+
+fuzz: deps-fuzz $(FUZZER)
+	@mkdir -p $(FUZZ_DIR)/corpus $(FUZZ_DIR)/crashes
+	cp spec/fuzz/corpus/* $(FUZZ_DIR)/corpus/
+	$(FUZZER) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
+		-detect_leaks=1 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/crashes/ \
+		$(FUZZ_DIR)/corpus
 
 clean:
 	rm -rf build
@@ -142,7 +178,11 @@ deps-build:
 	@$(MAKE) --no-print-directory deps PKGS="make gcc libc6-dev $(LUA_PKGS)"
 
 deps-test:
-	@$(MAKE) --no-print-directory deps PKGS="lua-busted lua-cjson lua-socket redis-server $(LUA_PKGS)"
+	@$(MAKE) --no-print-directory deps PKGS="lua-busted lua-cjson lua-socket redis-server \
+		nginx libnginx-mod-http-lua lua-resty-core luajit2 libluajit2-5.1-dev $(LUA_PKGS)"
+
+deps-fuzz:
+	@$(MAKE) --no-print-directory deps PKGS="clang libclang-rt-14-dev"
 
 deps-bench:
 	@$(MAKE) --no-print-directory deps PKGS="lua-cjson lua-socket redis-server $(LUA_PKGS)"

@@ -198,6 +198,10 @@ describe("a store used in a forked child", function()
       assert.equals("1", r[7])
       assert.equals("1", r[8])
       assert.equals("true", r[9])
+      -- The child's close left the parent's lock in place.
+      local other, lerr = hurrahdb.open(path)
+      assert.is_nil(other)
+      assert.matches("is locked by process %d+ %(this process", lerr)
       -- The parent goes on writing to its file.
       assert(db:set("b", 2))
       assert(db:close())
