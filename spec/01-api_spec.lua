@@ -375,10 +375,11 @@ describe("a store", function()
       assert.equals(60, #db)
     end)
 
-    it("return an integer", function()
+    it("return a whole number (an integer where Lua has them)", function()
       db:set("k", 1)
-      assert.equals("integer", math.type(db:count()))
-      assert.equals("integer", math.type(#db))
+      assert.equals(helpers.HAS_INTEGERS and "integer" or "float", helpers.math_type(db:count()))
+      assert.equals(helpers.HAS_INTEGERS and "integer" or "float", helpers.math_type(#db))
+      assert.equals(1, db:count())
     end)
   end)
 
@@ -482,7 +483,7 @@ describe("methods called without a store", function()
       it("db." .. name .. "() raises bad argument when self is " .. row[1], function()
         local fn = db[name]
         assert.is_function(fn)
-        local ok, err = pcall(fn, row[2], table.unpack(args))
+        local ok, err = pcall(fn, row[2], helpers.unpack(args))
         assert.is_false(ok)
         assert.matches("bad argument", err)
       end)
@@ -503,7 +504,7 @@ describe("db:close()", function()
       local db = hurrahdb.new()
       db:set("k", "v")
       db:close()
-      local ok, err = pcall(db[name], db, table.unpack(args))
+      local ok, err = pcall(db[name], db, helpers.unpack(args))
       assert.is_false(ok)
       assert.matches("store is closed", err, 1, true)
     end)
@@ -517,15 +518,20 @@ describe("db:close()", function()
     assert.matches("store is closed", err, 1, true)
   end)
 
-  it("is called by a <close> variable at the end of its scope", function()
-    local kept
-    do
-      local db <close> = hurrahdb.new()
-      kept = db
-      db:set("k", "v")
-    end
+  -- to-be-closed variables are Lua 5.4 syntax: compiled only there
+  if _VERSION == "Lua 5.4" then it("is called by a <close> variable at the end of its scope", function()
+    local kept = assert(load([[
+      local hurrahdb = ...
+      local kept
+      do
+        local db <close> = hurrahdb.new()
+        kept = db
+        db:set("k", "v")
+      end
+      return kept
+    ]]))(hurrahdb)
     local ok, err = pcall(kept.get, kept, "k")
     assert.is_false(ok)
     assert.matches("store is closed", err, 1, true)
-  end)
+  end) end
 end)

@@ -32,9 +32,14 @@ local function write_history(db, sync_midway)
   set("*3\r\n$3\r\nSET\r\n", "looks like RESP")
   set(string.rep("long", 250), "a 1000 byte key")
   set(42, "a number key")
-  set("int", math.maxinteger)
-  set("negint", math.mininteger)
-  set("big", (1 << 53) + 1)
+  if helpers.HAS_INTEGERS then
+    set("int", math.maxinteger)
+    set("negint", math.mininteger)
+    set("big", math.tointeger(2 ^ 53) + 1)
+  else
+    set("int", 2 ^ 53 - 1)
+    set("big", 2 ^ 60)
+  end
   set("float", 0.1 + 0.2)
   set("whole float", 2.0)
   set("negzero", -0.0)

@@ -31,8 +31,9 @@ end
 
 -- True if signal `n` is set in the hex mask (bit n-1).
 local function has_signal(hex, n)
-  local nibble = tonumber(hex:sub(#hex - (n - 1) // 4, #hex - (n - 1) // 4), 16)
-  return (nibble >> ((n - 1) % 4)) & 1 == 1
+  local at = #hex - math.floor((n - 1) / 4)
+  local nibble = tonumber(hex:sub(at, at), 16)
+  return math.floor(nibble / 2 ^ ((n - 1) % 4)) % 2 == 1
 end
 
 describe("the flusher thread", function()

@@ -7,6 +7,18 @@ local luassert = require "luassert"
 
 local helpers = {}
 
+-- The specs run on Lua 5.4 and on LuaJIT 2.1 (Lua 5.1, numbers are doubles
+-- only). These stand in for what 5.1 lacks.
+helpers.HAS_INTEGERS = math.type ~= nil
+helpers.unpack = table.unpack or unpack
+function helpers.pack(...) return { n = select("#", ...), ... } end
+-- math.type where it exists; on LuaJIT every number is a "float".
+function helpers.math_type(v)
+  if math.type then return math.type(v) end
+  return type(v) == "number" and "float" or nil
+end
+local math_type = helpers.math_type
+
 local function shell_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
@@ -106,7 +118,7 @@ end
 
 local function describe_value(v)
   if type(v) == "number" then
-    return string.format("%s %s", math.type(v), string.format("%.17g", v))
+    return string.format("%s %s", math_type(v), string.format("%.17g", v))
   elseif type(v) == "string" then
     return string.format("%q", #v > 60 and v:sub(1, 60) .. "..." or v)
   end
@@ -114,7 +126,7 @@ local function describe_value(v)
 end
 
 local function path_key(path, k)
-  if math.type(k) == "integer" then
+  if type(k) == "number" and k % 1 == 0 then
     return path .. "[" .. k .. "]"
   end
   return path .. "." .. tostring(k)
@@ -129,7 +141,7 @@ local function deep_equal_typed(a, b, path)
     return false, string.format("%s: %s vs %s", path, describe_value(a), describe_value(b))
   end
   if type(a) == "number" then
-    if math.type(a) ~= math.type(b) or a ~= b
+    if math_type(a) ~= math_type(b) or a ~= b
        or (a == 0 and 1 / a ~= 1 / b) then
       return false, string.format("%s: %s vs %s", path, describe_value(a), describe_value(b))
     end
@@ -327,7 +339,7 @@ end
 
 -- Sends one command as a RESP array of bulk strings.
 function Client:send(...)
-  local args = table.pack(...)
+  local args = helpers.pack(...)
   local parts = { "*" .. args.n .. "\r\n" }
   for i = 1, args.n do
     local a = tostring(args[i])
@@ -348,7 +360,7 @@ function Client:read()
   elseif kind == "-" then
     return nil, rest
   elseif kind == ":" then
-    return math.tointeger(tonumber(rest))
+    return tonumber(rest)
   elseif kind == "$" then
     local n = tonumber(rest)
     if n < 0 then return false end

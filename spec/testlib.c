@@ -1,14 +1,16 @@
 /*
- * hdb_testlib: what the specs need from the OS that Lua 5.4 lacks and that
+ * hdb_testlib: what the specs need from the OS that Lua lacks and that
  * Debian packages no module for: fork, waitpid and _exit, to use a store in
- * a forked child as nginx uses one in its workers. Built by `make test`;
- * not part of hurrahdb.
+ * a forked child as nginx uses one in its workers; and the engine's CRC-32C,
+ * to write AOF files by hand (LuaJIT has no integer operators to compute it
+ * in Lua). Built by `make test`; not part of hurrahdb.
  */
 #include <errno.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "hdb_crc32c.h"
 #include "lcompat.h"
 
 static int l_fork(lua_State *L)
@@ -41,7 +43,17 @@ static int l_exit(lua_State *L)
     return 0;
 }
 
+/* crc32c(string) --> the CRC-32C of its bytes, as a number */
+static int l_crc32c(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    lua_pushnumber(L, (lua_Number)crc32c_update(0, s, len));
+    return 1;
+}
+
 static const luaL_Reg testlib[] = {
+    {"crc32c", l_crc32c},
     {"fork", l_fork},
     {"waitpid", l_waitpid},
     {"_exit", l_exit},
@@ -52,7 +64,7 @@ __attribute__((visibility("default"))) int luaopen_hdb_testlib(lua_State *L);
 
 int luaopen_hdb_testlib(lua_State *L)
 {
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 4);
     luaL_setfuncs(L, testlib, 0);
     return 1;
 }

@@ -1,0 +1,76 @@
+-- hurrahdb_worker: one hurrahdb store per nginx worker, opened after the
+-- fork, handed over across `nginx -s reload`, closed when the worker exits.
+-- The pattern "Using hurrahdb in OpenResty" in the README recommends; copy it
+-- into your lua_package_path.
+--
+--   init_worker_by_lua_block { require("hurrahdb_worker").init("/var/lib/app", { sync_time = 100 }) }
+--   exit_worker_by_lua_block { require("hurrahdb_worker").exit() }
+--   content_by_lua_block     { local db, err = require("hurrahdb_worker").store() ... }
+--
+-- Worker i keeps its data in <dir>/worker-<i>.aof. At a reload the new
+-- worker i starts while the old worker i still finishes its requests and
+-- holds that file (one writer per file), so the new one retries the open
+-- from a timer, without blocking its event loop, until the old one has
+-- closed the file; requests that reach it meanwhile wait in store().
+
+local hurrahdb = require "hurrahdb"
+
+local _M = {}
+
+local RETRY_SECONDS = 0.02
+
+local db            -- this worker's store, once open
+local failure       -- why it cannot be opened, if it cannot
+local path
+
+local function open_store(premature, options)
+  if premature then return end -- the worker is exiting
+  local store, err = hurrahdb.open(path, options)
+  if store then
+    db = store
+    return
+  end
+  if err:find(" is locked by ", 1, true) then
+    -- The worker this one replaces still holds the file.
+    local ok, terr = ngx.timer.at(RETRY_SECONDS, open_store, options)
+    if ok then return end
+    err = "cannot retry opening " .. path .. ": " .. tostring(terr)
+  end
+  failure = err
+  ngx.log(ngx.ERR, "hurrahdb: ", err)
+end
+
+-- In init_worker_by_lua*: opens (or schedules the open of) this worker's
+-- store in `dir`. `options` are hurrahdb.open's.
+function _M.init(dir, options)
+  local id = ngx.worker.id()
+  if id == nil then return end -- not a worker (a privileged agent)
+  path = dir .. "/worker-" .. id .. ".aof"
+  open_store(false, options)
+end
+
+-- In a request handler: this worker's store, waiting (yielding, up to
+-- `timeout` seconds, default 10) while a reload hands the file over.
+-- Returns the store, or nil and an error.
+function _M.store(timeout)
+  if db then return db end
+  local deadline = ngx.now() + (timeout or 10)
+  while not db do
+    if failure then return nil, failure end
+    if ngx.now() >= deadline then
+      return nil, "hurrahdb: " .. tostring(path) .. " is still held by the worker this one replaces"
+    end
+    ngx.sleep(RETRY_SECONDS)
+  end
+  return db
+end
+
+-- In exit_worker_by_lua*: writes and syncs what is pending and releases the
+-- file for the worker that replaces this one.
+function _M.exit()
+  if not db then return end
+  local ok, err = db:close()
+  if not ok then ngx.log(ngx.ERR, "hurrahdb: ", err) end
+end
+
+return _M

@@ -1,0 +1,192 @@
+-- hurrahdb inside a real nginx (Debian's nginx + libnginx-mod-http-lua,
+-- LuaJIT): the configuration and worker module of examples/openresty, two
+-- workers, driven over HTTP. Proves what the README's "Using hurrahdb in
+-- OpenResty" says: data survives a stop and start, a reload under writes
+-- loses no acknowledged write and logs no error, and a store opened in the
+-- master before the fork refuses writes from the workers.
+
+local helpers = require "spec.helpers"
+local nginx = require "spec.support.nginx"
+local cjson = require "cjson"
+
+local EXAMPLE_CONF = assert(helpers.read_file("examples/openresty/nginx.conf"))
+local WORKERS = 2
+
+-- PUTs key = value on conn; returns the worker that acknowledged it, or nil
+-- if the request failed (the connection closed, say).
+local function put(conn, key, value)
+  local status, body, headers = conn:request("PUT", "/kv/" .. nginx.escape_path(key), cjson.encode(value))
+  if status == nil then return nil, body end
+  assert.equals(200, status, body)
+  return tonumber(headers["x-worker"])
+end
+
+-- Each worker's data, from GET /dump on a connection to each worker.
+local function dumps(port)
+  local by_worker = {}
+  for id = 0, WORKERS - 1 do
+    local conn, dump = nginx.connect_to_worker(port, id, cjson.decode)
+    conn:close()
+    assert.equals(id, dump.worker)
+    by_worker[id] = dump.data
+  end
+  return by_worker
+end
+
+-- Asserts that every acknowledged write { key, value, worker } is held by the
+-- worker that acknowledged it.
+local function assert_all_held(acked, by_worker)
+  for _, w in ipairs(acked) do
+    local held = by_worker[w.worker][w.key]
+    assert.is_not_nil(held, "worker " .. w.worker .. " lost the acknowledged write of " .. w.key)
+    assert.same(w.value, held)
+  end
+end
+
+describe("hurrahdb in nginx with two workers, one store per worker", function()
+  local server
+  before_each(function() server = nginx.new(EXAMPLE_CONF):start() end)
+  after_each(function() if server then server:destroy() end end)
+
+  it("runs hurrahdb in every worker, which reads what it stored", function()
+    local seen = {}
+    for _ = 1, 40 do
+      local conn = assert(nginx.connect(server.port))
+      local worker = assert(put(conn, "greeting", { text = "hello", n = 7 }))
+      seen[worker] = true
+      local status, body, headers = conn:request("GET", "/kv/greeting")
+      assert.equals(200, status)
+      assert.equals(worker, tonumber(headers["x-worker"]))
+      assert.same({ text = "hello", n = 7 }, cjson.decode(body))
+      status = conn:request("DELETE", "/kv/greeting")
+      assert.equals(200, status)
+      status = conn:request("GET", "/kv/greeting")
+      assert.equals(404, status)
+      conn:close()
+    end
+    assert.is_true(seen[0] and seen[1], "the requests did not reach both workers")
+    assert.same({}, server:errors())
+  end)
+
+  it("keeps every acknowledged write across a full stop and start", function()
+    local acked = {}
+    for i = 1, 200 do
+      local conn = assert(nginx.connect(server.port))
+      local key = "user:" .. i .. " \xc3\xa9?%#+"
+      local value = { id = i, name = "name " .. i, tags = { "a", "b" } }
+      local worker = assert(put(conn, key, value))
+      acked[#acked + 1] = { key = key, value = value, worker = worker }
+      conn:close()
+    end
+    server:stop()
+    -- each worker's file holds its own writes
+    for id = 0, WORKERS - 1 do
+      assert.is_true(helpers.file_exists(server.prefix .. "/data/worker-" .. id .. ".aof"))
+    end
+    server:start()
+    assert_all_held(acked, dumps(server.port))
+    assert.same({}, server:errors())
+  end)
+
+  it("loses no acknowledged write, and logs no error, when reloaded while a client writes", function()
+    local old_workers = server:worker_pids()
+    assert.equals(WORKERS, #old_workers)
+    local acked = {}
+    local conn = assert(nginx.connect(server.port))
+    local i, reloaded, after = 0, false, 0
+    -- Write; reload from a background shell once writing is under way; go on
+    -- until the old workers are gone and 300 more writes were acknowledged.
+    while after < 300 do
+      i = i + 1
+      local key, value = "k" .. i, { n = i, s = string.rep("v", i % 40) }
+      local worker
+      for _ = 1, 50 do
+        worker = put(conn, key, value)
+        if worker then break end
+        -- the old worker closed the connection: send it again on a new one
+        conn:close()
+        conn = assert(nginx.connect(server.port))
+      end
+      assert.is_not_nil(worker, "write " .. key .. " failed 50 times")
+      acked[#acked + 1] = { key = key, value = value, worker = worker }
+      if i == 200 then
+        assert(helpers.execute("/usr/sbin/nginx -p " .. helpers.shell_quote(server.prefix .. "/")
+          .. " -c conf/nginx.conf -e logs/error.log -s reload >/dev/null 2>&1 &"))
+        reloaded = true
+      end
+      if reloaded then
+        local alive = false
+        for _, pid in ipairs(old_workers) do alive = alive or helpers.process_alive(pid) end
+        if not alive then after = after + 1 end
+      end
+      assert.is_true(i < 200000, "the old workers never exited")
+    end
+    conn:close()
+    local new_workers = server:worker_pids()
+    assert.equals(WORKERS, #new_workers)
+    for _, pid in ipairs(new_workers) do
+      for _, old in ipairs(old_workers) do assert.are_not.equal(old, pid) end
+    end
+    assert_all_held(acked, dumps(server.port))
+    assert.same({}, server:errors())
+    -- and the data is in the files: after a stop and start it is all there
+    server:stop()
+    server:start()
+    assert_all_held(acked, dumps(server.port))
+  end)
+end)
+
+describe("a store opened in nginx's master (init_by_lua) before the workers fork", function()
+  local server
+  after_each(function() if server then server:destroy() end end)
+
+  it("refuses writes from the workers with a clear error, serves reads, and keeps its file as it was", function()
+    local conf = [[
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+worker_processes 2;
+pid logs/nginx.pid;
+error_log logs/error.log info;
+events { worker_connections 64; }
+http {
+    access_log off;
+    init_by_lua_block {
+        local hurrahdb = require "hurrahdb"
+        MASTER_DB = assert(hurrahdb.open(ngx.config.prefix() .. "data/master.aof", { sync_time = 0 }))
+        assert(MASTER_DB:set("loaded", "in the master"))
+    }
+    server {
+        listen 127.0.0.1:8080 reuseport;
+        location = /try {
+            content_by_lua_block {
+                local ok, err = MASTER_DB:set("from_worker", 1)
+                local sok, serr = MASTER_DB:sync()
+                ngx.say(tostring(ok), "\n", tostring(err), "\n", tostring(sok), "\n", tostring(serr),
+                        "\n", MASTER_DB:get("loaded"), "\n", tostring(MASTER_DB:exists("from_worker")))
+            }
+        }
+    }
+}
+]]
+    server = nginx.new(conf):start()
+    local path = server.prefix .. "/data/master.aof"
+    local before = helpers.read_file(path)
+    for _ = 1, 10 do
+      local conn = assert(nginx.connect(server.port))
+      local status, body = conn:request("GET", "/try")
+      conn:close()
+      assert.equals(200, status)
+      local lines = {}
+      for line in body:gmatch("[^\n]+") do lines[#lines + 1] = line end
+      assert.equals("nil", lines[1])
+      assert.matches("opened by another process (before a fork); writes from this process are refused",
+        lines[2], 1, true)
+      assert.equals("nil", lines[3])
+      assert.matches("cannot be synced from this process", lines[4], 1, true)
+      assert.equals("in the master", lines[5])
+      assert.equals("false", lines[6])
+    end
+    assert.equals(before, helpers.read_file(path))
+    assert.same({}, server:errors())
+  end)
+end)
