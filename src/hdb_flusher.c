@@ -153,8 +153,14 @@ static int flusher_flush_locked(hdb_flusher *f, char *err, size_t errlen)
             return -1;
         }
         f->tail_dirty = 0;
-        if (f->writing.len == 0) /* a withdrawn record's bytes are now gone */
-            return f->use_fsync && fdatasync(f->fd) != 0 ? -1 : 0;
+        if (f->writing.len == 0) { /* a withdrawn record's bytes are now gone */
+            if (f->use_fsync && fdatasync(f->fd) != 0) {
+                f->tail_dirty = 1;
+                flusher_record_error(f, "cannot fdatasync", errno, err, errlen);
+                return -1;
+            }
+            return 0;
+        }
     }
 
     size_t batch_len = f->writing.len;
@@ -349,23 +355,29 @@ static inline void flusher_wake_if_full(hdb_flusher *f)
     }
 }
 
+/* In synchronous mode a failed flush leaves nothing acknowledged unwritten:
+ * no thread exists, so `writing` holds at most the one record whose call is
+ * failing, which is dropped (withdrawn); the next call tries the disk again
+ * (first cutting the dropped bytes off the file). Caller holds io_lock. */
+static void flusher_withdraw_failed(hdb_flusher *f)
+{
+    f->writing.len = 0;
+    pthread_mutex_lock(&f->buf_lock);
+    f->inflight_bytes = 0;
+    f->failing = 0;
+    pthread_mutex_unlock(&f->buf_lock);
+}
+
 /* Common tail of both appends: in synchronous mode, make the record durable
  * now, or withdraw it. */
 static int flusher_after_append(hdb_flusher *f, char *err, size_t errlen)
 {
     if (f->sync_time_ms > 0)
         return 0;
-    /* No thread exists in this mode, so pending holds just this record and
-     * writing is empty: on failure, dropping `writing` withdraws exactly it. */
     pthread_mutex_lock(&f->io_lock);
     int rc = flusher_flush_locked(f, err, errlen);
-    if (rc != 0) {
-        f->writing.len = 0;
-        pthread_mutex_lock(&f->buf_lock);
-        f->inflight_bytes = 0;
-        f->failing = 0; /* nothing is left unwritten; the next call retries */
-        pthread_mutex_unlock(&f->buf_lock);
-    }
+    if (rc != 0)
+        flusher_withdraw_failed(f);
     pthread_mutex_unlock(&f->io_lock);
     return rc;
 }
@@ -421,6 +433,8 @@ int flusher_sync(hdb_flusher *f, char *err, size_t errlen)
     }
     pthread_mutex_lock(&f->io_lock);
     int rc = flusher_flush_locked(f, err, errlen);
+    if (rc != 0 && f->sync_time_ms == 0)
+        flusher_withdraw_failed(f);
     pthread_mutex_unlock(&f->io_lock);
     return rc;
 }
