@@ -1,0 +1,94 @@
+/*
+ * hdb_benchlib: what bench/bench.lua needs below Lua: a monotonic clock with
+ * nanosecond resolution (per-call latencies of a few hundred nanoseconds),
+ * and the disk's own limit for a synchronous store, a plain C loop of
+ * write + fdatasync of fixed-size records. Built by `make bench`; not part
+ * of hurrahdb.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lcompat.h"
+
+static double monotonic_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* now() --> seconds on the monotonic clock */
+static int l_now(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)monotonic_seconds());
+    return 1;
+}
+
+/* fsync_loop(path, record_bytes, count) --> seconds | nil, err
+ * Appends `count` records of `record_bytes` to a new file at path, each
+ * followed by fdatasync, as a store that syncs every write must. */
+static int l_fsync_loop(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    size_t size = (size_t)luaL_checknumber(L, 2);
+    long count = (long)luaL_checknumber(L, 3);
+    if (size == 0 || count <= 0)
+        return luaL_error(L, "fsync_loop: record_bytes and count must be positive");
+    char *record = malloc(size);
+    if (record == NULL)
+        return luaL_error(L, "fsync_loop: out of memory");
+    memset(record, 'x', size);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        free(record);
+        lua_pushnil(L);
+        lua_pushfstring(L, "cannot open %s: %s", path, strerror(errno));
+        return 2;
+    }
+    double t0 = monotonic_seconds();
+    int err = 0;
+    for (long i = 0; i < count && err == 0; i++) {
+        size_t done = 0;
+        while (done < size && err == 0) {
+            ssize_t n = write(fd, record + done, size - done);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                err = n < 0 ? errno : ENOSPC;
+            else
+                done += (size_t)n;
+        }
+        if (err == 0 && fdatasync(fd) != 0)
+            err = errno;
+    }
+    double dt = monotonic_seconds() - t0;
+    if (close(fd) != 0 && err == 0)
+        err = errno;
+    free(record);
+    if (err != 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(err));
+        return 2;
+    }
+    lua_pushnumber(L, (lua_Number)dt);
+    return 1;
+}
+
+static const luaL_Reg benchlib[] = {
+    {"now", l_now},
+    {"fsync_loop", l_fsync_loop},
+    {NULL, NULL},
+};
+
+__attribute__((visibility("default"))) int luaopen_hdb_benchlib(lua_State *L);
+
+int luaopen_hdb_benchlib(lua_State *L)
+{
+    lua_createtable(L, 0, 2);
+    luaL_setfuncs(L, benchlib, 0);
+    return 1;
+}
