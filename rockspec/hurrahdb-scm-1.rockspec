@@ -41,5 +41,7 @@ build = {
          incdirs = { "src" },
          libraries = { "pthread" },
       },
+      -- OpenResty only: one store per nginx worker (README, "Using hurrahdb in OpenResty")
+      ["hurrahdb.worker"] = "lua/hurrahdb/worker.lua",
    },
 }

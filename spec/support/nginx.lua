@@ -34,15 +34,16 @@ function M.new(conf, options)
   local cpath = M.check_installed()
   local prefix = helpers.tmpdir()
   assert(helpers.execute("mkdir -p " .. prefix .. "/logs " .. prefix .. "/data " .. prefix .. "/conf"))
-  helpers.copy_file("examples/openresty/hurrahdb_worker.lua", prefix .. "/hurrahdb_worker.lua")
   local port = helpers.free_port()
   local text = conf:gsub("listen 127%.0%.0%.1:8080", "listen 127.0.0.1:" .. port, 1)
   assert(text ~= conf, "the configuration has no `listen 127.0.0.1:8080` to replace")
-  -- The module path of this checkout's LuaJIT build, and as root, workers
-  -- that may write the spec's private directory.
+  -- This checkout's LuaJIT build and Lua modules (hurrahdb.worker), and as
+  -- root, workers that may write the spec's private directory.
   local head = ""
   if helpers.capture("id -u"):match("^0%s") then head = "user root root;\n" end
-  text = head .. text:gsub("http {", "http {\n    lua_package_cpath \"" .. cpath .. "/?.so;;\";", 1)
+  local lua_dir = helpers.capture("pwd"):gsub("%s+$", "") .. "/lua"
+  text = head .. text:gsub("http {", "http {\n    lua_package_cpath \"" .. cpath .. "/?.so;;\";"
+    .. "\n    lua_package_path \"" .. lua_dir .. "/?.lua;;\";", 1)
   helpers.write_file(prefix .. "/conf/nginx.conf", text)
   return setmetatable({ prefix = prefix, port = port, options = options }, Server)
 end

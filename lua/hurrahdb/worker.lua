@@ -1,11 +1,11 @@
--- hurrahdb_worker: one hurrahdb store per nginx worker, opened after the
--- fork, handed over across `nginx -s reload`, closed when the worker exits.
--- The pattern "Using hurrahdb in OpenResty" in the README recommends; copy it
--- into your lua_package_path.
+-- hurrahdb.worker: one hurrahdb store per nginx worker, opened after the
+-- fork, handed over across `nginx -s reload`, closed when the worker exits:
+-- the pattern "Using hurrahdb in OpenResty" in the README recommends.
+-- Installed with the rock; OpenResty (ngx) only.
 --
---   init_worker_by_lua_block { require("hurrahdb_worker").init("/var/lib/app", { sync_time = 100 }) }
---   exit_worker_by_lua_block { require("hurrahdb_worker").exit() }
---   content_by_lua_block     { local db, err = require("hurrahdb_worker").store() ... }
+--   init_worker_by_lua_block { require("hurrahdb.worker").init("/var/lib/app", { sync_time = 100 }) }
+--   exit_worker_by_lua_block { require("hurrahdb.worker").exit() }
+--   content_by_lua_block     { local db, err = require("hurrahdb.worker").store() ... }
 --
 -- Worker i keeps its data in <dir>/worker-<i>.aof. At a reload the new
 -- worker i starts while the old worker i still finishes its requests and
@@ -15,7 +15,7 @@
 
 local hurrahdb = require "hurrahdb"
 
-local _M = {}
+local _M = { _VERSION = hurrahdb._VERSION }
 
 local RETRY_SECONDS = 0.02
 
