@@ -99,9 +99,12 @@ static void table_rehash_step(hdb_table *t)
     }
 }
 
+/* SipHash-1-3 of the key under the store's seed, folded to the 32 bits an
+ * entry keeps. */
 static inline uint64_t table_hash(const hdb_table *t, const char *key, size_t len)
 {
-    return siphash13(t->seed, key, len);
+    uint64_t h = siphash13(t->seed, key, len);
+    return (uint32_t)(h ^ (h >> 32));
 }
 
 /* Returns the link that points at the entry for key (so that the caller can
@@ -198,7 +201,7 @@ hdb_entry *table_entry_new(hdb_table *t, uint64_t hash, const char *key, size_t 
     if (e == NULL)
         return NULL;
     e->next = NULL;
-    e->hash = hash;
+    e->hash = (uint32_t)hash;
     e->slot = 0;
     e->key_len = (uint32_t)key_len;
     e->val_len = (uint32_t)val_len;

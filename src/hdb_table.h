@@ -21,7 +21,9 @@
 
 typedef struct hdb_entry {
     struct hdb_entry *next; /* bucket chain */
-    uint64_t hash;          /* kept so that rehashing never rereads keys */
+    uint32_t hash;          /* kept so that rehashing never rereads keys; 32 bits
+                               index every bucket a table of 2^32 - 1 slots has,
+                               and keep the header at 24 bytes */
     uint32_t slot;
     uint32_t key_len;
     uint32_t val_len;
