@@ -452,11 +452,21 @@ describe("hurrahdb.open() on a damaged file", function()
       for i, e in ipairs(batch_ends) do
         if e <= len then whole, good = i, e end
       end
-      local db, err = hurrahdb.open(path, { on_warning = function() end })
+      local warning
+      local db, err = hurrahdb.open(path, { on_warning = function(w) warning = w end })
       assert.is_not_nil(db, "cut at " .. len .. ": " .. tostring(err))
       local t = {}
       for k, v in db:pairs() do t[k] = v end
       assert.equals(len - good, db:stats().dropped_bytes, "cut at " .. len)
+      -- what was cut is said, in words that fit the cut
+      if len == 0 or len == good then
+        assert.is_nil(warning, "cut at " .. len)
+      elseif len < header_len then
+        assert.matches("the header was cut short (" .. len .. " bytes", warning, 1, true)
+      else
+        assert.matches("dropped an incomplete last batch of " .. (len - good)
+          .. " bytes at offset " .. good, warning, 1, true)
+      end
       assert.is_true(db:close())
       helpers.assert_same_typed(states[whole + 1], t, "cut at " .. len)
       -- The torn part is gone from the file: it holds the whole batches,

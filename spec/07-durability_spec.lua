@@ -251,6 +251,8 @@ describe("a disk that fails", function()
         assert.is_true(hits() > 0, "the fault was not hit")
         assert.is_nil(db:get("b"))
         assert.equals(1, db:count())
+        -- already off the file: a crash now cannot bring the refused write back
+        assert.equals(before, helpers.read_file(path))
         -- sync() has nothing to write but the refused record's bytes to cut
         -- off the file: that needs the disk's fdatasync too
         local sok, serr = db:sync()
@@ -279,6 +281,34 @@ describe("a disk that fails", function()
         again:close()
       end)
     end
+
+    it("refuses writes while the bytes of a failed one cannot be cut off the file (ftruncate EIO), then recovers", function()
+      local db = assert(hurrahdb.open(path, { sync_time = 0 }))
+      assert(db:set("a", 1))
+      local before = helpers.read_file(path)
+      fault("pwrite partial ENOSPC")
+      assert.is_nil(db:set("b", 2))
+      -- every later write first cuts the file back to its last good batch;
+      -- while that fails, so do they, and nothing changes
+      fault("ftruncate EIO")
+      local ok, err = db:set("c", 3)
+      assert.is_nil(ok)
+      assert.matches("cannot truncate " .. path .. ": Input/output error", err, 1, true)
+      assert.is_true(hits() > 0, "the fault was not hit")
+      assert.is_nil(db:get("c"))
+      local sok, serr = db:sync()
+      assert.is_nil(sok)
+      assert.matches("Input/output error", serr, 1, true)
+      fault("")
+      assert(db:set("d", 4))
+      assert(db:close())
+      assert.equals(before, helpers.read_file(path):sub(1, #before))
+      local warned = false
+      local again = assert(hurrahdb.open(path, { on_warning = function() warned = true end }))
+      helpers.assert_same_typed({ a = 1, d = 4 }, contents(again))
+      assert.is_false(warned)
+      again:close()
+    end)
 
     it("completes a write that the disk takes in short pieces", function()
       local db = assert(hurrahdb.open(path, { sync_time = 0 }))

@@ -180,6 +180,13 @@ static int flusher_flush_locked(hdb_flusher *f, char *err, size_t errlen)
     }
     if (e != 0) {
         f->writing.len = batch_len;
+        /* Cut what reached the file off it now, so that a crash before the
+         * next flush cannot bring back a batch this call reports as failed
+         * (in synchronous mode, a write the caller was told is refused). The
+         * next flush cuts again and syncs the cut with its own batch. */
+        if (ftruncate(f->fd, (off_t)f->file_size) != 0) {
+            /* the next flush's ftruncate reports it */
+        }
         f->tail_dirty = 1;
         flusher_record_error(f, what, e, err, errlen);
         return -1;

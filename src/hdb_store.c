@@ -264,6 +264,11 @@ static int store_load(hdb_store *s, int fd, uint64_t *size_io, int repair,
                  (size_t)size - res.damage_at, side);
         cut = (size_t)size - res.damage_at;
         rc = AOF_LOAD_OK;
+    } else if (rc == AOF_LOAD_OK && res.torn_bytes > 0 && res.good_len == 0) {
+        snprintf(s->warning, sizeof s->warning,
+                 "%.300s: the header was cut short (%zu bytes; a crash while the file was "
+                 "created); it is written again", s->path, res.torn_bytes);
+        cut = res.torn_bytes;
     } else if (rc == AOF_LOAD_OK && res.torn_bytes > 0) {
         snprintf(s->warning, sizeof s->warning,
                  "%.300s: dropped an incomplete last batch of %zu bytes at offset %zu "
