@@ -2,9 +2,13 @@
 -- sync_time = arg[2] and writes a known sequence of operations under the key
 -- prefix arg[3], printing "ack N" once operation N has returned true, and,
 -- every arg[4] operations (0: never), "synced N" once db:sync() returned.
--- arg[5] is the fsync option ("true" or "false").
+-- arg[5] is the fsync option ("true" or "false"); arg[6], if given, a pause
+-- in ms after each operation, and then each ack also carries the time
+-- (socket.gettime) it returned: "ack N T".
 -- Operation N deletes key N-5 when N is a multiple of 10, else sets key N.
 local hurrahdb = require "hurrahdb"
+local pace = tonumber(arg[6] or "")
+local socket = pace and require "socket"
 io.stdout:setvbuf("no")
 
 local path, sync_time, prefix, sync_every = arg[1], tonumber(arg[2]), arg[3], tonumber(arg[4])
@@ -19,7 +23,12 @@ while true do
   else
     assert(db:set(prefix .. n, { n = n, pad = string.rep("x", n % 50) }))
   end
-  print("ack " .. n)
+  if pace then
+    print(("ack %d %.6f"):format(n, socket.gettime()))
+    socket.sleep(pace / 1000)
+  else
+    print("ack " .. n)
+  end
   if sync_every > 0 and n % sync_every == 0 then
     assert(db:sync())
     print("synced " .. n)
