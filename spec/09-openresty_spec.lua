@@ -136,6 +136,29 @@ describe("hurrahdb in nginx with two workers, one store per worker", function()
   end)
 end)
 
+describe("a worker whose file another process holds", function()
+  local server
+  after_each(function() if server then server:destroy() end end)
+
+  it("waits for the holder to release it, then serves the file with the holder's writes", function()
+    server = nginx.new(EXAMPLE_CONF)
+    -- Another process holds worker 0's file for 1.5 s, then writes a key.
+    local holder = io.popen(helpers.lua_command("spec/support/hold_file.lua",
+      server.prefix .. "/data/worker-0.aof", "1.5"), "r")
+    assert.equals("holding", holder:read("l"))
+    server:start()
+    local conn, dump = nginx.connect_to_worker(server.port, 0, cjson.decode)
+    assert.equals("released", holder:read("l"))
+    holder:close()
+    assert.equals("from the child", dump.data.child)
+    -- and it takes writes
+    local worker = assert(put(conn, "after", { ok = true }))
+    assert.equals(0, worker)
+    conn:close()
+    assert.same({}, server:errors())
+  end)
+end)
+
 describe("a store opened in nginx's master (init_by_lua) before the workers fork", function()
   local server
   after_each(function() if server then server:destroy() end end)
