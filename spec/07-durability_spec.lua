@@ -111,9 +111,17 @@ describe("hurrahdb.open() on a file that is not a hurrahdb AOF", function()
     local path = dir .. "/locked.aof"
     helpers.write_file(path, "#hurrahdb aof 1\r\n")
     helpers.execute("chmod 000 " .. helpers.shell_quote(path) .. " && chmod 755 " .. helpers.shell_quote(dir))
-    -- As root every file is readable: run the open as nobody.
+    -- As root every file is readable: run the open as nobody, with copies
+    -- of the module and the script in the test's directory (nobody may not
+    -- be able to enter the checkout), without the test-only preloads.
+    local module = assert(package.searchpath("hurrahdb", package.cpath))
+    helpers.copy_file(module, dir .. "/hurrahdb.so")
+    helpers.copy_file("spec/support/open_and_report.lua", dir .. "/open_and_report.lua")
+    helpers.execute("chmod 644 " .. helpers.shell_quote(dir) .. "/hurrahdb.so " .. helpers.shell_quote(dir) .. "/open_and_report.lua")
+    local preload = (os.getenv("LD_PRELOAD") or ""):gsub("%S*fault_shim%.so", "")
     local out = helpers.capture("setpriv --reuid=65534 --regid=65534 --clear-groups "
-      .. helpers.lua_command("spec/support/open_and_report.lua", path) .. " 2>&1")
+      .. helpers.lua_command_env({ LUA_CPATH = dir .. "/?.so", LD_PRELOAD = preload },
+        dir .. "/open_and_report.lua", path) .. " 2>&1")
     assert.matches("nil\tcannot open " .. path .. ": Permission denied", out, 1, true)
     helpers.execute("chmod 600 " .. helpers.shell_quote(path))
   end)

@@ -41,9 +41,19 @@ for _, name in ipairs { "LD_PRELOAD", "ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPT
 end
 
 function helpers.lua_command(script, ...)
+  return helpers.lua_command_env({}, script, ...)
+end
+
+-- The same with some environment variables set otherwise (a false value
+-- removes one).
+function helpers.lua_command_env(overrides, script, ...)
   local args = {}
   for i, a in ipairs { ... } do args[i] = shell_quote(a) end
-  return "env " .. CHILD_ENV .. INTERPRETER .. " " .. shell_quote(script) .. " " .. table.concat(args, " ")
+  local env = CHILD_ENV
+  for name, value in pairs(overrides) do
+    env = env .. (value and name .. "=" .. shell_quote(value) .. " " or "-u " .. name .. " ")
+  end
+  return "env " .. env .. INTERPRETER .. " " .. shell_quote(script) .. " " .. table.concat(args, " ")
 end
 
 local function execute(cmd)
