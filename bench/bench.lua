@@ -29,6 +29,9 @@ package.path = package.path .. ";/usr/share/lua/5.3/?.lua"
 local redis = require "redis"
 local luasql = require "luasql.sqlite3"
 
+package.path = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/?.lua;" .. package.path
+local rounds_lib = require "rounds"
+
 local now = benchlib.now
 local encode, decode = cjson.encode, cjson.decode
 
@@ -177,29 +180,8 @@ local function percentile(sorted, p)
 end
 
 -- Median and spread (half the range, relative to the median) of rates.
-local function summarize(rates)
-  local s = sorted_copy(rates)
-  local median = s[(#s + 1) // 2]
-  return { median = median, spread = (s[#s] - s[1]) / 2 / median, rounds = #s }
-end
-
--- Runs fn(round) for `rounds` rounds of n operations, timing each with the
--- collector stopped; returns summarize() of the rates. before(round), if
--- given, runs ahead of each round, untimed.
-local function measure(n, rounds, fn, before)
-  local rates = {}
-  for r = 1, rounds do
-    if before then before(r) end
-    collectgarbage()
-    collectgarbage("stop")
-    local t0 = now()
-    fn(r)
-    local dt = now() - t0
-    collectgarbage("restart")
-    rates[#rates + 1] = n / dt
-  end
-  return summarize(rates)
-end
+local summarize = rounds_lib.summarize
+local function measure(n, rounds, fn) return rounds_lib.measure(now, n, rounds, fn) end
 
 ---------------------------------------------------------------------------
 -- Redis

@@ -10,6 +10,7 @@
 local ffi = require "ffi"
 local cjson = require "cjson"
 local hurrahdb = require "hurrahdb"
+local rounds_lib = require "rounds"
 
 ffi.cdef [[
   struct hdb_bench_timespec { long tv_sec; long tv_nsec; };
@@ -32,20 +33,7 @@ function _M.run(opts)
     values[i] = { value = "some-value", n = i, tags = { "a", "b" } }
   end
 
-  local function measure(fn)
-    local rates = {}
-    for r = 1, rounds do
-      collectgarbage()
-      collectgarbage("stop")
-      local t0 = now()
-      fn(r)
-      local dt = now() - t0
-      collectgarbage("restart")
-      rates[#rates + 1] = N / dt
-    end
-    table.sort(rates)
-    return rates[math.floor((#rates + 1) / 2)]
-  end
+  local function measure(fn) return rounds_lib.measure(now, N, rounds, fn).median end
 
   local encode, decode = cjson.encode, cjson.decode
   local results = {}

@@ -75,7 +75,7 @@ static void check_crc32c(void)
 
 static void put(hdb_table *t, const char *key, size_t len)
 {
-    uint64_t h;
+    uint32_t h;
     hdb_entry *old = table_lookup(t, key, len, &h);
     hdb_entry *e = table_entry_new(t, h, key, len, "1", 1);
     if (e == NULL) {
@@ -111,7 +111,7 @@ static void check_incremental_rehash(void)
             /* Mid-rehash, every key is still found. Check a sample. */
             if (i % 4099 == 0) {
                 for (size_t j = 0; j <= i; j += 613) {
-                    uint64_t h;
+                    uint32_t h;
                     int l = snprintf(key, sizeof key, "key:%zu", j);
                     if (table_lookup(&t, key, (size_t)l, &h) == NULL)
                         lost++;
@@ -144,7 +144,7 @@ static void check_incremental_rehash(void)
     }
     size_t found = 0;
     for (size_t i = 0; i < n; i += 16) {
-        uint64_t h;
+        uint32_t h;
         int len = snprintf(key, sizeof key, "key:%zu", i);
         found += table_lookup(&t, key, (size_t)len, &h) != NULL;
     }

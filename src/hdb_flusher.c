@@ -376,17 +376,10 @@ static void flusher_withdraw_failed(hdb_flusher *f)
 }
 
 /* Common tail of both appends: in synchronous mode, make the record durable
- * now, or withdraw it. */
+ * now, or withdraw it (flusher_sync does both). */
 static int flusher_after_append(hdb_flusher *f, char *err, size_t errlen)
 {
-    if (f->sync_time_ms > 0)
-        return 0;
-    pthread_mutex_lock(&f->io_lock);
-    int rc = flusher_flush_locked(f, err, errlen);
-    if (rc != 0)
-        flusher_withdraw_failed(f);
-    pthread_mutex_unlock(&f->io_lock);
-    return rc;
+    return f->sync_time_ms > 0 ? 0 : flusher_sync(f, err, errlen);
 }
 
 /* Appends one record (val == NULL: a DEL). When the bytes not yet written

@@ -70,7 +70,7 @@ static int replay_set(void *ud, const char *key, size_t key_len,
                       const char *val, size_t val_len)
 {
     hdb_table *t = ud;
-    uint64_t h;
+    uint32_t h;
     hdb_entry *old = table_lookup(t, key, key_len, &h);
     if (old != NULL && old->val_len == val_len) {
         table_update_value(old, val, val_len);
@@ -409,7 +409,7 @@ int hdb_set(hdb_store *s, const char *key, size_t key_len,
 {
     if (check_lengths(key_len, val_len, err, errlen) != 0)
         return HDB_ERR;
-    uint64_t h;
+    uint32_t h;
     hdb_entry *old = table_lookup(&s->table, key, key_len, &h);
     if (old != NULL && old->val_len == val_len) {
         /* Same size: overwrite in place, once the record is appended. */
@@ -434,7 +434,7 @@ int hdb_set(hdb_store *s, const char *key, size_t key_len,
 int hdb_delete(hdb_store *s, const char *key, size_t key_len, int *existed,
                char *err, size_t errlen)
 {
-    uint64_t h;
+    uint32_t h;
     *existed = 0;
     if (table_lookup(&s->table, key, key_len, &h) == NULL)
         return HDB_OK;
@@ -447,7 +447,7 @@ int hdb_delete(hdb_store *s, const char *key, size_t key_len, int *existed,
 int hdb_get(hdb_store *s, const char *key, size_t key_len,
             const char **val, size_t *val_len)
 {
-    uint64_t h;
+    uint32_t h;
     hdb_entry *e = table_lookup(&s->table, key, key_len, &h);
     if (e == NULL)
         return 0;

@@ -101,7 +101,7 @@ static void table_rehash_step(hdb_table *t)
 
 /* SipHash-1-3 of the key under the store's seed, folded to the 32 bits an
  * entry keeps. */
-static inline uint64_t table_hash(const hdb_table *t, const char *key, size_t len)
+static inline uint32_t table_hash(const hdb_table *t, const char *key, size_t len)
 {
     uint64_t h = siphash13(t->seed, key, len);
     return (uint32_t)(h ^ (h >> 32));
@@ -109,7 +109,7 @@ static inline uint64_t table_hash(const hdb_table *t, const char *key, size_t le
 
 /* Returns the link that points at the entry for key (so that the caller can
  * unlink or replace it), or NULL. */
-static hdb_entry **table_find_link(hdb_table *t, uint64_t h, const char *key,
+static hdb_entry **table_find_link(hdb_table *t, uint32_t h, const char *key,
                                    size_t len, table_index **in)
 {
     for (int i = 0; i < 2; i++) {
@@ -129,9 +129,9 @@ static hdb_entry **table_find_link(hdb_table *t, uint64_t h, const char *key,
     return NULL;
 }
 
-hdb_entry *table_lookup(hdb_table *t, const char *key, size_t key_len, uint64_t *hash)
+hdb_entry *table_lookup(hdb_table *t, const char *key, size_t key_len, uint32_t *hash)
 {
-    uint64_t h = table_hash(t, key, key_len);
+    uint32_t h = table_hash(t, key, key_len);
     *hash = h;
     if (t->count == 0)
         return NULL;
@@ -185,7 +185,7 @@ static size_t entry_size(size_t key_len, size_t val_len)
     return sizeof(hdb_entry) + key_len + val_len;
 }
 
-hdb_entry *table_entry_new(hdb_table *t, uint64_t hash, const char *key, size_t key_len,
+hdb_entry *table_entry_new(hdb_table *t, uint32_t hash, const char *key, size_t key_len,
                            const char *val, size_t val_len)
 {
     if (key_len > HDB_MAX_ITEM_LEN || val_len > HDB_MAX_ITEM_LEN)
@@ -201,7 +201,7 @@ hdb_entry *table_entry_new(hdb_table *t, uint64_t hash, const char *key, size_t 
     if (e == NULL)
         return NULL;
     e->next = NULL;
-    e->hash = (uint32_t)hash;
+    e->hash = hash;
     e->slot = 0;
     e->key_len = (uint32_t)key_len;
     e->val_len = (uint32_t)val_len;

@@ -69,14 +69,14 @@ void table_free(hdb_table *t);
 
 /* Returns the entry holding `key`, or NULL, and the key's hash in *hash for a
  * following table_entry_new. Advances a pending rehash by a bounded step. */
-hdb_entry *table_lookup(hdb_table *t, const char *key, size_t key_len, uint64_t *hash);
+hdb_entry *table_lookup(hdb_table *t, const char *key, size_t key_len, uint32_t *hash);
 
 /* Builds an entry for (key, value) without touching the table, so that the
  * caller can do fallible work (the AOF append) before anything changes.
  * `hash` comes from table_lookup. Returns NULL when memory is exhausted or a
  * length passes HDB_MAX_ITEM_LEN. It also makes sure that table_commit will
  * not need to allocate. */
-hdb_entry *table_entry_new(hdb_table *t, uint64_t hash, const char *key, size_t key_len,
+hdb_entry *table_entry_new(hdb_table *t, uint32_t hash, const char *key, size_t key_len,
                            const char *val, size_t val_len);
 
 /* Frees an entry built by table_entry_new that was never committed. */

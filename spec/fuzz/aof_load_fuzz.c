@@ -18,7 +18,7 @@ typedef struct fuzz_state {
 static int fuzz_set(void *ud, const char *key, size_t key_len, const char *val, size_t val_len)
 {
     fuzz_state *st = ud;
-    uint64_t h;
+    uint32_t h;
     hdb_entry *old = table_lookup(&st->table, key, key_len, &h);
     hdb_entry *e = table_entry_new(&st->table, h, key, key_len, val, val_len);
     if (e == NULL)
