@@ -396,6 +396,31 @@ describe("hurrahdb.open() on a damaged file", function()
     end
   end)
 
+  it("with repair = true keeps the batches before any flipped byte and moves the rest to a side file", function()
+    local data = helpers.read_file(path)
+    local starts = batch_starts(data)
+    local before = {
+      {},
+      { first = "alpha" },
+    }
+    for batch = 1, 2 do
+      for i = starts[batch], starts[batch + 1] - 1 do
+        local damaged = flip(data, i)
+        helpers.write_file(path, damaged)
+        local warning
+        local db, err = hurrahdb.open(path, { repair = true, on_warning = function(w) warning = w end })
+        assert.is_not_nil(db, "flip at offset " .. (i - 1) .. ": " .. tostring(err))
+        helpers.assert_same_typed(before[batch], contents(db), "flip at offset " .. (i - 1))
+        assert.is_true(db:close())
+        local side = path .. ".damaged-" .. (starts[batch] - 1)
+        assert.matches(side, warning, 1, true)
+        assert.equals(damaged:sub(starts[batch]), helpers.read_file(side), "flip at offset " .. (i - 1))
+        assert.equals(data:sub(1, starts[batch] - 1), helpers.read_file(path), "flip at offset " .. (i - 1))
+        os.remove(side)
+      end
+    end
+  end)
+
   it("drops the last batch, and only it, when any of its bytes is flipped", function()
     local data = helpers.read_file(path)
     local starts = batch_starts(data)
