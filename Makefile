@@ -54,7 +54,7 @@ CFLAGS_ALL := -std=c99 -D_POSIX_C_SOURCE=200809L $(OPT) -g -fPIC -fvisibility=hi
 LDFLAGS_ALL := -shared -pthread $(SAN_FLAGS) $(LDFLAGS)
 
 ENGINE_SRC := src/hdb_buf.c src/hdb_siphash.c src/hdb_crc32c.c src/hdb_table.c \
-	src/hdb_aof.c src/hdb_flusher.c src/hdb_lock.c src/hdb_store.c
+	src/hdb_aof.c src/hdb_file.c src/hdb_flusher.c src/hdb_lock.c src/hdb_store.c
 BINDING_SRC := src/lvalue.c src/lhurrahdb.c
 HEADERS := $(wildcard src/*.h)
 ENGINE_OBJ := $(ENGINE_SRC:src/%.c=$(BUILD)/%.o)

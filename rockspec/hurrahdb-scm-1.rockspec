@@ -31,6 +31,7 @@ build = {
             "src/hdb_crc32c.c",
             "src/hdb_table.c",
             "src/hdb_aof.c",
+            "src/hdb_file.c",
             "src/hdb_flusher.c",
             "src/hdb_lock.c",
             "src/hdb_store.c",

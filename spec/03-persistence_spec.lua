@@ -210,12 +210,12 @@ describe("a store with a path", function()
   end)
 
   describe("the file", function()
-    it("is a '#' header, RESP SET/DEL commands and '#' batch lines", function()
+    it("is a '#' header, then batches of RESP SET/DEL commands each announced by a '#' line", function()
       local db = assert(hurrahdb.open(path, { sync_time = 0 }))
       write_mix(db)
       db:close()
       local data = helpers.read_file(path)
-      assert.equals("#", data:sub(1, 1))
+      assert.matches("^#hurrahdb aof 2 %x+\r\n", data)
       local records, comments = helpers.parse_aof(data)
       assert.is_table(records, comments)
       assert.equals(9, #records)
@@ -225,10 +225,17 @@ describe("a store with a path", function()
       assert.equals("\0bin\r\n", records[6].args[2])
       assert.same({ "DEL", "d" }, records[8].args)
       assert.same({ "SET", "e", "null" }, records[9].args)
-      -- one '#' line after each flushed batch: the last bytes are one
-      assert.is_true(#comments >= 2)
-      local last_line = data:gsub("\r?\n$", ""):match("[^\n]*$")
-      assert.equals("#", last_line:sub(1, 1))
+      -- sync_time = 0: each write is a batch of its own, numbered from 1,
+      -- whose line gives the exact length of its records
+      local header_len, batches = helpers.aof_batches(data)
+      assert.equals(9, #batches)
+      assert.equals(header_len, batches[1].start)
+      for i, b in ipairs(batches) do
+        assert.equals(i, b.seq)
+        assert.equals(records[i].offset, b.records)
+      end
+      assert.equals(#data, batches[9].stop)
+      assert.equals(10, #comments) -- the header and nine batch lines
     end)
 
     it("holds raw JSON that decodes to the stored values", function()
@@ -370,10 +377,11 @@ describe("hurrahdb.open() on a damaged file", function()
   end)
 
   -- With sync_time = 0 each set is a batch: "first", "victim", "last".
+  -- starts[i] is where batch i begins (1-based); starts[4] is past the end.
   local function batch_starts(data)
-    local starts = { #"#hurrahdb aof 1\r\n" + 1 }
-    for e in data:gmatch("#hdb batch [^\r]*\r\n()") do starts[#starts + 1] = e end
-    return starts -- starts[i] is where batch i begins; starts[4] is the end
+    local _, batches = helpers.aof_batches(data)
+    assert.equals(3, #batches)
+    return { batches[1].start + 1, batches[2].start + 1, batches[3].start + 1, #data + 1 }
   end
 
   local function contents(db)
@@ -421,20 +429,25 @@ describe("hurrahdb.open() on a damaged file", function()
     end
   end)
 
-  it("drops the last batch, and only it, when any of its bytes is flipped", function()
+  it("moves the last batch, and only it, to a side file when any of its bytes is flipped (nothing proves it was never acknowledged)", function()
     local data = helpers.read_file(path)
     local starts = batch_starts(data)
     for i = starts[3], #data do
-      helpers.write_file(path, flip(data, i))
+      local damaged = flip(data, i)
+      helpers.write_file(path, damaged)
       local warnings = {}
       local db, err = hurrahdb.open(path, { on_warning = function(w) warnings[#warnings + 1] = w end })
       assert.is_not_nil(db, "flip at offset " .. (i - 1) .. ": " .. tostring(err))
       helpers.assert_same_typed({ first = "alpha", victim = { word = "abcdefghij" } }, contents(db))
       assert.equals(#data - starts[3] + 1, db:stats().dropped_bytes)
       assert.equals(1, #warnings)
+      local side = path .. ".damaged-" .. (starts[3] - 1)
       assert.matches("offset " .. (starts[3] - 1), warnings[1], 1, true)
+      assert.matches("moved the " .. (#data - starts[3] + 1) .. " bytes from there on to " .. side, warnings[1], 1, true)
       assert.is_true(db:close())
       assert.equals(data:sub(1, starts[3] - 1), helpers.read_file(path))
+      assert.equals(damaged:sub(starts[3]), helpers.read_file(side), "flip at offset " .. (i - 1))
+      os.remove(side)
     end
   end)
 
@@ -455,6 +468,9 @@ describe("hurrahdb.open() on a damaged file", function()
         assert.is_string(err)
         assert.matches(path, err, 1, true)
       end
+      for _, name in ipairs(helpers.dir_entries(dir)) do
+        if name ~= "data.aof" then os.remove(dir .. "/" .. name) end
+      end
     end
   end)
 
@@ -467,15 +483,13 @@ describe("hurrahdb.open() on a damaged file", function()
       { first = "alpha", victim = { word = "abcdefghij" } },
       { first = "alpha", victim = { word = "abcdefghij" }, last = "omega" },
     }
-    local batch_ends = {}
-    for e in data:gmatch("#hdb batch [^\r]*\r\n()") do batch_ends[#batch_ends + 1] = e - 1 end
-    assert.equals(3, #batch_ends)
-    local header_len = #"#hurrahdb aof 1\r\n"
+    local header_len, batches = helpers.aof_batches(data)
+    assert.equals(3, #batches)
     for len = 0, #data - 1 do
       helpers.write_file(path, data:sub(1, len))
       local whole, good = 0, len >= header_len and header_len or 0
-      for i, e in ipairs(batch_ends) do
-        if e <= len then whole, good = i, e end
+      for i, b in ipairs(batches) do
+        if b.stop <= len then whole, good = i, b.stop end
       end
       local warning
       local db, err = hurrahdb.open(path, { on_warning = function(w) warning = w end })
@@ -494,10 +508,17 @@ describe("hurrahdb.open() on a damaged file", function()
       end
       assert.is_true(db:close())
       helpers.assert_same_typed(states[whole + 1], t, "cut at " .. len)
-      -- The torn part is gone from the file: it holds the whole batches,
-      -- or just a fresh header.
+      -- The torn part is gone from the file (no side file: its own line
+      -- proves the append never finished): it holds the whole batches, or
+      -- just a fresh header.
       local kept = helpers.read_file(path)
-      assert.equals(data:sub(1, math.max(good, header_len)), kept, "cut at " .. len)
+      if len >= header_len then
+        assert.equals(data:sub(1, good), kept, "cut at " .. len)
+      else
+        assert.equals(header_len, #kept, "cut at " .. len)
+        assert.matches("^#hurrahdb aof 2 %x+\r\n$", kept)
+      end
+      assert.same({ "data.aof" }, helpers.dir_entries(dir), "cut at " .. len)
     end
   end)
 

@@ -7,6 +7,7 @@
  *   pwrite ENOSPC | pwrite EIO      pwrite fails, nothing written
  *   pwrite short                    pwrite writes half (at least one byte)
  *   pwrite partial ENOSPC           pwrite writes half, then reports ENOSPC
+ *   (the pwrite rules apply to pwritev as well)
  *   fdatasync EIO                   fdatasync fails
  *   ftruncate EIO                   ftruncate fails
  *
@@ -22,9 +23,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 typedef ssize_t (*pwrite_fn)(int, const void *, size_t, off_t);
+typedef ssize_t (*pwritev_fn)(int, const struct iovec *, int, off_t);
 typedef int (*fd_fn)(int);
 typedef int (*ftruncate_fn)(int, off_t);
 
@@ -104,6 +107,36 @@ ssize_t pwrite(int fd, const void *buf, size_t len, off_t off)
     }
     errno = rule_errno(rule, "pwrite") ? rule_errno(rule, "pwrite") : EIO;
     return -1;
+}
+
+ssize_t pwritev(int fd, const struct iovec *iov, int iovcnt, off_t off)
+{
+    static pwritev_fn real;
+    if (real == NULL)
+        real = (pwritev_fn)dlsym(RTLD_NEXT, "pwritev");
+    char rule[128];
+    if (!fault_rule(rule, sizeof rule) || strncmp(rule, "pwrite ", 7) != 0 || !is_aof(fd))
+        return real(fd, iov, iovcnt, off);
+    /* Flattened, so that the pwrite rules (half of the bytes) apply as they
+     * are; the pwrite above counts the hit. */
+    size_t len = 0;
+    for (int i = 0; i < iovcnt; i++)
+        len += iov[i].iov_len;
+    char *flat = malloc(len ? len : 1);
+    if (flat == NULL) {
+        errno = ENOMEM;
+        return -1;
+    }
+    size_t at = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        memcpy(flat + at, iov[i].iov_base, iov[i].iov_len);
+        at += iov[i].iov_len;
+    }
+    ssize_t n = pwrite(fd, flat, len, off);
+    int saved = errno;
+    free(flat);
+    errno = saved;
+    return n;
 }
 
 int fdatasync(int fd)

@@ -88,6 +88,14 @@ function helpers.rmdir(dir)
   end
 end
 
+-- The names in a directory (dot files included), sorted.
+function helpers.dir_entries(dir)
+  local names = {}
+  for name in capture("ls -A " .. shell_quote(dir)):gmatch("[^\n]+") do names[#names + 1] = name end
+  table.sort(names)
+  return names
+end
+
 function helpers.read_file(path)
   local f, err = io.open(path, "rb")
   if not f then return nil, err end
@@ -276,6 +284,26 @@ function helpers.parse_aof(data)
     end
   end
   return records, comments
+end
+
+-- Walks a version-2 file by its batch lines, as the loader does. Returns the
+-- header's length and a list of batches { start = offset of the line,
+-- records = offset of the records, stop = offset after them, seq = n }
+-- (0-based offsets). Stops at the first line that does not parse or a batch
+-- that runs past the end.
+function helpers.aof_batches(data)
+  local header = data:match("^#hurrahdb aof 2 %x+\r\n")
+  assert(header, "not a version-2 hurrahdb AOF")
+  local batches, pos = {}, #header + 1
+  while pos <= #data do
+    local seq, len, line_end = data:match("^#hdb (%d+) (%d+) %x+ %x+\r\n()", pos)
+    if not seq then break end
+    local stop = line_end + tonumber(len)
+    if stop - 1 > #data then break end
+    batches[#batches + 1] = { start = pos - 1, records = line_end - 1, stop = stop - 1, seq = tonumber(seq) }
+    pos = stop
+  end
+  return #header, batches
 end
 
 -- Replays parsed records into a table key -> raw JSON of the last SET.

@@ -1,15 +1,26 @@
 #include "hdb_aof.h"
 #include "hdb_crc32c.h"
+#include "hdb_siphash.h"
 #include "hdb_table.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
-#define TRAILER_PREFIX "#hdb batch "
-#define TRAILER_PREFIX_LEN (sizeof(TRAILER_PREFIX) - 1)
+#define HEADER_PREFIX "#hurrahdb aof "
+#define HEADER_PREFIX_LEN (sizeof(HEADER_PREFIX) - 1)
+#define HEADER_V1 "#hurrahdb aof 1\r\n"
+#define HEADER_V1_LEN (sizeof(HEADER_V1) - 1)
+#define HEADER_V2_PREFIX "#hurrahdb aof 2 "
+#define HEADER_V2_PREFIX_LEN (sizeof(HEADER_V2_PREFIX) - 1)
+#define BEGIN_PREFIX "#hdb "
+#define BEGIN_PREFIX_LEN (sizeof(BEGIN_PREFIX) - 1)
+#define V1_TRAILER_PREFIX "#hdb batch "
+#define V1_TRAILER_PREFIX_LEN (sizeof(V1_TRAILER_PREFIX) - 1)
 
-static size_t decimal_len(size_t n)
+static const char hex_digits[] = "0123456789abcdef";
+
+static size_t decimal_len(uint64_t n)
 {
     size_t d = 1;
     while (n >= 10) {
@@ -20,7 +31,7 @@ static size_t decimal_len(size_t n)
 }
 
 /* Writes n in decimal at p, returns the end. */
-static char *put_decimal(char *p, size_t n)
+static char *put_decimal(char *p, uint64_t n)
 {
     size_t d = decimal_len(n);
     char *end = p + d;
@@ -29,6 +40,13 @@ static char *put_decimal(char *p, size_t n)
         n /= 10;
     } while (n);
     return p + d;
+}
+
+static char *put_hex(char *p, uint64_t v, int digits)
+{
+    for (int i = digits - 1; i >= 0; i--)
+        *p++ = hex_digits[(v >> (4 * i)) & 0xf];
+    return p;
 }
 
 static char *put_bulk(char *p, const char *s, size_t len)
@@ -81,12 +99,53 @@ int aof_append_del(hdb_buf *b, const char *key, size_t key_len)
     return 0;
 }
 
-size_t aof_format_trailer(char *out, const char *batch, size_t len)
+size_t aof_format_header(char *out, const uint64_t key[2])
 {
-    uint32_t crc = crc32c_update(0, batch, len);
-    int n = snprintf(out, AOF_TRAILER_MAX, TRAILER_PREFIX "%zu %08" PRIx32 "\r\n",
-                     len, crc);
-    return (size_t)n;
+    char *p = out;
+    memcpy(p, HEADER_V2_PREFIX, HEADER_V2_PREFIX_LEN);
+    p += HEADER_V2_PREFIX_LEN;
+    p = put_hex(p, key[0], 16);
+    p = put_hex(p, key[1], 16);
+    *p++ = '\r';
+    *p++ = '\n';
+    *p = '\0';
+    return (size_t)(p - out);
+}
+
+static void put_le(unsigned char *p, uint64_t v, int bytes)
+{
+    for (int i = 0; i < bytes; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* The tag of a batch's line: a keyed hash (a MAC) of what the line says, so
+ * that only a writer holding the file's key can produce a line that passes. */
+static uint64_t begin_tag(const uint64_t key[2], uint64_t seq, uint64_t len, uint32_t crc)
+{
+    unsigned char msg[20];
+    put_le(msg, seq, 8);
+    put_le(msg + 8, len, 8);
+    put_le(msg + 16, crc, 4);
+    return siphash24(key, msg, sizeof msg);
+}
+
+size_t aof_format_begin(char *out, const uint64_t key[2], uint64_t seq,
+                        const char *records, size_t len)
+{
+    uint32_t crc = crc32c_update(0, records, len);
+    char *p = out;
+    memcpy(p, BEGIN_PREFIX, BEGIN_PREFIX_LEN);
+    p += BEGIN_PREFIX_LEN;
+    p = put_decimal(p, seq);
+    *p++ = ' ';
+    p = put_decimal(p, len);
+    *p++ = ' ';
+    p = put_hex(p, crc, 8);
+    *p++ = ' ';
+    p = put_hex(p, begin_tag(key, seq, len, crc), 16);
+    *p++ = '\r';
+    *p++ = '\n';
+    return (size_t)(p - out);
 }
 
 /* ---- loading ---- */
@@ -117,45 +176,79 @@ static inline int have(aof_cursor *c, size_t p, size_t n)
 }
 
 /* Parses an unsigned decimal (no sign, no leading zeros, at most `max`)
- * ending at `term`, which is consumed: "\r\n" for RESP lengths. */
-static int parse_decimal(aof_cursor *c, size_t max, const char *term, size_t *out)
+ * followed by the byte `term`, which is consumed. */
+static int parse_decimal(aof_cursor *c, uint64_t max, char term, uint64_t *out)
 {
-    size_t p = c->pos, v = 0, digits = 0, tlen = strlen(term);
+    size_t p = c->pos, digits = 0;
+    uint64_t v = 0;
     while (have(c, p, 1) && c->data[p] >= '0' && c->data[p] <= '9') {
         if (digits > 0 && v == 0)
             return -1;
-        v = v * 10 + (size_t)(c->data[p] - '0');
-        if (v > max)
+        uint64_t d = (uint64_t)(c->data[p] - '0');
+        if (v > (max - d) / 10)
             return -1;
+        v = v * 10 + d;
         digits++;
         p++;
     }
-    if (!have(c, p, 1))
+    if (!have(c, p, 1) || digits == 0 || c->data[p] != term)
         return -1;
-    if (digits == 0)
-        return -1;
-    for (size_t i = 0; i < tlen; i++) {
-        if (!have(c, p + i, 1) || c->data[p + i] != term[i])
-            return -1;
-    }
-    c->pos = p + tlen;
+    c->pos = p + 1;
     *out = v;
+    return 0;
+}
+
+static int parse_crlf(aof_cursor *c)
+{
+    if (!have(c, c->pos, 1) || c->data[c->pos] != '\r')
+        return -1;
+    if (!have(c, c->pos + 1, 1) || c->data[c->pos + 1] != '\n')
+        return -1;
+    c->pos += 2;
+    return 0;
+}
+
+static int parse_hex(aof_cursor *c, int digits, uint64_t *out)
+{
+    uint64_t x = 0;
+    for (int i = 0; i < digits; i++) {
+        if (!have(c, c->pos, 1))
+            return -1;
+        int d = hex_value(c->data[c->pos]);
+        if (d < 0)
+            return -1;
+        x = x << 4 | (uint64_t)d;
+        c->pos++;
+    }
+    *out = x;
+    return 0;
+}
+
+static int parse_literal(aof_cursor *c, const char *lit, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!have(c, c->pos, 1) || c->data[c->pos] != lit[i])
+            return -1;
+        c->pos++;
+    }
     return 0;
 }
 
 static int parse_bulk(aof_cursor *c, const char **s, size_t *len)
 {
-    if (!have(c, c->pos, 1) || c->data[c->pos] != '$')
+    uint64_t n;
+    if (parse_literal(c, "$", 1) != 0 || parse_decimal(c, HDB_MAX_ITEM_LEN, '\r', &n) != 0)
+        return -1;
+    if (!have(c, c->pos, 1) || c->data[c->pos] != '\n')
         return -1;
     c->pos++;
-    if (parse_decimal(c, HDB_MAX_ITEM_LEN, "\r\n", len) != 0)
-        return -1;
-    if (!have(c, c->pos, *len + 2))
+    if (!have(c, c->pos, n + 2))
         return -1;
     *s = c->data + c->pos;
-    if (c->data[c->pos + *len] != '\r' || c->data[c->pos + *len + 1] != '\n')
+    *len = (size_t)n;
+    if (c->data[c->pos + n] != '\r' || c->data[c->pos + n + 1] != '\n')
         return -1;
-    c->pos += *len + 2;
+    c->pos += n + 2;
     return 0;
 }
 
@@ -168,13 +261,14 @@ typedef struct aof_record {
 /* Parses one command at c->pos: exactly what aof_append_set/del write. */
 static int parse_record(aof_cursor *c, aof_record *r)
 {
-    size_t argc, cmd_len;
+    uint64_t argc;
+    size_t cmd_len;
     const char *cmd;
-    if (!have(c, c->pos, 1) || c->data[c->pos] != '*')
+    if (parse_literal(c, "*", 1) != 0 || parse_decimal(c, 3, '\r', &argc) != 0 || argc < 2)
+        return -1;
+    if (!have(c, c->pos, 1) || c->data[c->pos] != '\n')
         return -1;
     c->pos++;
-    if (parse_decimal(c, 3, "\r\n", &argc) != 0 || argc < 2)
-        return -1;
     if (parse_bulk(c, &cmd, &cmd_len) != 0 || cmd_len != 3)
         return -1;
     if (argc == 3 && memcmp(cmd, "SET", 3) == 0)
@@ -192,104 +286,230 @@ static int parse_record(aof_cursor *c, aof_record *r)
     return 0;
 }
 
-/* Parses a batch trailer line at c->pos. */
-static int parse_trailer(aof_cursor *c, size_t *batch_len, uint32_t *crc)
+/* Checks that [from, to) is made of whole records, then replays them. Two
+ * passes, so that a batch is replayed entirely or not at all. Returns 0, -1
+ * if a record does not parse (*bad_at says where), or -2 if a replay
+ * callback failed. */
+static int replay_records(const char *data, size_t from, size_t to, const aof_replay *replay,
+                          uint64_t *records, size_t *bad_at)
 {
-    for (size_t i = 0; i < TRAILER_PREFIX_LEN; i++) {
-        if (!have(c, c->pos + i, 1) || c->data[c->pos + i] != TRAILER_PREFIX[i])
+    aof_cursor c = {data, to, from, 0};
+    aof_record r;
+    while (c.pos < to) {
+        *bad_at = c.pos;
+        if (parse_record(&c, &r) != 0)
             return -1;
     }
-    c->pos += TRAILER_PREFIX_LEN;
-    if (parse_decimal(c, SIZE_MAX / 10 - 1, " ", batch_len) != 0)
-        return -1;
-    uint32_t x = 0;
-    for (size_t i = 0; i < 8; i++) {
-        if (!have(c, c->pos + i, 1))
-            return -1;
-        int d = hex_value(c->data[c->pos + i]);
-        if (d < 0)
-            return -1;
-        x = x << 4 | (uint32_t)d;
+    aof_cursor b = {data, to, from, 0};
+    while (b.pos < to) {
+        parse_record(&b, &r);
+        int cb = r.is_set ? replay->on_set(replay->ud, r.key, r.key_len, r.val, r.val_len)
+                          : replay->on_del(replay->ud, r.key, r.key_len);
+        if (cb != 0)
+            return -2;
+        (*records)++;
     }
-    c->pos += 8;
-    if (!have(c, c->pos, 2))
-        return -1;
-    if (c->data[c->pos] != '\r' || c->data[c->pos + 1] != '\n')
-        return -1;
-    c->pos += 2;
-    *crc = x;
     return 0;
 }
 
-static int check_header(const char *data, size_t len, char *err, size_t errlen)
+/* The longest well-formed header is the version-2 one. A file that ends
+ * before its first line does and whose bytes all fit the header's pattern
+ * is one whose creation was cut short. */
+static int is_header_prefix(const char *data, size_t len)
 {
-    static const char prefix[] = "#hurrahdb aof ";
-    size_t plen = sizeof(prefix) - 1;
-    if (len < plen || memcmp(data, prefix, plen) != 0) {
+    static const char v1[] = HEADER_V1;
+    if (len < HEADER_V1_LEN && memcmp(data, v1, len) == 0)
+        return 1;
+    if (len >= AOF_HEADER_LEN)
+        return 0;
+    size_t fixed = len < HEADER_V2_PREFIX_LEN ? len : HEADER_V2_PREFIX_LEN;
+    if (memcmp(data, HEADER_V2_PREFIX, fixed) != 0)
+        return 0;
+    for (size_t i = HEADER_V2_PREFIX_LEN; i < len; i++) {
+        size_t at = i - HEADER_V2_PREFIX_LEN;
+        if (at < 32 ? hex_value(data[i]) < 0 : data[i] != "\r\n"[at - 32])
+            return 0;
+    }
+    return 1;
+}
+
+/* Reads the header; sets res->version (and the key) and returns the
+ * header's length, or 0 with the status in *rc and err filled. */
+static size_t parse_header(const char *data, size_t len, aof_load_result *res, int *rc,
+                           char *err, size_t errlen)
+{
+    if (len < HEADER_PREFIX_LEN || memcmp(data, HEADER_PREFIX, HEADER_PREFIX_LEN) != 0) {
         snprintf(err, errlen, "not a hurrahdb AOF (no '#hurrahdb aof' header at offset 0)");
-        return AOF_LOAD_NOT_AOF;
+        *rc = AOF_LOAD_NOT_AOF;
+        return 0;
     }
-    if (len < AOF_HEADER_LEN || memcmp(data, AOF_HEADER, AOF_HEADER_LEN) != 0) {
-        snprintf(err, errlen, "unsupported hurrahdb AOF version (this build reads version %d)",
-                 AOF_FORMAT_VERSION);
-        return AOF_LOAD_VERSION;
+    if (len >= HEADER_V1_LEN && memcmp(data, HEADER_V1, HEADER_V1_LEN) == 0) {
+        res->version = 1;
+        return HEADER_V1_LEN;
     }
+    aof_cursor c = {data, len, HEADER_V2_PREFIX_LEN, 0};
+    if (len >= HEADER_V2_PREFIX_LEN && memcmp(data, HEADER_V2_PREFIX, HEADER_V2_PREFIX_LEN) == 0 &&
+        parse_hex(&c, 16, &res->key[0]) == 0 && parse_hex(&c, 16, &res->key[1]) == 0 &&
+        parse_crlf(&c) == 0) {
+        res->version = 2;
+        return c.pos;
+    }
+    /* Not readable: say why as precisely as the first line allows. */
+    const char *nl = memchr(data, '\n', len < 128 ? len : 128);
+    int lf_only = nl != NULL && (nl == data || nl[-1] != '\r');
+    size_t v = HEADER_PREFIX_LEN, digits = 0;
+    unsigned long version = 0;
+    while (v < len && digits < 6 && data[v] >= '0' && data[v] <= '9') {
+        version = version * 10 + (unsigned long)(data[v] - '0');
+        v++;
+        digits++;
+    }
+    *rc = AOF_LOAD_VERSION;
+    if (lf_only && (version == 1 || version == 2)) {
+        snprintf(err, errlen, "a hurrahdb AOF of version %lu whose line endings were converted "
+                 "from CRLF to LF (by a text-mode copy, a git checkout or an editor): its "
+                 "records and checksums no longer match; restore a byte-for-byte copy", version);
+    } else if (digits > 0 && version > AOF_FORMAT_VERSION) {
+        snprintf(err, errlen, "made by a newer hurrahdb (file format version %lu; this build "
+                 "reads versions 1 and %d)", version, AOF_FORMAT_VERSION);
+    } else {
+        snprintf(err, errlen, "a hurrahdb AOF header this build cannot read (it reads format "
+                 "versions 1 and %d)", AOF_FORMAT_VERSION);
+    }
+    return 0;
+}
+
+typedef struct aof_begin {
+    uint64_t seq, len;
+    uint32_t crc;
+    size_t line_len;
+} aof_begin;
+
+/* Parses a batch's line at pos. Returns 1 if it is well formed and its tag
+ * is right, 0 if the data ends inside what is so far a well-formed line, -1
+ * otherwise. Reads at most AOF_BEGIN_MAX bytes. */
+static int parse_begin(const char *data, size_t len, size_t pos, const uint64_t key[2],
+                       aof_begin *b)
+{
+    aof_cursor c = {data, len, pos, 0};
+    uint64_t crc, tag;
+    if (parse_literal(&c, BEGIN_PREFIX, BEGIN_PREFIX_LEN) != 0 ||
+        parse_decimal(&c, UINT64_MAX, ' ', &b->seq) != 0 ||
+        parse_decimal(&c, SIZE_MAX / 2, ' ', &b->len) != 0 ||
+        parse_hex(&c, 8, &crc) != 0 || parse_literal(&c, " ", 1) != 0 ||
+        parse_hex(&c, 16, &tag) != 0 || parse_crlf(&c) != 0)
+        return c.hit_end ? 0 : -1;
+    b->crc = (uint32_t)crc;
+    b->line_len = c.pos - pos;
+    return begin_tag(key, b->seq, b->len, b->crc) == tag ? 1 : -1;
+}
+
+/* True if a batch line of this file (its tag right) starts anywhere after
+ * `from`. Any '#' is tried, not only those at a line start, since the byte
+ * before a line may be the damaged one. Each candidate costs at most one
+ * line's parse (AOF_BEGIN_MAX bytes) and one tag, so the search is linear in
+ * the bytes searched. */
+static int genuine_line_follows(const char *data, size_t len, size_t from, const uint64_t key[2])
+{
+    size_t p = from;
+    while (p < len) {
+        const char *hash = memchr(data + p, '#', len - p);
+        if (hash == NULL)
+            return 0;
+        p = (size_t)(hash - data);
+        aof_begin b;
+        if (parse_begin(data, len, p, key, &b) == 1)
+            return 1;
+        p++;
+    }
+    return 0;
+}
+
+static int load_v2(const char *data, size_t len, size_t pos, const aof_replay *replay,
+                   aof_load_result *res, char *err, size_t errlen)
+{
+    uint64_t expect = 1;
+    res->good_len = pos;
+    while (pos < len) {
+        aof_begin b;
+        int line = parse_begin(data, len, pos, res->key, &b);
+        if (line == 0) {
+            res->tail = AOF_TAIL_TORN;
+            snprintf(res->why, sizeof res->why, "the file ends inside the line of a batch");
+            break;
+        }
+        size_t start = pos + b.line_len, bad_at = pos;
+        if (line < 0) {
+            snprintf(res->why, sizeof res->why, "no valid batch line at offset %zu", pos);
+        } else if (b.seq != expect) {
+            /* A line this file's writer wrote, in the wrong place: a batch
+             * is missing, repeated or out of order. Never a crash's doing. */
+            res->damage_at = pos;
+            snprintf(err, errlen, "batch at offset %zu is number %" PRIu64 ", expected %" PRIu64
+                     ": a batch is missing, repeated or out of order", pos, b.seq, expect);
+            return AOF_LOAD_DAMAGED;
+        } else if (b.len > len - start) {
+            res->tail = AOF_TAIL_TORN;
+            snprintf(res->why, sizeof res->why, "the last batch (%" PRIu64 " bytes) is cut short "
+                     "after %zu bytes", b.len, len - start);
+            break;
+        } else if (b.len == 0) {
+            snprintf(res->why, sizeof res->why, "empty batch at offset %zu", pos);
+        } else if (crc32c_update(0, data + start, (size_t)b.len) != b.crc) {
+            snprintf(res->why, sizeof res->why, "checksum mismatch in batch at offset %zu "
+                     "(%" PRIu64 " bytes)", pos, b.len);
+        } else {
+            int rc = replay_records(data, start, start + (size_t)b.len, replay, &res->records,
+                                    &bad_at);
+            if (rc == -2) {
+                snprintf(err, errlen, "out of memory replaying the batch at offset %zu", pos);
+                return AOF_LOAD_NOMEM;
+            }
+            if (rc == 0) {
+                pos = start + (size_t)b.len;
+                res->good_len = pos;
+                res->batches++;
+                res->next_seq = ++expect;
+                continue;
+            }
+            snprintf(res->why, sizeof res->why, "damaged record at offset %zu (batch at offset "
+                     "%zu)", bad_at, pos);
+        }
+        /* The batch at pos is bad. */
+        if (genuine_line_follows(data, len, pos + 1, res->key)) {
+            res->damage_at = pos;
+            snprintf(err, errlen, "%s, followed by good batches", res->why);
+            return AOF_LOAD_DAMAGED;
+        }
+        res->tail = AOF_TAIL_BAD;
+        break;
+    }
+    if (res->tail != AOF_TAIL_NONE)
+        res->tail_bytes = len - res->good_len;
     return AOF_LOAD_OK;
 }
 
-/* True if a whole batch with a valid checksum starts after `from`. Used
- * once the batch at `from` is found bad: if a good batch follows, the file
- * is damaged in the middle (dropping the rest would lose good data); if none
- * does, the bad batch is the torn end of the last append. Any later trailer
- * line is tried as the end of a batch: its length says where that batch
- * would start, and its checksum says whether it is one. */
-static int good_batch_follows(const char *data, size_t len, size_t from)
+/* Parses a version-1 batch trailer at c->pos. */
+static int parse_v1_trailer(aof_cursor *c, uint64_t *batch_len, uint32_t *crc)
 {
-    static const char mark[] = "\n" TRAILER_PREFIX;
-    size_t mlen = sizeof(mark) - 1;
-    for (size_t p = from; p + mlen <= len; p++) {
-        const char *hit = memchr(data + p, '\n', len - p);
-        if (hit == NULL)
-            break;
-        p = (size_t)(hit - data);
-        if (len - p < mlen || memcmp(data + p, mark, mlen) != 0)
-            continue;
-        aof_cursor c = {data, len, p + 1, 0};
-        size_t batch_len;
-        uint32_t crc;
-        if (parse_trailer(&c, &batch_len, &crc) != 0)
-            continue;
-        size_t trailer_at = p + 1;
-        if (batch_len == 0 || batch_len > trailer_at - from)
-            continue;
-        if (crc32c_update(0, data + trailer_at - batch_len, batch_len) == crc)
-            return 1;
-    }
+    uint64_t x;
+    if (parse_literal(c, V1_TRAILER_PREFIX, V1_TRAILER_PREFIX_LEN) != 0 ||
+        parse_decimal(c, SIZE_MAX / 2, ' ', batch_len) != 0 || parse_hex(c, 8, &x) != 0 ||
+        parse_crlf(c) != 0)
+        return -1;
+    *crc = (uint32_t)x;
     return 0;
 }
 
-int aof_load(const char *data, size_t len, const aof_replay *replay,
-             aof_load_result *res, char *err, size_t errlen)
+static int load_v1(const char *data, size_t len, size_t pos, const aof_replay *replay,
+                   aof_load_result *res, char *err, size_t errlen)
 {
-    memset(res, 0, sizeof *res);
-    if (len == 0)
-        return AOF_LOAD_OK;
-    if (len < AOF_HEADER_LEN && memcmp(data, AOF_HEADER, len) == 0) {
-        /* A crash while the header of a new file was being written. */
-        res->torn_bytes = len;
-        return AOF_LOAD_OK;
-    }
-    int rc = check_header(data, len, err, errlen);
-    if (rc != AOF_LOAD_OK)
-        return rc;
-
-    aof_cursor c = {data, len, AOF_HEADER_LEN, 0};
-    res->good_len = AOF_HEADER_LEN;
-    while (c.pos < len) {
-        size_t batch_start = c.pos, at = c.pos;
+    res->good_len = pos;
+    while (pos < len) {
+        aof_cursor c = {data, len, pos, 0};
         aof_record r;
+        size_t at = pos;
         int bad = 0;
-        /* First pass: find the trailer, checking only the structure. */
         while (c.pos < len && data[c.pos] == '*') {
             at = c.pos;
             if (parse_record(&c, &r) != 0) {
@@ -297,50 +517,56 @@ int aof_load(const char *data, size_t len, const aof_replay *replay,
                 break;
             }
         }
-        size_t batch_end = c.pos, batch_len = 0;
+        size_t batch_end = c.pos;
+        uint64_t batch_len = 0;
         uint32_t crc = 0;
-        if (!bad) {
-            at = c.pos;
-            if (c.pos >= len) {
-                c.hit_end = 1;
-                bad = 1;
-            } else if (parse_trailer(&c, &batch_len, &crc) != 0) {
-                bad = 1;
-            }
+        if (!bad && (c.pos >= len || parse_v1_trailer(&c, &batch_len, &crc) != 0)) {
+            at = batch_end;
+            bad = 1;
         }
-        if (!bad && (batch_len != batch_end - batch_start || batch_len == 0 ||
-                     crc32c_update(0, data + batch_start, batch_len) != crc)) {
+        if (!bad && (batch_len != batch_end - pos || batch_len == 0 ||
+                     crc32c_update(0, data + pos, (size_t)batch_len) != crc))
             bad = 2;
-        }
         if (bad) {
-            if (!good_batch_follows(data, len, batch_start)) {
-                res->torn_bytes = len - batch_start;
-                return AOF_LOAD_OK;
-            }
-            res->damage_at = batch_start;
             if (bad == 2)
-                snprintf(err, errlen, "checksum mismatch in batch at offset %zu (%zu bytes), "
-                         "followed by good batches", batch_start, batch_end - batch_start);
+                snprintf(res->why, sizeof res->why, "checksum mismatch in batch at offset %zu "
+                         "(%zu bytes)", pos, batch_end - pos);
             else
-                snprintf(err, errlen, "damaged record at offset %zu (batch at offset %zu), "
-                         "followed by good batches", at, batch_start);
-            return AOF_LOAD_DAMAGED;
+                snprintf(res->why, sizeof res->why, "damaged or incomplete record at offset %zu "
+                         "(batch at offset %zu)", at, pos);
+            res->tail = AOF_TAIL_BAD;
+            res->tail_bytes = len - pos;
+            return AOF_LOAD_OK;
         }
-        /* Second pass: the batch is intact; replay it. */
-        aof_cursor b = {data, batch_end, batch_start, 0};
-        while (b.pos < batch_end) {
-            parse_record(&b, &r);
-            int cb = r.is_set ? replay->on_set(replay->ud, r.key, r.key_len, r.val, r.val_len)
-                              : replay->on_del(replay->ud, r.key, r.key_len);
-            if (cb != 0) {
-                snprintf(err, errlen, "out of memory replaying the batch at offset %zu",
-                         batch_start);
-                return AOF_LOAD_NOMEM;
-            }
-            res->records++;
+        size_t ignored;
+        if (replay_records(data, pos, batch_end, replay, &res->records, &ignored) != 0) {
+            snprintf(err, errlen, "out of memory replaying the batch at offset %zu", pos);
+            return AOF_LOAD_NOMEM;
         }
         res->batches++;
-        res->good_len = c.pos;
+        pos = c.pos;
+        res->good_len = pos;
     }
     return AOF_LOAD_OK;
+}
+
+int aof_load(const char *data, size_t len, const aof_replay *replay,
+             aof_load_result *res, char *err, size_t errlen)
+{
+    memset(res, 0, sizeof *res);
+    res->next_seq = 1;
+    if (len == 0)
+        return AOF_LOAD_OK;
+    if (is_header_prefix(data, len)) {
+        /* A crash while the header of a new file was being written. */
+        res->tail = AOF_TAIL_TORN_HEADER;
+        res->tail_bytes = len;
+        return AOF_LOAD_OK;
+    }
+    int rc = AOF_LOAD_OK;
+    size_t pos = parse_header(data, len, res, &rc, err, errlen);
+    if (pos == 0)
+        return rc;
+    return res->version == 1 ? load_v1(data, len, pos, replay, res, err, errlen)
+                             : load_v2(data, len, pos, replay, res, err, errlen);
 }

@@ -1,10 +1,20 @@
 /*
  * hdb_aof: the append-only file format (see doc/aof-format.md).
  *
- * A file is a header annotation line, then batches. A batch is one or more
- * RESP commands (SET key json / DEL key) closed by an annotation line that
- * gives the batch's length and CRC-32C. Redis skips lines starting with '#',
- * so the same file loads into Redis 7 unchanged.
+ * Version 2, written by this build: a header line carrying the file's random
+ * 128-bit key, then batches. A batch is a line announcing it (sequence
+ * number, length, CRC-32C of its records, and a SipHash-2-4 tag of those
+ * three under the file's key), then its RESP commands (SET key json / DEL
+ * key). Redis skips lines starting with '#', so the file loads into Redis 7
+ * unchanged.
+ * Why the announcing line comes first and is tagged: the loader walks the
+ * file from line to line by the lengths they give and never searches the
+ * records for framing, so keys and values (which users control) cannot pose
+ * as framing, and the walk is linear in the file. A line that fails its tag
+ * is not one this file's writer wrote; the sequence numbers show a missing,
+ * repeated or reordered batch; a batch whose line is intact but whose bytes
+ * run past the end of the file is provably an append that never finished.
+ * Version 1 (hurrahdb 0.2.0: a checksum line after each batch) is still read.
  * This unit only formats and parses bytes; it does no I/O.
  */
 #ifndef HDB_AOF_H
@@ -15,10 +25,11 @@
 
 #include "hdb_buf.h"
 
-#define AOF_FORMAT_VERSION 1
-#define AOF_HEADER "#hurrahdb aof 1\r\n"
-#define AOF_HEADER_LEN (sizeof(AOF_HEADER) - 1)
-#define AOF_TRAILER_MAX 64
+#define AOF_FORMAT_VERSION 2
+/* "#hurrahdb aof 2 " + 32 hex digits of the key + CRLF */
+#define AOF_HEADER_LEN 50
+/* Room for a batch's announcing line: "#hdb <seq> <len> <crc8> <tag16>\r\n" */
+#define AOF_BEGIN_MAX 80
 
 /* Appends one RESP command to b. Return 0, or -1 on ENOMEM with b unchanged. */
 int aof_append_set(hdb_buf *b, const char *key, size_t key_len,
@@ -28,9 +39,14 @@ int aof_append_del(hdb_buf *b, const char *key, size_t key_len);
 /* Number of bytes aof_append_set would append. */
 size_t aof_set_record_len(size_t key_len, size_t val_len);
 
-/* Writes the closing line of a batch made of `len` bytes at `batch` into out
- * (AOF_TRAILER_MAX bytes) and returns its length. */
-size_t aof_format_trailer(char *out, const char *batch, size_t len);
+/* Writes the header of a new file with the given key into out
+ * (AOF_HEADER_LEN + 1 bytes, NUL-terminated); returns AOF_HEADER_LEN. */
+size_t aof_format_header(char *out, const uint64_t key[2]);
+
+/* Writes the line announcing batch number `seq`, made of the `len` bytes of
+ * records at `records`, into out (AOF_BEGIN_MAX bytes); returns its length. */
+size_t aof_format_begin(char *out, const uint64_t key[2], uint64_t seq,
+                        const char *records, size_t len);
 
 typedef struct aof_replay {
     void *ud;
@@ -40,32 +56,53 @@ typedef struct aof_replay {
     int (*on_del)(void *ud, const char *key, size_t key_len);
 } aof_replay;
 
+/* What follows the last good batch of a file that otherwise loaded. */
+enum aof_tail {
+    AOF_TAIL_NONE = 0,
+    AOF_TAIL_TORN,        /* provably an append that never finished: its own
+                             line says it runs past the end of the file, or
+                             the file ends inside that line; safe to drop */
+    AOF_TAIL_TORN_HEADER, /* the file is a prefix of a header: a crash while
+                             it was created; rewrite the header */
+    AOF_TAIL_BAD          /* bytes that are not a valid batch, with no valid
+                             batch after them: the caller must keep them (a
+                             side file), since nothing proves they were never
+                             acknowledged */
+};
+
 typedef struct aof_load_result {
-    uint64_t records;  /* commands replayed */
+    int version;        /* the file's format version; 0 for an empty file */
+    uint64_t key[2];    /* version 2: the file's key */
+    uint64_t next_seq;  /* version 2: the number of the next batch to write */
+    uint64_t records;   /* commands replayed */
     uint64_t batches;
-    size_t good_len;   /* bytes of the file made of the header and whole, valid batches */
-    size_t torn_bytes; /* bytes after good_len of a bad final batch */
-    size_t damage_at;  /* with AOF_LOAD_DAMAGED: where the bad batch starts */
+    size_t good_len;    /* bytes made of the header and whole, valid batches */
+    enum aof_tail tail;
+    size_t tail_bytes;  /* bytes after good_len, when tail != AOF_TAIL_NONE */
+    size_t damage_at;   /* with AOF_LOAD_DAMAGED: where the bad batch starts */
+    char why[200];      /* with AOF_TAIL_BAD or AOF_TAIL_TORN: what is wrong there */
 } aof_load_result;
 
 enum aof_load_status {
     AOF_LOAD_OK = 0,
     AOF_LOAD_NOT_AOF,     /* no hurrahdb header: never write to such a file */
-    AOF_LOAD_VERSION,     /* a hurrahdb file of a format this build cannot read */
-    AOF_LOAD_DAMAGED,     /* a bad batch followed by good ones */
+    AOF_LOAD_VERSION,     /* a hurrahdb file this build cannot read (newer
+                             version, or its line endings were converted) */
+    AOF_LOAD_DAMAGED,     /* a bad batch followed by a valid one */
     AOF_LOAD_NOMEM        /* a replay callback failed */
 };
 
 /* Checks and replays a whole file held in memory. Each batch is verified
- * against its checksum before any of its records is replayed, so replay
- * stops on a batch boundary.
- * A bad batch (cut short, unparsable, or failing its checksum) with no good
- * batch after it is the torn end of an interrupted append: it is not
- * replayed, the result is AOF_LOAD_OK, and res->torn_bytes says how long it
- * was (the caller truncates the file to res->good_len). A bad batch followed
- * by a good one is damage: AOF_LOAD_DAMAGED, with everything before
- * res->good_len (== res->damage_at) replayed and err naming the offset.
- * `len` == 0 is a valid empty file (the caller writes the header). */
+ * before any of its records is replayed, so replay stops on a batch boundary.
+ * A bad batch followed by a valid one is damage: AOF_LOAD_DAMAGED, with
+ * everything before res->good_len (== res->damage_at) replayed and err naming
+ * the offset. Otherwise the result is AOF_LOAD_OK and res->tail says what, if
+ * anything, follows the good batches (see enum aof_tail).
+ * Version 1 files have no announcing lines, so nothing in a bad version-1
+ * batch proves it torn: it is always AOF_TAIL_BAD; and since finding "a valid
+ * batch after it" would mean searching content for framing, none is looked
+ * for. `len` == 0 is a valid empty file (the caller writes the header). The
+ * time taken is linear in len. */
 int aof_load(const char *data, size_t len, const aof_replay *replay,
              aof_load_result *res, char *err, size_t errlen);
 

@@ -1,6 +1,8 @@
 #include "hdb_flusher.h"
 #include "hdb_aof.h"
 #include "hdb_buf.h"
+#include "hdb_file.h"
+#include "hdb_lock.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -30,6 +32,7 @@ struct hdb_flusher {
     char *path;
     unsigned sync_time_ms;
     int use_fsync;
+    uint64_t file_key[2];   /* tags the batch lines (see hdb_aof.h) */
 
     /* buf_lock guards pending, stop, and the stats fields. Callers hold it
      * only to append, so they never wait for the disk. */
@@ -51,6 +54,7 @@ struct hdb_flusher {
     pthread_mutex_t io_lock;
     hdb_buf writing;
     uint64_t file_size;     /* end of the last complete batch on disk */
+    uint64_t next_seq;      /* number of the next batch written */
     int tail_dirty;         /* a failed write may have left bytes past file_size */
 
     uint64_t max_pending;   /* unwritten bytes before appends wait for the disk */
@@ -106,31 +110,10 @@ static void flusher_record_error(hdb_flusher *f, const char *what, int errnum,
     pthread_mutex_unlock(&f->buf_lock);
 }
 
-/* Writes all of buf at offset, looping over short writes and EINTR.
- * Returns 0, or an errno value. A write that returns 0 is reported as ENOSPC,
- * the only reason a regular file accepts nothing. */
-static int write_all_at(int fd, const char *buf, size_t len, uint64_t offset)
-{
-    while (len > 0) {
-        ssize_t n = pwrite(fd, buf, len, (off_t)offset);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return errno;
-        }
-        if (n == 0)
-            return ENOSPC;
-        buf += n;
-        len -= (size_t)n;
-        offset += (uint64_t)n;
-    }
-    return 0;
-}
-
 /* The one flush path. Caller holds io_lock. Moves pending into writing,
- * appends the batch's checksum line, writes at the end of the last good batch
- * and syncs. On failure the batch stays in `writing` (without its checksum
- * line, which is recomputed next time, since more records may join it). */
+ * writes the batch's line and the batch at the end of the last good batch
+ * and syncs. On failure the batch stays in `writing` and keeps its number;
+ * its line is made again next time, since more records may join it. */
 static int flusher_flush_locked(hdb_flusher *f, char *err, size_t errlen)
 {
     pthread_mutex_lock(&f->buf_lock);
@@ -163,23 +146,17 @@ static int flusher_flush_locked(hdb_flusher *f, char *err, size_t errlen)
         }
     }
 
-    size_t batch_len = f->writing.len;
-    if (hdb_buf_reserve(&f->writing, AOF_TRAILER_MAX) != 0) {
-        flusher_record_error(f, "cannot write", ENOMEM, err, errlen);
-        return -1;
-    }
-    size_t tlen = aof_format_trailer(f->writing.data + batch_len,
-                                     f->writing.data, batch_len);
-    f->writing.len += tlen;
-
-    int e = write_all_at(f->fd, f->writing.data, f->writing.len, f->file_size);
+    char line[AOF_BEGIN_MAX];
+    size_t line_len = aof_format_begin(line, f->file_key, f->next_seq, f->writing.data,
+                                       f->writing.len);
+    int e = file_write2_all_at(f->fd, line, line_len, f->writing.data, f->writing.len,
+                               f->file_size);
     const char *what = "cannot write";
     if (e == 0 && f->use_fsync && fdatasync(f->fd) != 0) {
         e = errno;
         what = "cannot fdatasync";
     }
     if (e != 0) {
-        f->writing.len = batch_len;
         /* Cut what reached the file off it now, so that a crash before the
          * next flush cannot bring back a batch this call reports as failed
          * (in synchronous mode, a write the caller was told is refused). The
@@ -192,7 +169,8 @@ static int flusher_flush_locked(hdb_flusher *f, char *err, size_t errlen)
         return -1;
     }
 
-    f->file_size += f->writing.len;
+    f->file_size += line_len + f->writing.len;
+    f->next_seq++;
     /* The two buffers take turns; each keeps its capacity so that a steady
      * write rate appends into memory that is already mapped. Only a buffer
      * much larger than this batch needed (after a burst) is released. */
@@ -272,6 +250,7 @@ static int flusher_start_thread(hdb_flusher *f, char *err, size_t errlen)
 }
 
 int flusher_start(hdb_flusher **out, int fd, const char *path, uint64_t size,
+                  const uint64_t file_key[2], uint64_t next_seq,
                   unsigned sync_time_ms, int use_fsync, uint64_t max_pending,
                   char *err, size_t errlen)
 {
@@ -292,6 +271,9 @@ int flusher_start(hdb_flusher **out, int fd, const char *path, uint64_t size,
     f->use_fsync = use_fsync;
     f->file_size = size;
     f->file_bytes = size;
+    f->file_key[0] = file_key[0];
+    f->file_key[1] = file_key[1];
+    f->next_seq = next_seq;
     f->fork_gen = flusher_fork_generation;
     f->max_pending = max_pending;
     f->early_bytes = max_pending / 2 < FLUSHER_EARLY_BYTES ? (size_t)(max_pending / 2)
@@ -337,15 +319,9 @@ int flusher_start(hdb_flusher **out, int fd, const char *path, uint64_t size,
     return 0;
 }
 
-/* Refuses appends that could not be made durable: in a forked child, or
- * while the file is failing. Caller holds buf_lock. */
+/* Refuses appends while the file is failing. Caller holds buf_lock. */
 static int flusher_check_writable(hdb_flusher *f, char *err, size_t errlen)
 {
-    if (flusher_in_forked_child(f)) {
-        snprintf(err, errlen, "store %s was opened by another process (before a fork); "
-                 "writes from this process are refused", f->path);
-        return -1;
-    }
     if (f->failing) {
         snprintf(err, errlen, "%s", f->last_error);
         return -1;
@@ -389,6 +365,13 @@ static int flusher_after_append(hdb_flusher *f, char *err, size_t errlen)
 static int flusher_append(hdb_flusher *f, const char *key, size_t key_len,
                           const char *val, size_t val_len, char *err, size_t errlen)
 {
+    /* Before any lock: in a forked child a mutex may be held forever by the
+     * parent's thread, which does not exist here. */
+    if (flusher_in_forked_child(f)) {
+        snprintf(err, errlen, "store %s was opened by another process (before a fork); "
+                 "writes from this process are refused", f->path);
+        return -1;
+    }
     pthread_mutex_lock(&f->buf_lock);
     int rc = flusher_check_writable(f, err, errlen);
     if (rc == 0 && f->pending.len + f->inflight_bytes >= f->max_pending) {
@@ -464,6 +447,9 @@ int flusher_stop(hdb_flusher *f, char *err, size_t errlen)
      * by this (the owning) thread, which is here. */
     int fd = f->fd;
     f->fd = -1;
+    /* A forked child shares the open file description and with it the
+     * lock: let go explicitly, or the file stays locked while it lives. */
+    lock_release(fd);
     if (close(fd) != 0) {
         snprintf(err, errlen, "cannot close %s: %s", f->path, strerror(errno));
         return -1;
@@ -482,8 +468,10 @@ void flusher_free(hdb_flusher *f)
             close(f->fd);
     } else {
         flusher_stop_thread(f);
-        if (f->fd >= 0)
+        if (f->fd >= 0) {
+            lock_release(f->fd);
             close(f->fd);
+        }
         pthread_mutex_destroy(&f->io_lock);
         pthread_mutex_destroy(&f->buf_lock);
         pthread_cond_destroy(&f->wake);
@@ -494,22 +482,35 @@ void flusher_free(hdb_flusher *f)
     free(f);
 }
 
+/* In a forked child the locks may be held by the parent's thread, which does
+ * not exist here (so nothing changes the fields either): read them as they
+ * are. */
+static int flusher_lock_stats(hdb_flusher *f)
+{
+    if (flusher_in_forked_child(f))
+        return 0;
+    pthread_mutex_lock(&f->buf_lock);
+    return 1;
+}
+
 void flusher_get_stats(hdb_flusher *f, flusher_stats *st)
 {
-    pthread_mutex_lock(&f->buf_lock);
+    int locked = flusher_lock_stats(f);
     st->file_bytes = f->file_bytes;
     st->pending_bytes = f->pending.len + f->inflight_bytes;
     st->last_sync_ms = f->last_sync_ms;
     st->errors = f->errors;
     st->backpressure_waits = f->backpressure_waits;
     memcpy(st->last_error, f->last_error, sizeof st->last_error);
-    pthread_mutex_unlock(&f->buf_lock);
+    if (locked)
+        pthread_mutex_unlock(&f->buf_lock);
 }
 
 size_t flusher_memory(hdb_flusher *f)
 {
-    pthread_mutex_lock(&f->buf_lock);
+    int locked = flusher_lock_stats(f);
     size_t n = sizeof *f + f->pending.cap + f->writing_cap;
-    pthread_mutex_unlock(&f->buf_lock);
+    if (locked)
+        pthread_mutex_unlock(&f->buf_lock);
     return n;
 }

@@ -30,10 +30,13 @@ typedef struct flusher_stats {
     char last_error[256];   /* "" if none */
 } flusher_stats;
 
-/* Takes over `fd` (open for writing, `size` bytes of valid content), and,
- * when sync_time_ms > 0, starts the background thread. On failure returns -1
- * with err filled and fd left open for the caller to close. */
+/* Takes over `fd` (open for writing and locked, `size` bytes of valid
+ * content in format version 2 whose key is file_key and whose next batch is
+ * number next_seq), and, when sync_time_ms > 0, starts the background thread.
+ * On failure returns -1 with err filled and fd left open for the caller to
+ * close. */
 int flusher_start(hdb_flusher **out, int fd, const char *path, uint64_t size,
+                  const uint64_t file_key[2], uint64_t next_seq,
                   unsigned sync_time_ms, int use_fsync, uint64_t max_pending,
                   char *err, size_t errlen);
 
@@ -50,7 +53,7 @@ int flusher_append_del(hdb_flusher *f, const char *key, size_t key_len,
 /* Writes and (unless fsync is off) fdatasyncs everything appended so far. */
 int flusher_sync(hdb_flusher *f, char *err, size_t errlen);
 
-/* Syncs, stops the thread and closes the file. On a failed sync returns -1
+/* Syncs, stops the thread, releases the lock and closes the file. On a failed sync returns -1
  * and leaves everything running, with the unwritten records kept. In a
  * forked child, writes nothing and succeeds: flusher_free releases the copy. */
 int flusher_stop(hdb_flusher *f, char *err, size_t errlen);

@@ -44,8 +44,15 @@ int lock_acquire(int fd, const char *path, unsigned timeout_ms, char *err, size_
     struct timespec start, now;
     clock_gettime(CLOCK_MONOTONIC, &start);
     for (;;) {
-        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            struct stat held, named;
+            if (fstat(fd, &held) != 0 || stat(path, &named) != 0 ||
+                held.st_dev != named.st_dev || held.st_ino != named.st_ino) {
+                flock(fd, LOCK_UN);
+                return 1;
+            }
             return 0;
+        }
         if (errno == EINTR)
             continue;
         if (errno != EWOULDBLOCK) {
@@ -67,4 +74,12 @@ int lock_acquire(int fd, const char *path, unsigned timeout_ms, char *err, size_
     else
         snprintf(err, errlen, "%s is locked by another store: one writer per file", path);
     return -1;
+}
+
+void lock_release(int fd)
+{
+    /* Nothing to do on failure: closing the descriptor afterwards releases
+     * the lock anyway once no process shares it. */
+    while (flock(fd, LOCK_UN) != 0 && errno == EINTR) {
+    }
 }

@@ -14,7 +14,14 @@
 
 /* Takes the lock on fd, waiting up to timeout_ms for another holder to let
  * go. On failure returns -1 with err naming the path and, when the system
- * says, the holder's pid. */
+ * says, the holder's pid. Returns 1 (with the lock released again) if, once
+ * locked, fd is no longer the file at `path` (its holder replaced the file
+ * while this one waited): the caller opens the path again and retries. */
 int lock_acquire(int fd, const char *path, unsigned timeout_ms, char *err, size_t errlen);
+
+/* Releases the lock held through fd, for every process that shares its open
+ * file description (a forked child). Only the process that took it calls
+ * this: a child closing its copy must never release its parent's lock. */
+void lock_release(int fd);
 
 #endif

@@ -1,11 +1,16 @@
+/* realpath(3) is in POSIX, as an XSI extension. */
+#define _XOPEN_SOURCE 700
 #include "hurrahdb.h"
 #include "hdb_aof.h"
+#include "hdb_file.h"
 #include "hdb_flusher.h"
 #include "hdb_lock.h"
 #include "hdb_table.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -22,16 +27,96 @@
 struct hdb_store {
     hdb_table table;
     hdb_flusher *aof;   /* NULL for a memory-only store, or once closed */
-    char *path;
+    char *path;         /* as the caller gave it: for messages and side files */
+    char *file_path;    /* the file itself, symbolic links resolved: what a
+                           rewrite replaces and whose directory is synced */
     uint64_t loaded_records;
     uint64_t dropped_bytes; /* torn final batch cut off at open */
     char warning[HDB_ERRLEN]; /* what the open repaired, "" if nothing */
+    /* Membership of the list of stores flushed at exit. */
+    int registered;
+    struct hdb_store *reg_prev, *reg_next;
 };
+
+/* ---- pending records reach the file at exit ---- */
+
+/* Stores with a file, so that exit() (os.exit, which skips __gc) writes
+ * their pending records as it flushes stdio's buffers. The list is the one
+ * piece of state shared between stores; its lock is held across fork() by
+ * the atfork handlers, so a child never inherits it locked. */
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static hdb_store *registry_head;
+static pthread_once_t registry_once = PTHREAD_ONCE_INIT;
+static int registry_status;
+
+static void registry_before_fork(void) { pthread_mutex_lock(&registry_lock); }
+static void registry_after_fork(void) { pthread_mutex_unlock(&registry_lock); }
+
+/* Runs in exit(). A store of a forked child is its parent's to write (and
+ * its locks may be held by a thread that does not exist here): skipped. */
+static void registry_flush_at_exit(void)
+{
+    pthread_mutex_lock(&registry_lock);
+    for (hdb_store *s = registry_head; s != NULL; s = s->reg_next) {
+        if (s->aof == NULL || flusher_in_forked_child(s->aof))
+            continue;
+        char err[HDB_ERRLEN];
+        if (flusher_sync(s->aof, err, sizeof err) != 0)
+            fprintf(stderr, "hurrahdb: %s: pending records could not be written at exit: %s\n",
+                    s->path, err);
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void registry_init(void)
+{
+    registry_status = pthread_atfork(registry_before_fork, registry_after_fork,
+                                     registry_after_fork);
+    if (registry_status == 0 && atexit(registry_flush_at_exit) != 0)
+        registry_status = ENOMEM;
+}
+
+static int registry_ready(char *err, size_t errlen)
+{
+    pthread_once(&registry_once, registry_init);
+    if (registry_status != 0) {
+        snprintf(err, errlen, "cannot register the exit handler: %s", strerror(registry_status));
+        return -1;
+    }
+    return 0;
+}
+
+static void registry_add(hdb_store *s)
+{
+    pthread_mutex_lock(&registry_lock);
+    s->reg_prev = NULL;
+    s->reg_next = registry_head;
+    if (registry_head != NULL)
+        registry_head->reg_prev = s;
+    registry_head = s;
+    s->registered = 1;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void registry_remove(hdb_store *s)
+{
+    pthread_mutex_lock(&registry_lock);
+    if (s->registered) {
+        if (s->reg_prev != NULL)
+            s->reg_prev->reg_next = s->reg_next;
+        else
+            registry_head = s->reg_next;
+        if (s->reg_next != NULL)
+            s->reg_next->reg_prev = s->reg_prev;
+        s->registered = 0;
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
 
 /* Fills the hash key. A predictable key would let an attacker who controls
  * keys (HTTP input) build long chains, so the kernel's generator is used;
  * the clock-and-address fallback only serves systems without one. */
-static void store_random_seed(uint64_t seed[2])
+static void store_random_key(uint64_t seed[2])
 {
     unsigned char bytes[16];
     size_t got = 0;
@@ -89,75 +174,129 @@ static int replay_del(void *ud, const char *key, size_t key_len)
     return 0;
 }
 
-/* fsyncs the directory holding path, so that a newly created file's name
- * survives a power loss along with its contents. */
-static int sync_parent_dir(const char *path, char *err, size_t errlen)
+/* Opens the file at path for reading and writing, creating it (mode 0600)
+ * if it does not exist; a symbolic link to a file that does not exist yet is
+ * followed by hand, since O_EXCL refuses to create through one. *created
+ * gets the name of the file created (malloc'd), or NULL. Returns the
+ * descriptor, or -1 with errno set. */
+static int store_open_or_create(const char *path, char **created)
 {
-    const char *slash = strrchr(path, '/');
-    char *dir;
-    if (slash == NULL)
-        dir = strdup(".");
-    else if (slash == path)
-        dir = strdup("/");
-    else
-        dir = strndup(path, (size_t)(slash - path));
-    if (dir == NULL) {
-        snprintf(err, errlen, "out of memory");
+    *created = NULL;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd >= 0 || errno != ENOENT)
+        return fd;
+    char *target = strdup(path);
+    if (target == NULL)
         return -1;
+    for (int hops = 0; hops < 40; hops++) {
+        fd = open(target, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            *created = target;
+            return fd;
+        }
+        if (errno != EEXIST)
+            break;
+        /* Created by someone else meanwhile, or a link to nothing. */
+        fd = open(target, O_RDWR | O_CLOEXEC);
+        if (fd >= 0 || errno != ENOENT)
+            break;
+        char link[PATH_MAX];
+        ssize_t n = readlink(target, link, sizeof link - 1);
+        if (n < 0)
+            break;
+        link[n] = '\0';
+        char *next;
+        const char *slash = strrchr(target, '/');
+        if (link[0] == '/' || slash == NULL) {
+            next = strdup(link);
+        } else {
+            size_t dir_len = (size_t)(slash - target) + 1;
+            next = malloc(dir_len + (size_t)n + 1);
+            if (next != NULL) {
+                memcpy(next, target, dir_len);
+                memcpy(next + dir_len, link, (size_t)n + 1);
+            }
+        }
+        if (next == NULL)
+            break;
+        free(target);
+        target = next;
+        errno = ELOOP;
     }
-    int fd = open(dir, O_RDONLY | O_CLOEXEC);
-    int rc = 0;
-    if (fd < 0 || fsync(fd) != 0) {
-        snprintf(err, errlen, "cannot sync directory %s: %s", dir, strerror(errno));
-        rc = -1;
-    }
-    if (fd >= 0)
-        close(fd);
-    free(dir);
-    return rc;
+    int saved = errno;
+    free(target);
+    errno = saved;
+    return fd;
 }
 
 /* Opens or creates the file and locks it; returns the descriptor and its
  * size, or -1. The lock is taken before anything is read, so that the size
- * and contents seen are those no other writer is changing. */
-static int store_open_file(const char *path, unsigned lock_timeout_ms, uint64_t *size,
+ * and contents seen are those no other writer is changing. Fills
+ * s->file_path and *created (the file did not exist). */
+static int store_open_file(hdb_store *s, unsigned lock_timeout_ms, uint64_t *size,
                            int *created, char *err, size_t errlen)
 {
-    *created = 0;
-    int fd = open(path, O_RDWR | O_CLOEXEC);
-    if (fd < 0 && errno == ENOENT) {
-        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd >= 0)
+    const char *path = s->path;
+    for (int attempt = 0;; attempt++) {
+        char *created_path;
+        *created = 0;
+        int fd = store_open_or_create(path, &created_path);
+        if (fd < 0) {
+            snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+            return -1;
+        }
+        struct stat st;
+        if (fstat(fd, &st) != 0) {
+            snprintf(err, errlen, "cannot stat %s: %s", path, strerror(errno));
+            goto fail;
+        }
+        if (!S_ISREG(st.st_mode)) {
+            snprintf(err, errlen, "cannot open %s: not a regular file", path);
+            goto fail;
+        }
+        if (st.st_size == 0 && created_path == NULL) {
+            /* /proc and /sys files say they are regular and empty, yet have
+             * content: never write a header into one. */
+            char probe;
+            if (file_read_at(fd, &probe, 1, 0) != 0) {
+                snprintf(err, errlen, "cannot open %s: not a regular file (it reports a size "
+                         "of 0 but has content, like the files of /proc and /sys)", path);
+                goto fail;
+            }
+        }
+        int locked = lock_acquire(fd, path, lock_timeout_ms, err, errlen);
+        if (locked == 1 && attempt < 100) {
+            /* The holder replaced the file while this open waited. */
+            close(fd);
+            free(created_path);
+            continue;
+        }
+        if (locked != 0) {
+            if (locked == 1)
+                snprintf(err, errlen, "cannot lock %s: the file keeps being replaced", path);
+            goto fail;
+        }
+        if (fstat(fd, &st) != 0) { /* the size may have changed while waiting */
+            snprintf(err, errlen, "cannot stat %s: %s", path, strerror(errno));
+            goto fail;
+        }
+        *size = (uint64_t)st.st_size;
+        if (created_path != NULL) {
             *created = 1;
-        else if (errno == EEXIST) /* created by someone else meanwhile */
-            fd = open(path, O_RDWR | O_CLOEXEC);
-    }
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        snprintf(err, errlen, "cannot stat %s: %s", path, strerror(errno));
+            s->file_path = created_path;
+        } else if ((s->file_path = realpath(path, NULL)) == NULL) {
+            snprintf(err, errlen, "cannot resolve %s: %s", path, strerror(errno));
+            goto fail;
+        }
+        return fd;
+fail:
+        if (created_path != NULL) {
+            unlink(created_path); /* leave no empty file behind a failed open */
+            free(created_path);
+        }
         close(fd);
         return -1;
     }
-    if (!S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "cannot open %s: not a regular file", path);
-        close(fd);
-        return -1;
-    }
-    if (lock_acquire(fd, path, lock_timeout_ms, err, errlen) != 0) {
-        close(fd);
-        return -1;
-    }
-    if (fstat(fd, &st) != 0) { /* the size may have changed while waiting */
-        snprintf(err, errlen, "cannot stat %s: %s", path, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    *size = (uint64_t)st.st_size;
-    return fd;
 }
 
 /* snprintf for messages, where cutting a long one short is fine (and the
@@ -173,27 +312,10 @@ static void message_format(char *buf, size_t cap, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Writes all of buf to fd from its current offset. Returns 0 or an errno. */
-static int write_all(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return errno;
-        if (n == 0)
-            return ENOSPC;
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-/* Copies the damaged end of the file, bytes [from, len) of data, into a new
- * side file next to it, made durable before the caller truncates the AOF:
- * damaged bytes are set aside for inspection, never deleted. Fills `side`
- * with the side file's name. */
+/* Copies the end of the file that cannot be kept in it, bytes [from, len)
+ * of data, into a new side file next to it, made durable before the caller
+ * truncates the AOF: such bytes are set aside for inspection, never
+ * deleted. Fills `side` with the side file's name. */
 static int store_move_aside(hdb_store *s, const char *data, size_t len, size_t from,
                             char *side, size_t sidelen, char *err, size_t errlen)
 {
@@ -212,7 +334,7 @@ static int store_move_aside(hdb_store *s, const char *data, size_t len, size_t f
                  s->path, strerror(errno));
         return -1;
     }
-    int e = write_all(fd, data + from, len - from);
+    int e = file_write_all_at(fd, data + from, len - from, 0);
     if (e == 0 && fsync(fd) != 0)
         e = errno;
     if (close(fd) != 0 && e == 0)
@@ -222,17 +344,21 @@ static int store_move_aside(hdb_store *s, const char *data, size_t len, size_t f
         snprintf(err, errlen, "cannot write %s: %s", side, strerror(e));
         return -1;
     }
-    return sync_parent_dir(side, err, errlen);
+    return file_sync_parent_dir(side, err, errlen);
 }
 
-/* Replays the file into the table. A torn final batch (a crash while
- * appending) is cut off, so that new batches follow the last good one; with
- * `repair`, so is a damaged part followed by good batches, after it is
- * copied to a side file. *size_io becomes the length kept. */
+/* Replays the file into the table and decides what happens to whatever
+ * follows its last good batch (see enum aof_tail): an append that provably
+ * never finished is cut off; anything else that cannot be kept in the file
+ * is first copied to a side file; damage followed by good batches fails the
+ * open unless `repair`, which moves it and the rest to a side file too.
+ * *size_io becomes the length kept; *res tells the file's version, key and
+ * next batch number. */
 static int store_load(hdb_store *s, int fd, uint64_t *size_io, int repair,
-                      char *err, size_t errlen)
+                      aof_load_result *res, char *err, size_t errlen)
 {
     uint64_t size = *size_io;
+    memset(res, 0, sizeof *res);
     if (size == 0)
         return 0;
     if (size > (uint64_t)SIZE_MAX) {
@@ -246,79 +372,200 @@ static int store_load(hdb_store *s, int fd, uint64_t *size_io, int repair,
     }
     posix_madvise(map, (size_t)size, POSIX_MADV_SEQUENTIAL);
     aof_replay replay = {&s->table, replay_set, replay_del};
-    aof_load_result res;
     char why[HDB_ERRLEN];
-    int rc = aof_load(map, (size_t)size, &replay, &res, why, sizeof why);
-    size_t cut = 0;
+    int rc = aof_load(map, (size_t)size, &replay, res, why, sizeof why);
+    size_t keep = (size_t)size;
+    char side[HDB_ERRLEN / 2];
     if (rc == AOF_LOAD_DAMAGED && repair) {
-        char side[HDB_ERRLEN / 2];
-        if (store_move_aside(s, map, (size_t)size, res.damage_at, side, sizeof side,
-                             err, errlen) != 0) {
-            munmap(map, (size_t)size);
-            return -1;
-        }
+        if (store_move_aside(s, map, (size_t)size, res->damage_at, side, sizeof side,
+                             err, errlen) != 0)
+            goto fail;
         message_format(s->warning, sizeof s->warning,
                  "%s: %s; repaired: kept the %" PRIu64 " records before offset %zu, "
                  "moved the %zu bytes from there on to %s",
-                 s->path, why, res.records, res.damage_at,
-                 (size_t)size - res.damage_at, side);
-        cut = (size_t)size - res.damage_at;
+                 s->path, why, res->records, res->damage_at,
+                 (size_t)size - res->damage_at, side);
+        keep = res->damage_at;
         rc = AOF_LOAD_OK;
-    } else if (rc == AOF_LOAD_OK && res.torn_bytes > 0 && res.good_len == 0) {
-        snprintf(s->warning, sizeof s->warning,
-                 "%.300s: the header was cut short (%zu bytes; a crash while the file was "
-                 "created); it is written again", s->path, res.torn_bytes);
-        cut = res.torn_bytes;
-    } else if (rc == AOF_LOAD_OK && res.torn_bytes > 0) {
-        snprintf(s->warning, sizeof s->warning,
-                 "%.300s: dropped an incomplete last batch of %zu bytes at offset %zu "
-                 "(a write cut short by a crash)", s->path, res.torn_bytes, res.good_len);
-        cut = res.torn_bytes;
-    }
-    munmap(map, (size_t)size);
-    if (rc != AOF_LOAD_OK) {
+    } else if (rc != AOF_LOAD_OK) {
         if (rc == AOF_LOAD_DAMAGED)
-            snprintf(err, errlen, "%.150s: %.200s (open with repair = true to keep the good "
+            snprintf(err, errlen, "%.150s: %.250s (open with repair = true to keep the good "
                      "batches before it and move the rest to a side file)", s->path, why);
         else
             snprintf(err, errlen, "%s: %s", s->path, why);
-        return -1;
+        goto fail;
+    } else if (res->tail == AOF_TAIL_TORN_HEADER) {
+        message_format(s->warning, sizeof s->warning,
+                 "%s: the header was cut short (%zu bytes; a crash while the file was "
+                 "created); it is written again", s->path, res->tail_bytes);
+        keep = 0;
+    } else if (res->tail == AOF_TAIL_TORN) {
+        message_format(s->warning, sizeof s->warning,
+                 "%s: dropped an incomplete last batch of %zu bytes at offset %zu (%s: a "
+                 "write cut short by a crash, never reported as done)",
+                 s->path, res->tail_bytes, res->good_len, res->why);
+        keep = res->good_len;
+    } else if (res->tail == AOF_TAIL_BAD) {
+        if (store_move_aside(s, map, (size_t)size, res->good_len, side, sizeof side,
+                             err, errlen) != 0)
+            goto fail;
+        message_format(s->warning, sizeof s->warning,
+                 "%s: %s, with no valid batch after it; kept the %" PRIu64 " records before "
+                 "offset %zu, moved the %zu bytes from there on to %s",
+                 s->path, res->why, res->records, res->good_len, res->tail_bytes, side);
+        keep = res->good_len;
     }
-    s->loaded_records = res.records;
-    if (cut > 0) {
-        if (ftruncate(fd, (off_t)res.good_len) != 0 || fdatasync(fd) != 0) {
-            snprintf(err, errlen, "cannot cut %zu bytes at offset %zu off %s: %s",
-                     cut, res.good_len, s->path, strerror(errno));
+    munmap(map, (size_t)size);
+    s->loaded_records = res->records;
+    if (keep < size) {
+        if (ftruncate(fd, (off_t)keep) != 0 || fdatasync(fd) != 0) {
+            snprintf(err, errlen, "cannot cut %" PRIu64 " bytes at offset %zu off %s: %s",
+                     size - keep, keep, s->path, strerror(errno));
             return -1;
         }
-        s->dropped_bytes = cut;
-        *size_io = res.good_len;
+        s->dropped_bytes = size - keep;
+        *size_io = keep;
     }
     return 0;
+fail:
+    munmap(map, (size_t)size);
+    return -1;
 }
 
-/* Writes the header of a new or empty file and makes it durable. */
-static int store_init_file(hdb_store *s, int fd, int created, char *err, size_t errlen)
+/* Writes the header of a new or empty file, with a new random key, and
+ * makes it durable. */
+static int store_init_file(hdb_store *s, int fd, int created, uint64_t key[2],
+                           char *err, size_t errlen)
 {
-    size_t off = 0;
-    while (off < AOF_HEADER_LEN) {
-        ssize_t n = pwrite(fd, AOF_HEADER + off, AOF_HEADER_LEN - off, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            snprintf(err, errlen, "cannot write %s: %s", s->path,
-                     n < 0 ? strerror(errno) : strerror(ENOSPC));
-            return -1;
-        }
-        off += (size_t)n;
+    char header[AOF_HEADER_LEN + 1];
+    store_random_key(key);
+    aof_format_header(header, key);
+    int e = file_write_all_at(fd, header, AOF_HEADER_LEN, 0);
+    if (e != 0) {
+        snprintf(err, errlen, "cannot write %s: %s", s->path, strerror(e));
+        return -1;
     }
     if (fdatasync(fd) != 0) {
         snprintf(err, errlen, "cannot fdatasync %s: %s", s->path, strerror(errno));
         return -1;
     }
-    if (created && sync_parent_dir(s->path, err, errlen) != 0)
+    if (created && file_sync_parent_dir(s->file_path, err, errlen) != 0)
         return -1;
     return 0;
+}
+
+/* Batches of a rewritten file are about this large. */
+#define REWRITE_BATCH_BYTES (4u << 20)
+
+static int rewrite_flush_batch(int fd, const uint64_t key[2], uint64_t *seq, hdb_buf *batch,
+                               uint64_t *offset)
+{
+    char line[AOF_BEGIN_MAX];
+    size_t line_len = aof_format_begin(line, key, *seq, batch->data, batch->len);
+    int e = file_write2_all_at(fd, line, line_len, batch->data, batch->len, *offset);
+    if (e != 0)
+        return e;
+    *offset += line_len + batch->len;
+    (*seq)++;
+    batch->len = 0;
+    return 0;
+}
+
+/* Writes the table as a new file in the current format (one SET per key),
+ * under a temporary name beside the store's file, locked before anyone can
+ * know it, made durable, then renamed over the store's file and the
+ * directory synced: a crash at any point leaves either the old file or the
+ * new one whole. On success *fd is the new file (the old one is closed),
+ * and *size, key and *next_seq describe it. On failure the old file is as
+ * it was and *fd still open. */
+static int store_rewrite(hdb_store *s, int *fd, uint64_t *size, uint64_t key[2],
+                         uint64_t *next_seq, char *err, size_t errlen)
+{
+    size_t tmp_len = strlen(s->file_path) + sizeof ".rewrite";
+    char *tmp = malloc(tmp_len);
+    if (tmp == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    snprintf(tmp, tmp_len, "%s.rewrite", s->file_path);
+    /* Left by a rewrite a crash interrupted (this store holds the lock). */
+    if (unlink(tmp) != 0 && errno != ENOENT) {
+        snprintf(err, errlen, "cannot remove %s: %s", tmp, strerror(errno));
+        free(tmp);
+        return -1;
+    }
+    hdb_buf batch;
+    hdb_buf_init(&batch);
+    int e = 0;
+    const char *what = "write";
+    int nfd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (nfd < 0) {
+        e = errno;
+        what = "create";
+        goto fail;
+    }
+    if (lock_acquire(nfd, tmp, 0, err, errlen) != 0) {
+        close(nfd);
+        unlink(tmp);
+        free(tmp);
+        return -1;
+    }
+    char header[AOF_HEADER_LEN + 1];
+    store_random_key(key);
+    aof_format_header(header, key);
+    uint64_t offset = 0, seq = 1;
+    if ((e = file_write_all_at(nfd, header, AOF_HEADER_LEN, 0)) != 0)
+        goto fail;
+    offset = AOF_HEADER_LEN;
+    uint32_t cursor = 0;
+    hdb_entry *entry;
+    while ((entry = table_next(&s->table, &cursor)) != NULL) {
+        if (aof_append_set(&batch, entry_key(entry), entry->key_len, entry_val(entry),
+                           entry->val_len) != 0) {
+            e = ENOMEM;
+            goto fail;
+        }
+        if (batch.len >= REWRITE_BATCH_BYTES &&
+            (e = rewrite_flush_batch(nfd, key, &seq, &batch, &offset)) != 0)
+            goto fail;
+    }
+    if (batch.len > 0 && (e = rewrite_flush_batch(nfd, key, &seq, &batch, &offset)) != 0)
+        goto fail;
+    if (fdatasync(nfd) != 0) {
+        e = errno;
+        what = "fdatasync";
+        goto fail;
+    }
+    if (rename(tmp, s->file_path) != 0) {
+        e = errno;
+        what = "rename";
+        goto fail;
+    }
+    hdb_buf_free(&batch);
+    free(tmp);
+    if (file_sync_parent_dir(s->file_path, err, errlen) != 0) {
+        /* The new file is in place and whole; only its name's durability is
+         * in doubt: the store goes on with it, the next sync of the
+         * directory (any later rename or create) makes it durable. */
+        err[0] = '\0';
+    }
+    /* Openers waiting for the old file's lock get it, see that it is no
+     * longer the file at the path, and retry on the new one. */
+    lock_release(*fd);
+    close(*fd);
+    *fd = nfd;
+    *size = offset;
+    *next_seq = seq;
+    return 0;
+fail:
+    snprintf(err, errlen, "cannot %s %s: %s", what, tmp, strerror(e));
+    if (nfd >= 0) {
+        close(nfd);
+        unlink(tmp);
+    }
+    hdb_buf_free(&batch);
+    free(tmp);
+    return -1;
 }
 
 hdb_store *hdb_open(const hdb_options *opt, char *err, size_t errlen)
@@ -329,41 +576,61 @@ hdb_store *hdb_open(const hdb_options *opt, char *err, size_t errlen)
         return NULL;
     }
     uint64_t seed[2];
-    store_random_seed(seed);
+    store_random_key(seed);
     table_init(&s->table, seed);
     if (opt->path == NULL)
         return s;
 
+    if (registry_ready(err, errlen) != 0)
+        goto fail;
     if ((s->path = strdup(opt->path)) == NULL) {
         snprintf(err, errlen, "out of memory");
-        free(s);
-        return NULL;
+        goto fail;
     }
     uint64_t size;
     int created;
-    int fd = store_open_file(s->path, opt->lock_timeout_ms, &size, &created, err, errlen);
+    int fd = store_open_file(s, opt->lock_timeout_ms, &size, &created, err, errlen);
     if (fd < 0)
         goto fail;
-    if (store_load(s, fd, &size, opt->repair, err, errlen) != 0)
+    aof_load_result res;
+    uint64_t key[2], next_seq;
+    if (store_load(s, fd, &size, opt->repair, &res, err, errlen) != 0)
         goto fail_fd;
     if (size == 0) {
-        if (store_init_file(s, fd, created, err, errlen) != 0)
+        if (store_init_file(s, fd, created, key, err, errlen) != 0)
             goto fail_fd;
         size = AOF_HEADER_LEN;
+        next_seq = 1;
+    } else if (res.version < AOF_FORMAT_VERSION) {
+        /* A file of hurrahdb 0.2.0: rewritten in the current format, so
+         * that everything appended to it is framed the current way. */
+        char why[HDB_ERRLEN];
+        if (store_rewrite(s, &fd, &size, key, &next_seq, why, sizeof why) != 0) {
+            snprintf(err, errlen, "%.200s: cannot convert it from format version %d: %.250s",
+                     s->path, res.version, why);
+            goto fail_fd;
+        }
+    } else {
+        key[0] = res.key[0];
+        key[1] = res.key[1];
+        next_seq = res.next_seq;
     }
-    if (flusher_start(&s->aof, fd, s->path, size, opt->sync_time_ms,
+    if (flusher_start(&s->aof, fd, s->path, size, key, next_seq, opt->sync_time_ms,
                       opt->use_fsync, opt->max_pending ? opt->max_pending : HDB_DEFAULT_MAX_PENDING,
                       err, errlen) != 0)
         goto fail_fd;
+    registry_add(s);
     return s;
 
 fail_fd:
+    lock_release(fd);
     close(fd);
     if (created && size == 0)
-        unlink(s->path); /* leave no empty file behind a failed open */
+        unlink(s->file_path); /* leave no empty file behind a failed open */
 fail:
     table_free(&s->table);
     free(s->path);
+    free(s->file_path);
     free(s);
     return NULL;
 }
@@ -372,8 +639,13 @@ int hdb_close(hdb_store *s, char *err, size_t errlen)
 {
     if (s->aof == NULL)
         return HDB_OK;
-    if (flusher_stop(s->aof, err, errlen) != 0)
+    /* Out of the exit list first, so that exit() in another thread never
+     * flushes a flusher this call is stopping. */
+    registry_remove(s);
+    if (flusher_stop(s->aof, err, errlen) != 0) {
+        registry_add(s);
         return HDB_ERR;
+    }
     flusher_free(s->aof);
     s->aof = NULL;
     return HDB_OK;
@@ -383,9 +655,11 @@ void hdb_free(hdb_store *s)
 {
     if (s == NULL)
         return;
+    registry_remove(s);
     flusher_free(s->aof);
     table_free(&s->table);
     free(s->path);
+    free(s->file_path);
     free(s);
 }
 

@@ -59,7 +59,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         __builtin_trap();
     if (res.good_len > size)
         __builtin_trap();
-    if (rc == AOF_LOAD_OK && size > 0 && res.good_len + res.torn_bytes != size)
+    if (rc == AOF_LOAD_OK && size > 0 && res.good_len + res.tail_bytes != size)
+        __builtin_trap();
+    if (rc == AOF_LOAD_OK && (res.tail == AOF_TAIL_NONE) != (res.tail_bytes == 0))
         __builtin_trap();
     if (rc == AOF_LOAD_DAMAGED && (res.damage_at != res.good_len || res.damage_at >= size))
         __builtin_trap();
