@@ -131,7 +131,7 @@ bench: deps-bench all nginx-module $(BENCHLIB)
 valgrind: deps-test all nginx-module $(TEST_TOOLS)
 	@$(MAKE) --no-print-directory deps PKGS=valgrind
 	@: > $(BUILD)/faults
-	$(TEST_ENV) HURRAHDB_KILLS=$${HURRAHDB_KILLS:-5} valgrind --error-exitcode=99 --leak-check=full \
+	$(TEST_ENV) HURRAHDB_KILLS=$${HURRAHDB_KILLS:-5} HURRAHDB_FORKS=$${HURRAHDB_FORKS:-10} valgrind --error-exitcode=99 --leak-check=full \
 		--errors-for-leak-kinds=definite --show-leak-kinds=definite --track-fds=no --quiet \
 		$(LUA_BIN) $(BUSTED) $(BUSTED_ARGS)
 

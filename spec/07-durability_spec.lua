@@ -392,3 +392,99 @@ describe("a disk slower than the writers", function()
     again:close()
   end)
 end)
+
+describe("a forked child", function()
+  local testlib = require "hdb_testlib"
+  local dir
+  before_each(function() dir = helpers.tmpdir() end)
+  after_each(function() helpers.rmdir(dir) end)
+
+  it("never blocks in set, delete, sync or stats on a lock the parent's flusher held at the fork", function()
+    local forks = tonumber(os.getenv("HURRAHDB_FORKS") or "300")
+    local out = helpers.capture("timeout 120 " .. helpers.lua_command("spec/support/fork_stress.lua", dir, 100, forks)
+      .. " 2>&1; echo \"exit $?\"")
+    assert.equals("forks done\nexit 0\n", out)
+  end)
+
+  it("does not keep the parent's lock after the parent's close", function()
+    local path = dir .. "/data.aof"
+    local flag = dir .. "/child-may-go"
+    local db = assert(hurrahdb.open(path))
+    assert(db:set("a", 1))
+    local pid = testlib.fork()
+    if pid == 0 then
+      -- Lives on, holding its copy of the descriptor, until told to go.
+      for _ = 1, 400 do
+        if helpers.file_exists(flag) then break end
+        os.execute("sleep 0.05")
+      end
+      testlib._exit(0)
+    end
+    local ok, err = pcall(function()
+      assert.is_true(db:close())
+      -- this process, and another one, can open the file again at once
+      local again = assert(hurrahdb.open(path))
+      assert.equals(1, again:get("a"))
+      assert(again:set("b", 2))
+      assert.is_true(again:close())
+      local out = helpers.capture(helpers.lua_command("spec/support/open_and_report.lua", path) .. " 2>&1")
+      assert.equals("store\tnil\n", out)
+    end)
+    helpers.write_file(flag, "")
+    assert.equals(0, testlib.waitpid(pid))
+    assert(ok, err)
+  end)
+end)
+
+describe("hurrahdb.open() on a path that is a symbolic link", function()
+  local dir
+  before_each(function() dir = helpers.tmpdir() end)
+  after_each(function() helpers.rmdir(dir) end)
+
+  local function roundtrip(link, target)
+    local db, err = hurrahdb.open(link, { sync_time = 0 })
+    assert.is_not_nil(db, err)
+    assert(db:set("k", "v"))
+    assert.is_true(db:close())
+    assert.is_true(helpers.file_exists(target))
+    assert.equals("600", helpers.file_mode(target))
+    db = assert(hurrahdb.open(link))
+    assert.equals("v", db:get("k"))
+    db:close()
+  end
+
+  it("to a file that does not exist yet creates that file (relative link)", function()
+    helpers.execute("ln -s target.aof " .. helpers.shell_quote(dir .. "/link.aof"))
+    roundtrip(dir .. "/link.aof", dir .. "/target.aof")
+  end)
+
+  it("to a file that does not exist yet creates that file (absolute link, through a chain)", function()
+    helpers.execute("mkdir " .. helpers.shell_quote(dir .. "/sub"))
+    helpers.execute("ln -s " .. helpers.shell_quote(dir .. "/sub/target.aof") .. " " .. helpers.shell_quote(dir .. "/one"))
+    helpers.execute("ln -s one " .. helpers.shell_quote(dir .. "/two.aof"))
+    roundtrip(dir .. "/two.aof", dir .. "/sub/target.aof")
+  end)
+
+  it("into a directory that does not exist fails with the reason", function()
+    helpers.execute("ln -s nowhere/target.aof " .. helpers.shell_quote(dir .. "/link.aof"))
+    local db, err = hurrahdb.open(dir .. "/link.aof")
+    assert.is_nil(db)
+    assert.matches("cannot open " .. dir .. "/link.aof: No such file or directory", err, 1, true)
+  end)
+
+  it("that loops fails with the reason", function()
+    helpers.execute("ln -s b.aof " .. helpers.shell_quote(dir .. "/a.aof"))
+    helpers.execute("ln -s a.aof " .. helpers.shell_quote(dir .. "/b.aof"))
+    local db, err = hurrahdb.open(dir .. "/a.aof")
+    assert.is_nil(db)
+    assert.matches("symbolic links", err, 1, true)
+  end)
+end)
+
+describe("hurrahdb.open() on a file of /proc", function()
+  it("is refused before anything is written to it", function()
+    local db, err = hurrahdb.open("/proc/self/status")
+    assert.is_nil(db)
+    assert.matches("not a regular file", err, 1, true)
+  end)
+end)

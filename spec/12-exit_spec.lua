@@ -1,0 +1,72 @@
+-- What survives which kind of exit: records still pending in memory (the
+-- default sync_time is 1000 ms) reach the file whenever the process exits
+-- normally, as stdio's buffers do, even where __gc never runs (os.exit).
+
+local helpers = require "spec.helpers"
+local hurrahdb = require "hurrahdb"
+
+local WRITER = "spec/support/exit_writer.lua"
+local COUNT = 200
+
+local function exit_status(cmd)
+  local ok, kind, code = os.execute(cmd)
+  if type(ok) == "number" then return ok / 256 end -- Lua 5.1: the raw status
+  return code, kind
+end
+
+describe("records pending at exit", function()
+  local dir
+  before_each(function() dir = helpers.tmpdir() end)
+  after_each(function() helpers.rmdir(dir) end)
+
+  local ways = {
+    { how = "os.exit(0)", status = 0 },
+    { how = "os.exit(3)", status = 3 },
+    { how = "os.exit(true)", status = 0 },
+    { how = "error", status = 1 },
+    { how = "return", status = 0 },
+  }
+  if _VERSION == "Lua 5.4" then
+    table.insert(ways, { how = "os.exit(0, true)", status = 0 })
+  end
+
+  for _, way in ipairs(ways) do
+    it("reach the file of every open store when the script ends with " .. way.how, function()
+      local status = exit_status(helpers.lua_command(WRITER, dir, way.how, COUNT) .. " 2>/dev/null")
+      assert.equals(way.status, status)
+      -- stdio's buffer was flushed by exit, and so were the stores
+      assert.equals("written with io.open\n", helpers.read_file(dir .. "/stdio.txt"))
+      local a = assert(hurrahdb.open(dir .. "/a.aof"))
+      local b = assert(hurrahdb.open(dir .. "/b.aof"))
+      assert.equals(COUNT, a:count())
+      assert.equals(COUNT - 1, b:count())
+      for i = 1, COUNT do
+        helpers.assert_same_typed({ i = i, s = string.rep("x", i % 50) }, a:get("k" .. i))
+        if i > 1 then assert.equals(i * 0.5, b:get("k" .. i)) end
+      end
+      assert.is_nil(b:get("k1"))
+      assert.is_nil(a:stats().warning)
+      a:close()
+      b:close()
+    end)
+  end
+
+  it("are not written by a forked child that exits, whose store is its parent's", function()
+    local testlib = require "hdb_testlib"
+    local path = dir .. "/data.aof"
+    local db = assert(hurrahdb.open(path))
+    assert(db:set("parent", 1))
+    local size_before = #helpers.read_file(path)
+    local pid = testlib.fork()
+    if pid == 0 then
+      -- exit(), not _exit(): the exit handlers run in the child
+      os.exit(0)
+    end
+    assert.equals(0, testlib.waitpid(pid))
+    assert.equals(size_before, #helpers.read_file(path))
+    assert.is_true(db:close())
+    local again = assert(hurrahdb.open(path))
+    assert.equals(1, again:get("parent"))
+    again:close()
+  end)
+end)
