@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HDB_VERSION "0.2.0"
+#define HDB_VERSION "0.3.0"
 
 #define HDB_OK 0
 #define HDB_ERR (-1)
@@ -53,12 +53,16 @@ typedef struct hdb_stats {
     char warning[HDB_ERRLEN];   /* what the open dropped or repaired; "" if nothing */
 } hdb_stats;
 
-/* Opens a store. With a path, creates the file (mode 0600, directory synced)
- * if missing, else checks and replays it. A bad final batch (an append cut
- * short by a crash) is cut off the file; a bad batch followed by good ones
+/* Opens a store. With a path, creates the file (mode 0600, directory synced;
+ * a symbolic link to a missing file creates its target) if missing, else
+ * checks and replays it. What follows the last good batch is cut off the
+ * file: an append that provably never finished is dropped; any other bad
+ * bytes are first copied to a side file. A bad batch followed by good ones
  * fails the open, unless opt->repair, which keeps the batches before it and
- * moves the rest to a side file. Either repair is described in the stats'
- * warning. Returns NULL with err filled. */
+ * moves the rest to a side file. Each repair is described in the stats'
+ * warning. A file of format version 1 is rewritten in the current format.
+ * Until closed, the store's pending records are also written when the
+ * process calls exit(). Returns NULL with err filled. */
 hdb_store *hdb_open(const hdb_options *opt, char *err, size_t errlen);
 
 /* Flushes and syncs pending records, stops the flusher and closes the file.
