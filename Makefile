@@ -8,6 +8,8 @@
 #   make valgrind        the specs under valgrind memcheck
 #   make fuzz            libFuzzer on the AOF loader (FUZZ_SECONDS, default 60)
 #   make LUA=luajit ...  the same for LuaJIT 2.1 (OpenResty's luajit2)
+#   make check-exports   the module exports luaopen_hurrahdb and nothing else
+#   make rock rock-install  the rockspec's build (luarocks runs these)
 #
 # Missing Debian packages are installed with apt-get when run as root (or with
 # passwordless sudo); otherwise the exact command to run is printed.
@@ -48,11 +50,19 @@ SAN_ENV := LD_PRELOAD="$(SAN_PRELOAD)" \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 endif
 
-CFLAGS_ALL := -std=c99 -D_POSIX_C_SOURCE=200809L $(OPT) -g -fPIC -fvisibility=hidden -pthread \
+# What every build of the module needs, the rock's included. Hidden
+# visibility: the module exports luaopen_hurrahdb only (check-exports), so
+# the engine's generic names (table_init, lock_acquire, ...) cannot clash
+# with another C module loaded in the same process, an nginx worker say.
+MODULE_CFLAGS := -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden -pthread
+CFLAGS_ALL := $(MODULE_CFLAGS) $(OPT) -g \
 	-Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 	$(SAN_FLAGS) $(CFLAGS)
 LDFLAGS_ALL := -shared -pthread $(SAN_FLAGS) $(LDFLAGS)
 
+# The module's sources, for every build (this one, the rock's, the engine's
+# test program). A new engine file is added to ENGINE_SRC, and only there.
+# The engine is compiled without Lua's headers, the binding with them.
 ENGINE_SRC := src/hdb_buf.c src/hdb_siphash.c src/hdb_crc32c.c src/hdb_table.c \
 	src/hdb_aof.c src/hdb_file.c src/hdb_flusher.c src/hdb_lock.c src/hdb_store.c
 BINDING_SRC := src/lvalue.c src/lhurrahdb.c
@@ -75,7 +85,7 @@ TEST_ENV := $(RUN_ENV) HURRAHDB_ENGINE_TEST="$(CURDIR)/$(ENGINE_TEST)" \
 BUSTED = $$(command -v busted || echo /usr/bin/busted)
 
 .PHONY: all test demo bench valgrind fuzz clean deps-build deps-test deps-bench deps-fuzz \
-	nginx-module
+	nginx-module check-exports rock rock-install
 
 all: deps-build $(MODULE)
 
@@ -109,6 +119,8 @@ nginx-module:
 	@$(MAKE) --no-print-directory LUA=luajit SANITIZE= all
 
 test: deps-test all nginx-module $(TEST_TOOLS)
+	@for so in $(sort $(MODULE) build/luajit/hurrahdb.so); do \
+		$(MAKE) --no-print-directory check-exports SO=$$so || exit 1; done
 	@: > $(BUILD)/faults
 	$(TEST_ENV) $(LUA_BIN) $(BUSTED) $(BUSTED_ARGS)
 
@@ -157,6 +169,61 @@ fuzz: deps-fuzz $(FUZZER)
 
 clean:
 	rm -rf build
+
+# SO (default: this build's module) defines exactly one dynamic symbol of
+# ours: luaopen_hurrahdb, a function. The only others accepted are these
+# names, which some linkers add to every shared object (Debian 12's adds
+# none). Anything else fails. Run by `make test` on the modules it built
+# (this build's and the nginx specs' LuaJIT one) and by .ci/run on the
+# modules the rocks installed.
+SO ?= $(MODULE)
+LINKER_SYMBOLS := _init _fini __bss_start _edata _end
+check-exports:
+	@syms=$$(nm -D --defined-only "$(SO)") || { echo "$(SO): nm failed"; exit 1; }; \
+	printf '%s\n' "$$syms" | awk -v so="$(SO)" -v linker="$(LINKER_SYMBOLS)" ' \
+		BEGIN { n = split(linker, l, " "); for (i = 1; i <= n; i++) ok[l[i]] = 1 } \
+		NF == 3 && $$3 == "luaopen_hurrahdb" && $$2 == "T" { found++; next } \
+		NF == 3 && ($$3 in ok) { next } \
+		NF > 0 { print so ": unexpected export: " $$0; bad = 1 } \
+		END { if (found != 1) { print so ": luaopen_hurrahdb is not exported"; bad = 1 } exit bad }'
+
+# ---- the rock ----------------------------------------------------------------
+# rockspec/hurrahdb-scm-1.rockspec (build.type = "make") runs `make rock`,
+# then `make rock-install`, with luarocks' CC, CFLAGS, LIBFLAG and LUA_INCDIR,
+# then INST_LIBDIR and INST_LUADIR. No package is installed, no warning is
+# fatal (another compiler may warn where this one does not), and the build
+# starts afresh in build/rock: the same checkout may be built for several
+# Luas in turn, and objects made with one Lua's headers must not be reused
+# for another's.
+ROCK_DIR := build/rock
+ROCK_MODULE := $(ROCK_DIR)/hurrahdb.so
+ROCK_ENGINE_OBJ := $(ENGINE_SRC:src/%.c=$(ROCK_DIR)/%.o)
+ROCK_BINDING_OBJ := $(BINDING_SRC:src/%.c=$(ROCK_DIR)/%.o)
+ROCK_CFLAGS := $(MODULE_CFLAGS) -Wall -Wextra $(CFLAGS)
+LIBFLAG ?= -shared
+LUA_INCDIR ?= $(LUA_INC)
+
+rock:
+	@rm -rf $(ROCK_DIR)
+	@$(MAKE) --no-print-directory $(ROCK_MODULE)
+
+$(ROCK_ENGINE_OBJ): $(ROCK_DIR)/%.o: src/%.c $(HEADERS)
+	@mkdir -p $(ROCK_DIR)
+	$(CC) $(ROCK_CFLAGS) -c $< -o $@
+
+$(ROCK_BINDING_OBJ): $(ROCK_DIR)/%.o: src/%.c $(HEADERS)
+	@mkdir -p $(ROCK_DIR)
+	$(CC) $(ROCK_CFLAGS) -I"$(LUA_INCDIR)" -c $< -o $@
+
+$(ROCK_MODULE): $(ROCK_ENGINE_OBJ) $(ROCK_BINDING_OBJ)
+	$(CC) $(LIBFLAG) -pthread $(LDFLAGS) -o $@ $^
+
+rock-install: $(ROCK_MODULE)
+	@[ -n "$(INST_LIBDIR)" ] && [ -n "$(INST_LUADIR)" ] || \
+		{ echo "rock-install needs INST_LIBDIR and INST_LUADIR (luarocks passes them)"; exit 1; }
+	mkdir -p "$(INST_LIBDIR)" "$(INST_LUADIR)/hurrahdb"
+	cp $(ROCK_MODULE) "$(INST_LIBDIR)/hurrahdb.so"
+	cp lua/hurrahdb/worker.lua "$(INST_LUADIR)/hurrahdb/worker.lua"
 
 # ---- set-up ----------------------------------------------------------------
 # deps PKGS="a b": installs the Debian packages among PKGS that are missing.

@@ -21,28 +21,22 @@ back exactly as they were stored, or are refused with an error. Works in Lua
 dependencies = {
    "lua >= 5.1, < 5.5",
 }
+-- The Makefile's `rock` and `rock-install` targets: the same sources and
+-- flags as `make`, so the module exports luaopen_hurrahdb and nothing else.
 build = {
-   type = "builtin",
-   modules = {
-      hurrahdb = {
-         sources = {
-            "src/hdb_buf.c",
-            "src/hdb_siphash.c",
-            "src/hdb_crc32c.c",
-            "src/hdb_table.c",
-            "src/hdb_aof.c",
-            "src/hdb_file.c",
-            "src/hdb_flusher.c",
-            "src/hdb_lock.c",
-            "src/hdb_store.c",
-            "src/lvalue.c",
-            "src/lhurrahdb.c",
-         },
-         defines = { "_POSIX_C_SOURCE=200809L" },
-         incdirs = { "src" },
-         libraries = { "pthread" },
-      },
-      -- OpenResty only: one store per nginx worker (README, "Using hurrahdb in OpenResty")
-      ["hurrahdb.worker"] = "lua/hurrahdb/worker.lua",
+   type = "make",
+   build_target = "rock",
+   build_variables = {
+      CC = "$(CC)",
+      CFLAGS = "$(CFLAGS)",
+      LIBFLAG = "$(LIBFLAG)",
+      LUA_INCDIR = "$(LUA_INCDIR)",
+   },
+   install_target = "rock-install",
+   install_variables = {
+      -- the C module hurrahdb, and hurrahdb.worker for OpenResty (README,
+      -- "Using hurrahdb in OpenResty")
+      INST_LIBDIR = "$(LIBDIR)",
+      INST_LUADIR = "$(LUADIR)",
    },
 }

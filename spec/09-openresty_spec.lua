@@ -2,12 +2,15 @@
 -- LuaJIT): the configuration and worker module of examples/openresty, two
 -- workers, driven over HTTP. Proves what the README's "Using hurrahdb in
 -- OpenResty" says: data survives a stop and start, a reload under writes
--- loses no acknowledged write and logs no error, and a store opened in the
+-- loses no acknowledged write and logs no error, an open that fails or raises
+-- reaches store() at once and the error log once, and a store opened in the
 -- master before the fork refuses writes from the workers.
 
 local helpers = require "spec.helpers"
 local nginx = require "spec.support.nginx"
 local cjson = require "cjson"
+local socket = require "socket"
+local hurrahdb = require "hurrahdb"
 
 local EXAMPLE_CONF = assert(helpers.read_file("examples/openresty/nginx.conf"))
 local WORKERS = 2
@@ -156,6 +159,133 @@ describe("a worker whose file another process holds", function()
     assert.equals(0, worker)
     conn:close()
     assert.same({}, server:errors())
+  end)
+end)
+
+-- Two workers whose init_worker passes `options` (Lua source) to
+-- hurrahdb.worker.init. GET /state answers at once (store(0)) with the
+-- worker's pid; GET /store calls store() as a request handler does (10 s).
+local function init_options_conf(options)
+  return [[
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+worker_processes 2;
+pid logs/nginx.pid;
+error_log logs/error.log info;
+events { worker_connections 64; }
+http {
+    access_log off;
+    init_worker_by_lua_block {
+        require("hurrahdb.worker").init(ngx.config.prefix() .. "data", ]] .. options .. [[)
+    }
+    exit_worker_by_lua_block {
+        require("hurrahdb.worker").exit()
+    }
+    server {
+        listen 127.0.0.1:8080 reuseport;
+        location = /state {
+            content_by_lua_block {
+                local db, err = require("hurrahdb.worker").store(0)
+                ngx.header["X-Worker"] = ngx.worker.id()
+                ngx.say(require("cjson").encode({ pid = ngx.worker.pid(), open = db ~= nil, err = err }))
+            }
+        }
+        location = /store {
+            content_by_lua_block {
+                local db, err = require("hurrahdb.worker").store()
+                ngx.header["X-Worker"] = ngx.worker.id()
+                if not db then
+                    ngx.status = 503
+                    ngx.say(err)
+                    return
+                end
+                ngx.say("open")
+            }
+        }
+    }
+}
+]]
+end
+
+-- GET path on conn: status, body and the seconds it took.
+local function timed_get(conn, path)
+  local start = socket.gettime()
+  local status, body = conn:request("GET", path)
+  return status, body, socket.gettime() - start
+end
+
+-- { [pid] = n }: the processes that logged `text` at level error, and how
+-- many times each did.
+local function logged_by(server, text)
+  local by_pid = {}
+  for line in server:error_log():gmatch("[^\n]+") do
+    if line:find(text, 1, true) then
+      local pid = tonumber(line:match("%[error%] (%d+)#"))
+      assert.is_not_nil(pid, "logged, but not at level error: " .. line)
+      by_pid[pid] = (by_pid[pid] or 0) + 1
+    end
+  end
+  return by_pid
+end
+
+describe("a worker whose open raises", function()
+  local server
+  after_each(function() if server then server:destroy() end end)
+
+  -- Three GET /store on conn: each is answered at once (not after store()'s
+  -- 10 s) with a 503 whose body holds `text`.
+  local function assert_fails_at_once(conn, text)
+    for _ = 1, 3 do
+      local status, body, seconds = timed_get(conn, "/store")
+      assert.equals(503, status, body)
+      assert.matches(text, body, 1, true)
+      assert.is_true(seconds < 1, string.format("GET /store took %.2f s", seconds))
+    end
+  end
+
+  it("gives every store() the open's error at once, logged once per worker (a misspelled option)", function()
+    server = nginx.new(init_options_conf("{ sync_tme = 100 }")):start()
+    local message = "unknown option 'sync_tme'"
+    local expected = {}
+    for id = 0, WORKERS - 1 do
+      local conn, state = nginx.connect_to_worker(server.port, id, cjson.decode, "/state")
+      assert.is_false(state.open)
+      assert.matches(message, state.err, 1, true)
+      assert_fails_at_once(conn, message)
+      conn:close()
+      expected[state.pid] = 1
+    end
+    -- once by each worker, not once per request
+    assert.same(expected, logged_by(server, message))
+    assert.equals(WORKERS, #server:errors())
+  end)
+
+  it("gives every store() the error at once when the open raises in a retry (an on_warning that raises)", function()
+    server = nginx.new(init_options_conf(
+      [[{ on_warning = function(w) error("refusing a repaired file: " .. w) end }]]))
+    -- Worker 0's file ends in a torn batch, which its open drops and reports
+    -- to on_warning; and this process holds the file, so that the worker's
+    -- first open fails on the lock and the one that raises is a retry.
+    local path = server.prefix .. "/data/worker-0.aof"
+    local holder = assert(hurrahdb.open(path, { sync_time = 0 }))
+    local f = assert(io.open(path, "ab"))
+    assert(f:write("*3\r\n$3\r\nSET\r\n$1\r\nk"))
+    assert(f:close())
+    server:start()
+    local conn, state = nginx.connect_to_worker(server.port, 0, cjson.decode, "/state")
+    assert.is_false(state.open)
+    assert.matches("is still held by the worker this one replaces", state.err, 1, true)
+    assert.is_true(holder:close())
+    local message = "refusing a repaired file: " .. path .. ": dropped an incomplete last batch"
+    assert_fails_at_once(conn, message)
+    conn:close()
+    -- once, by worker 0; worker 1's own file opened
+    assert.same({ [state.pid] = 1 }, logged_by(server, "refusing a repaired file"))
+    assert.matches("refusing a repaired file: [^\n]*context: ngx%.timer", server:error_log())
+    assert.equals(1, #server:errors())
+    local conn1, state1 = nginx.connect_to_worker(server.port, 1, cjson.decode, "/state")
+    conn1:close()
+    assert.is_true(state1.open)
   end)
 end)
 

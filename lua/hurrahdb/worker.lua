@@ -23,17 +23,24 @@ local db            -- this worker's store, once open
 local failure       -- why it cannot be opened, if it cannot
 local path
 
+-- Opens this worker's store, or schedules another try while the file is
+-- locked. Any other failure is kept for store() to return at once, and
+-- logged once: a refused open (nil, err), and also a raise, such as a
+-- misspelled option or an on_warning function that raises. Uncaught, a
+-- raise would leave store() waiting out its timeout to report a lock
+-- that no one holds.
 local function open_store(premature, options)
   if premature then return end -- the worker is exiting
-  local store, err = hurrahdb.open(path, options)
-  if store then
+  local ok, store, err = pcall(hurrahdb.open, path, options)
+  if not ok then
+    err = tostring(store)
+  elseif store then
     db = store
     return
-  end
-  if err:find(" is locked by ", 1, true) then
+  elseif err:find(" is locked by ", 1, true) then
     -- The worker this one replaces still holds the file.
-    local ok, terr = ngx.timer.at(RETRY_SECONDS, open_store, options)
-    if ok then return end
+    local tok, terr = ngx.timer.at(RETRY_SECONDS, open_store, options)
+    if tok then return end
     err = "cannot retry opening " .. path .. ": " .. tostring(terr)
   end
   failure = err
@@ -51,7 +58,8 @@ end
 
 -- In a request handler: this worker's store, waiting (yielding, up to
 -- `timeout` seconds, default 10) while a reload hands the file over.
--- Returns the store, or nil and an error.
+-- Returns the store, or nil and an error: at once the open's own error if
+-- it failed (or raised), else after `timeout` that the file is still held.
 function _M.store(timeout)
   if db then return db end
   local deadline = ngx.now() + (timeout or 10)

@@ -212,13 +212,13 @@ function Conn:close()
 end
 
 -- Opens connections until one is served by worker `id` (the X-Worker of
--- GET /dump); with `listen ... reuseport` the kernel spreads connections
--- over the workers. Returns the connection and the decoded dump.
-function M.connect_to_worker(port, id, decode)
+-- GET `path`, default /dump); with `listen ... reuseport` the kernel spreads
+-- connections over the workers. Returns the connection and the decoded body.
+function M.connect_to_worker(port, id, decode, path)
   for _ = 1, 400 do
     local conn = M.connect(port)
     if conn then
-      local status, body, headers = conn:request("GET", "/dump")
+      local status, body, headers = conn:request("GET", path or "/dump")
       if status == 200 and tonumber(headers["x-worker"]) == id then
         return conn, decode(body)
       end
