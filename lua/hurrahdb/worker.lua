@@ -62,6 +62,11 @@ end
 -- it failed (or raised), else after `timeout` that the file is still held.
 function _M.store(timeout)
   if db then return db end
+  if not path and not failure then
+    -- Nothing will ever open a store here: say so now instead of waiting.
+    return nil, "hurrahdb.worker: init() did not run in this worker, or failed before it"
+      .. " chose the file (see the error log)"
+  end
   local deadline = ngx.now() + (timeout or 10)
   while not db do
     if failure then return nil, failure end
