@@ -263,8 +263,8 @@ describe("a worker whose open raises", function()
   it("gives every store() the error at once when the open raises in a retry (an on_warning that raises)", function()
     server = nginx.new(init_options_conf(
       [[{ on_warning = function(w) error("refusing a repaired file: " .. w) end }]]))
-    -- Worker 0's file ends in a torn batch, which its open drops and reports
-    -- to on_warning; and this process holds the file, so that the worker's
+    -- Worker 0's file ends in a record that no batch line announces, which
+    -- its open moves to a side file and reports to on_warning; and this process holds the file, so that the worker's
     -- first open fails on the lock and the one that raises is a retry.
     local path = server.prefix .. "/data/worker-0.aof"
     local holder = assert(hurrahdb.open(path, { sync_time = 0 }))
@@ -276,7 +276,7 @@ describe("a worker whose open raises", function()
     assert.is_false(state.open)
     assert.matches("is still held by the worker this one replaces", state.err, 1, true)
     assert.is_true(holder:close())
-    local message = "refusing a repaired file: " .. path .. ": dropped an incomplete last batch"
+    local message = "refusing a repaired file: " .. path .. ": no valid batch line at offset"
     assert_fails_at_once(conn, message)
     conn:close()
     -- once, by worker 0; worker 1's own file opened
