@@ -215,7 +215,7 @@ describe("a store with a path", function()
       write_mix(db)
       db:close()
       local data = helpers.read_file(path)
-      assert.matches("^#hurrahdb aof 2 %x+\r\n", data)
+      assert.matches("^#hurrahdb aof 2 %x+ %x+\r\n", data)
       local records, comments = helpers.parse_aof(data)
       assert.is_table(records, comments)
       assert.equals(9, #records)
@@ -451,6 +451,33 @@ describe("hurrahdb.open() on a damaged file", function()
     end
   end)
 
+  it("refuses the file, and changes nothing, when any byte of the header is flipped", function()
+    local data = helpers.read_file(path)
+    local header_end = data:find("\n", 1, true)
+    for i = 1, header_end do
+      local damaged = flip(data, i)
+      helpers.write_file(path, damaged)
+      local db, err = hurrahdb.open(path, { on_warning = function() end })
+      if db then db:close() end
+      assert.is_nil(db, "flip at offset " .. (i - 1) .. " was not detected")
+      assert.matches(path, err, 1, true)
+      assert.equals(damaged, helpers.read_file(path))
+      assert.same({ "data.aof" }, helpers.dir_entries(dir))
+    end
+    -- the key itself: its checksum catches it, and repair sets the whole file aside
+    local key_digit = #"#hurrahdb aof 2 " + 5
+    local damaged = flip(data, key_digit)
+    helpers.write_file(path, damaged)
+    local _, err = hurrahdb.open(path)
+    assert.matches("damaged header at offset 0", err, 1, true)
+    local warning
+    local db = assert(hurrahdb.open(path, { repair = true, on_warning = function(w) warning = w end }))
+    assert.equals(0, db:count())
+    assert.is_true(db:close())
+    assert.equals(damaged, helpers.read_file(path .. ".damaged-0"))
+    assert.matches(path .. ".damaged-0", warning, 1, true)
+  end)
+
   it("never loads changed data when any byte after the header is flipped", function()
     local data = helpers.read_file(path)
     local header_end = data:find("\n", 1, true)
@@ -493,6 +520,13 @@ describe("hurrahdb.open() on a damaged file", function()
       end
       local warning
       local db, err = hurrahdb.open(path, { on_warning = function(w) warning = w end })
+      if len > 0 and len < #"#hurrahdb aof " then
+        -- too short to be surely hurrahdb's: refused, never written
+        assert.is_nil(db, "cut at " .. len)
+        assert.matches("not a hurrahdb AOF", err, 1, true)
+        assert.equals(data:sub(1, len), helpers.read_file(path))
+        goto next_cut
+      end
       assert.is_not_nil(db, "cut at " .. len .. ": " .. tostring(err))
       local t = {}
       for k, v in db:pairs() do t[k] = v end
@@ -516,9 +550,10 @@ describe("hurrahdb.open() on a damaged file", function()
         assert.equals(data:sub(1, good), kept, "cut at " .. len)
       else
         assert.equals(header_len, #kept, "cut at " .. len)
-        assert.matches("^#hurrahdb aof 2 %x+\r\n$", kept)
+        assert.matches("^#hurrahdb aof 2 %x+ %x+\r\n$", kept)
       end
       assert.same({ "data.aof" }, helpers.dir_entries(dir), "cut at " .. len)
+      ::next_cut::
     end
   end)
 

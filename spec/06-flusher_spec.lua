@@ -62,7 +62,13 @@ describe("the flusher thread", function()
     local main = "/proc/" .. own_pid() .. "/task/" .. own_pid()
     local main_before = sig_blocked(main)
     local db = assert(hurrahdb.open(dir .. "/a.aof", { sync_time = 50 }))
+    -- The thread names itself once it runs: wait for that (not for time).
     local tasks = tasks_named("hdb-flusher")
+    for _ = 1, 200 do
+      if #tasks > 0 then break end
+      os.execute("sleep 0.01")
+      tasks = tasks_named("hdb-flusher")
+    end
     assert.equals(1, #tasks)
     local mask = sig_blocked(tasks[1])
     for _, sig in ipairs { 1, 2, 3, 10, 12, 13, 14, 15, 17, 28, 29 } do

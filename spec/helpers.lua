@@ -292,7 +292,7 @@ end
 -- (0-based offsets). Stops at the first line that does not parse or a batch
 -- that runs past the end.
 function helpers.aof_batches(data)
-  local header = data:match("^#hurrahdb aof 2 %x+\r\n")
+  local header = data:match("^#hurrahdb aof 2 %x+ %x+\r\n")
   assert(header, "not a version-2 hurrahdb AOF")
   local batches, pos = {}, #header + 1
   while pos <= #data do

@@ -106,6 +106,8 @@ size_t aof_format_header(char *out, const uint64_t key[2])
     p += HEADER_V2_PREFIX_LEN;
     p = put_hex(p, key[0], 16);
     p = put_hex(p, key[1], 16);
+    *p++ = ' ';
+    p = put_hex(p, crc32c_update(0, out + HEADER_V2_PREFIX_LEN, 32), 8);
     *p++ = '\r';
     *p++ = '\n';
     *p = '\0';
@@ -312,12 +314,15 @@ static int replay_records(const char *data, size_t from, size_t to, const aof_re
     return 0;
 }
 
-/* The longest well-formed header is the version-2 one. A file that ends
- * before its first line does and whose bytes all fit the header's pattern
- * is one whose creation was cut short. */
+/* A file that ends before its first line does, whose bytes all fit a
+ * header's pattern and that holds at least "#hurrahdb aof " (so that it is
+ * surely hurrahdb's: a shorter file, even "#", is refused, never written), is
+ * one whose creation was cut short. */
 static int is_header_prefix(const char *data, size_t len)
 {
     static const char v1[] = HEADER_V1;
+    if (len < HEADER_PREFIX_LEN)
+        return 0;
     if (len < HEADER_V1_LEN && memcmp(data, v1, len) == 0)
         return 1;
     if (len >= AOF_HEADER_LEN)
@@ -326,8 +331,10 @@ static int is_header_prefix(const char *data, size_t len)
     if (memcmp(data, HEADER_V2_PREFIX, fixed) != 0)
         return 0;
     for (size_t i = HEADER_V2_PREFIX_LEN; i < len; i++) {
-        size_t at = i - HEADER_V2_PREFIX_LEN;
-        if (at < 32 ? hex_value(data[i]) < 0 : data[i] != "\r\n"[at - 32])
+        size_t at = i - HEADER_V2_PREFIX_LEN; /* 32 hex, ' ', 8 hex, CR, LF */
+        int ok = at < 32 || (at > 32 && at < 41) ? hex_value(data[i]) >= 0
+                 : at == 32 ? data[i] == ' ' : data[i] == "\r\n"[at - 41];
+        if (!ok)
             return 0;
     }
     return 1;
@@ -335,6 +342,22 @@ static int is_header_prefix(const char *data, size_t len)
 
 /* Reads the header; sets res->version (and the key) and returns the
  * header's length, or 0 with the status in *rc and err filled. */
+/* Parses a version-2 header line at the start of data, ended by `eol`
+ * ("\r\n", or "\n" to recognise a file whose line endings were converted).
+ * Returns its length, or 0. */
+static size_t parse_v2_header(const char *data, size_t len, const char *eol, uint64_t key[2])
+{
+    aof_cursor c = {data, len, HEADER_V2_PREFIX_LEN, 0};
+    uint64_t check;
+    if (len < HEADER_V2_PREFIX_LEN || memcmp(data, HEADER_V2_PREFIX, HEADER_V2_PREFIX_LEN) != 0 ||
+        parse_hex(&c, 16, &key[0]) != 0 || parse_hex(&c, 16, &key[1]) != 0 ||
+        parse_literal(&c, " ", 1) != 0 || parse_hex(&c, 8, &check) != 0 ||
+        parse_literal(&c, eol, strlen(eol)) != 0 ||
+        crc32c_update(0, data + HEADER_V2_PREFIX_LEN, 32) != (uint32_t)check)
+        return 0;
+    return c.pos;
+}
+
 static size_t parse_header(const char *data, size_t len, aof_load_result *res, int *rc,
                            char *err, size_t errlen)
 {
@@ -347,16 +370,31 @@ static size_t parse_header(const char *data, size_t len, aof_load_result *res, i
         res->version = 1;
         return HEADER_V1_LEN;
     }
-    aof_cursor c = {data, len, HEADER_V2_PREFIX_LEN, 0};
-    if (len >= HEADER_V2_PREFIX_LEN && memcmp(data, HEADER_V2_PREFIX, HEADER_V2_PREFIX_LEN) == 0 &&
-        parse_hex(&c, 16, &res->key[0]) == 0 && parse_hex(&c, 16, &res->key[1]) == 0 &&
-        parse_crlf(&c) == 0) {
+    size_t n = parse_v2_header(data, len, "\r\n", res->key);
+    if (n > 0) {
         res->version = 2;
-        return c.pos;
+        return n;
     }
-    /* Not readable: say why as precisely as the first line allows. */
-    const char *nl = memchr(data, '\n', len < 128 ? len : 128);
-    int lf_only = nl != NULL && (nl == data || nl[-1] != '\r');
+    uint64_t ignored[2];
+    int converted = parse_v2_header(data, len, "\n", ignored) > 0 ||
+                    (len >= HEADER_V1_LEN - 1 && memcmp(data, "#hurrahdb aof 1\n", HEADER_V1_LEN - 1) == 0);
+    *rc = AOF_LOAD_VERSION;
+    if (converted) {
+        snprintf(err, errlen, "a hurrahdb AOF of version %c whose line endings were converted "
+                 "from CRLF to LF (by a text-mode copy, a git checkout or an editor): its "
+                 "records and checksums no longer match; restore a byte-for-byte copy",
+                 data[HEADER_PREFIX_LEN]);
+        return 0;
+    }
+    if (len >= HEADER_V2_PREFIX_LEN && memcmp(data, HEADER_V2_PREFIX, HEADER_V2_PREFIX_LEN) == 0) {
+        /* Without the key no batch can be checked: nothing after the
+         * header can be trusted, nor taken for a torn tail. */
+        *rc = AOF_LOAD_DAMAGED;
+        res->damage_at = 0;
+        snprintf(err, errlen, "damaged header at offset 0 (its key does not match its "
+                 "checksum, so no batch of the file can be checked)");
+        return 0;
+    }
     size_t v = HEADER_PREFIX_LEN, digits = 0;
     unsigned long version = 0;
     while (v < len && digits < 6 && data[v] >= '0' && data[v] <= '9') {
@@ -364,18 +402,12 @@ static size_t parse_header(const char *data, size_t len, aof_load_result *res, i
         v++;
         digits++;
     }
-    *rc = AOF_LOAD_VERSION;
-    if (lf_only && (version == 1 || version == 2)) {
-        snprintf(err, errlen, "a hurrahdb AOF of version %lu whose line endings were converted "
-                 "from CRLF to LF (by a text-mode copy, a git checkout or an editor): its "
-                 "records and checksums no longer match; restore a byte-for-byte copy", version);
-    } else if (digits > 0 && version > AOF_FORMAT_VERSION) {
+    if (digits > 0 && version > AOF_FORMAT_VERSION && v < len && (data[v] == ' ' || data[v] == '\r'))
         snprintf(err, errlen, "made by a newer hurrahdb (file format version %lu; this build "
                  "reads versions 1 and %d)", version, AOF_FORMAT_VERSION);
-    } else {
+    else
         snprintf(err, errlen, "a hurrahdb AOF header this build cannot read (it reads format "
                  "versions 1 and %d)", AOF_FORMAT_VERSION);
-    }
     return 0;
 }
 

@@ -2,7 +2,8 @@
  * hdb_aof: the append-only file format (see doc/aof-format.md).
  *
  * Version 2, written by this build: a header line carrying the file's random
- * 128-bit key, then batches. A batch is a line announcing it (sequence
+ * 128-bit key (and a checksum of it, since one changed digit would make every
+ * tag fail and the whole file look like junk), then batches. A batch is a line announcing it (sequence
  * number, length, CRC-32C of its records, and a SipHash-2-4 tag of those
  * three under the file's key), then its RESP commands (SET key json / DEL
  * key). Redis skips lines starting with '#', so the file loads into Redis 7
@@ -26,8 +27,9 @@
 #include "hdb_buf.h"
 
 #define AOF_FORMAT_VERSION 2
-/* "#hurrahdb aof 2 " + 32 hex digits of the key + CRLF */
-#define AOF_HEADER_LEN 50
+/* "#hurrahdb aof 2 " + 32 hex digits of the key + " " + 8 hex digits of
+ * their CRC-32C + CRLF */
+#define AOF_HEADER_LEN 59
 /* Room for a batch's announcing line: "#hdb <seq> <len> <crc8> <tag16>\r\n" */
 #define AOF_BEGIN_MAX 80
 
@@ -62,8 +64,9 @@ enum aof_tail {
     AOF_TAIL_TORN,        /* provably an append that never finished: its own
                              line says it runs past the end of the file, or
                              the file ends inside that line; safe to drop */
-    AOF_TAIL_TORN_HEADER, /* the file is a prefix of a header: a crash while
-                             it was created; rewrite the header */
+    AOF_TAIL_TORN_HEADER, /* the file is a prefix of a header that is long
+                             enough to be hurrahdb's ("#hurrahdb aof "): a
+                             crash while it was created; rewrite it */
     AOF_TAIL_BAD          /* bytes that are not a valid batch, with no valid
                              batch after them: the caller must keep them (a
                              side file), since nothing proves they were never
@@ -88,7 +91,8 @@ enum aof_load_status {
     AOF_LOAD_NOT_AOF,     /* no hurrahdb header: never write to such a file */
     AOF_LOAD_VERSION,     /* a hurrahdb file this build cannot read (newer
                              version, or its line endings were converted) */
-    AOF_LOAD_DAMAGED,     /* a bad batch followed by a valid one */
+    AOF_LOAD_DAMAGED,     /* a bad batch followed by a valid one, or a
+                             damaged version-2 header (damage_at 0) */
     AOF_LOAD_NOMEM        /* a replay callback failed */
 };
 

@@ -42,6 +42,8 @@ struct hdb_flusher {
     int stop;
     int early;              /* pending passed FLUSHER_EARLY_BYTES; the thread was woken */
     int failing;            /* the last flush failed; appends are refused */
+    int exiting;            /* the process is exiting and the lock is released:
+                               nothing more is appended or written */
     uint64_t errors;
     char last_error[256];
     int64_t last_sync_ms;
@@ -116,6 +118,8 @@ static void flusher_record_error(hdb_flusher *f, const char *what, int errnum,
  * its line is made again next time, since more records may join it. */
 static int flusher_flush_locked(hdb_flusher *f, char *err, size_t errlen)
 {
+    if (f->exiting) /* the file may already be another process's */
+        return 0;
     pthread_mutex_lock(&f->buf_lock);
     if (f->writing.len == 0) {
         hdb_buf_swap(&f->pending, &f->writing);
@@ -322,6 +326,11 @@ int flusher_start(hdb_flusher **out, int fd, const char *path, uint64_t size,
 /* Refuses appends while the file is failing. Caller holds buf_lock. */
 static int flusher_check_writable(hdb_flusher *f, char *err, size_t errlen)
 {
+    if (f->exiting) {
+        snprintf(err, errlen, "store %s: the process is exiting; its file was written and "
+                 "released", f->path);
+        return -1;
+    }
     if (f->failing) {
         snprintf(err, errlen, "%s", f->last_error);
         return -1;
@@ -451,10 +460,30 @@ int flusher_stop(hdb_flusher *f, char *err, size_t errlen)
      * lock: let go explicitly, or the file stays locked while it lives. */
     lock_release(fd);
     if (close(fd) != 0) {
-        snprintf(err, errlen, "cannot close %s: %s", f->path, strerror(errno));
-        return -1;
+        /* The records were written (and synced) above; a file system that
+         * reports an error only now (NFS) leaves nothing to retry: the
+         * descriptor is gone either way. */
+        snprintf(err, errlen, "cannot close %s: %s (the store is closed)", f->path,
+                 strerror(errno));
+        return 1;
     }
     return 0;
+}
+
+void flusher_release_at_exit(hdb_flusher *f, char *err, size_t errlen)
+{
+    err[0] = '\0';
+    if (flusher_in_forked_child(f))
+        return;
+    pthread_mutex_lock(&f->io_lock);
+    if (!f->exiting) {
+        flusher_flush_locked(f, err, errlen);
+        pthread_mutex_lock(&f->buf_lock);
+        f->exiting = 1;
+        pthread_mutex_unlock(&f->buf_lock);
+        lock_release(f->fd);
+    }
+    pthread_mutex_unlock(&f->io_lock);
 }
 
 void flusher_free(hdb_flusher *f)

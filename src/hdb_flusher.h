@@ -53,10 +53,19 @@ int flusher_append_del(hdb_flusher *f, const char *key, size_t key_len,
 /* Writes and (unless fsync is off) fdatasyncs everything appended so far. */
 int flusher_sync(hdb_flusher *f, char *err, size_t errlen);
 
-/* Syncs, stops the thread, releases the lock and closes the file. On a failed sync returns -1
- * and leaves everything running, with the unwritten records kept. In a
- * forked child, writes nothing and succeeds: flusher_free releases the copy. */
+/* Syncs, stops the thread, releases the lock and closes the file. On a
+ * failed sync returns -1 and leaves everything running, with the unwritten
+ * records kept. Returns 1 with err filled if everything was written but
+ * close(2) reported an error: the file is closed all the same. In a forked
+ * child, writes nothing and succeeds: flusher_free releases the copy. */
 int flusher_stop(hdb_flusher *f, char *err, size_t errlen);
+
+/* For exit(): writes and syncs what is pending, then releases the file's
+ * lock (a child forked after the open would otherwise keep it locked after
+ * this process is gone); from then on appends are refused and nothing more
+ * is written. err is "" or says why the last records could not be written.
+ * Does nothing in a forked child. */
+void flusher_release_at_exit(hdb_flusher *f, char *err, size_t errlen);
 
 /* Releases the flusher. If flusher_stop did not succeed, unwritten records are
  * lost; in a forked child nothing is written and no thread is joined. */

@@ -4,6 +4,7 @@
 #include "hdb_lock.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -68,7 +69,11 @@ int lock_acquire(int fd, const char *path, unsigned timeout_ms, char *err, size_
         nanosleep(&pause, NULL);
     }
     long pid = lock_holder_pid(fd);
-    if (pid > 0)
+    if (pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+        snprintf(err, errlen, "%s is locked by process %ld, which no longer runs: a process "
+                 "it forked still holds the file open (the lock goes when that one exits): "
+                 "one writer per file", path, pid);
+    else if (pid > 0)
         snprintf(err, errlen, "%s is locked by process %ld%s: one writer per file",
                  path, pid, pid == (long)getpid() ? " (this process: the file is already open here)" : "");
     else

@@ -32,7 +32,8 @@ struct hdb_store {
                            rewrite replaces and whose directory is synced */
     uint64_t loaded_records;
     uint64_t dropped_bytes; /* torn final batch cut off at open */
-    char warning[HDB_ERRLEN]; /* what the open repaired, "" if nothing */
+    char *warning;      /* what the open repaired (malloc'd: it names two paths
+                           in full), NULL if nothing */
     /* Membership of the list of stores flushed at exit. */
     int registered;
     struct hdb_store *reg_prev, *reg_next;
@@ -61,7 +62,8 @@ static void registry_flush_at_exit(void)
         if (s->aof == NULL || flusher_in_forked_child(s->aof))
             continue;
         char err[HDB_ERRLEN];
-        if (flusher_sync(s->aof, err, sizeof err) != 0)
+        flusher_release_at_exit(s->aof, err, sizeof err);
+        if (err[0] != '\0')
             fprintf(stderr, "hurrahdb: %s: pending records could not be written at exit: %s\n",
                     s->path, err);
     }
@@ -175,72 +177,56 @@ static int replay_del(void *ud, const char *key, size_t key_len)
 }
 
 /* Opens the file at path for reading and writing, creating it (mode 0600)
- * if it does not exist; a symbolic link to a file that does not exist yet is
- * followed by hand, since O_EXCL refuses to create through one. *created
- * gets the name of the file created (malloc'd), or NULL. Returns the
- * descriptor, or -1 with errno set. */
-static int store_open_or_create(const char *path, char **created)
+ * if it does not exist. *created says whether this call created it. A
+ * symbolic link to a file that does not exist yet makes O_EXCL fail: then
+ * the link is followed by the kernel (O_CREAT alone), with the protections
+ * it applies to links in shared directories (fs.protected_symlinks).
+ * Returns the descriptor, or -1 with errno set. */
+static int store_open_or_create(const char *path, int *created)
 {
-    *created = NULL;
+    *created = 0;
     int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd >= 0 || errno != ENOENT)
         return fd;
-    char *target = strdup(path);
-    if (target == NULL)
-        return -1;
-    for (int hops = 0; hops < 40; hops++) {
-        fd = open(target, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd >= 0) {
-            *created = target;
-            return fd;
-        }
-        if (errno != EEXIST)
-            break;
-        /* Created by someone else meanwhile, or a link to nothing. */
-        fd = open(target, O_RDWR | O_CLOEXEC);
-        if (fd >= 0 || errno != ENOENT)
-            break;
-        char link[PATH_MAX];
-        ssize_t n = readlink(target, link, sizeof link - 1);
-        if (n < 0)
-            break;
-        link[n] = '\0';
-        char *next;
-        const char *slash = strrchr(target, '/');
-        if (link[0] == '/' || slash == NULL) {
-            next = strdup(link);
-        } else {
-            size_t dir_len = (size_t)(slash - target) + 1;
-            next = malloc(dir_len + (size_t)n + 1);
-            if (next != NULL) {
-                memcpy(next, target, dir_len);
-                memcpy(next + dir_len, link, (size_t)n + 1);
-            }
-        }
-        if (next == NULL)
-            break;
-        free(target);
-        target = next;
-        errno = ELOOP;
+    fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        *created = 1;
+        return fd;
     }
-    int saved = errno;
-    free(target);
-    errno = saved;
+    if (errno != EEXIST)
+        return -1;
+    /* Created by someone else meanwhile, or a link to nothing. */
+    fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd >= 0 || errno != ENOENT)
+        return fd;
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        *created = 1;
     return fd;
+}
+
+static long elapsed_ms(const struct timespec *since)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long)(now.tv_sec - since->tv_sec) * 1000 + (now.tv_nsec - since->tv_nsec) / 1000000;
 }
 
 /* Opens or creates the file and locks it; returns the descriptor and its
  * size, or -1. The lock is taken before anything is read, so that the size
  * and contents seen are those no other writer is changing. Fills
- * s->file_path and *created (the file did not exist). */
+ * s->file_path and *created (the file did not exist). A file this call
+ * created is removed again on failure only while this call holds its lock:
+ * without it, another store may already be writing it. */
 static int store_open_file(hdb_store *s, unsigned lock_timeout_ms, uint64_t *size,
                            int *created, char *err, size_t errlen)
 {
     const char *path = s->path;
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
     for (int attempt = 0;; attempt++) {
-        char *created_path;
-        *created = 0;
-        int fd = store_open_or_create(path, &created_path);
+        int fd = store_open_or_create(path, created);
+        int locked = -1;
         if (fd < 0) {
             snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
             return -1;
@@ -254,26 +240,20 @@ static int store_open_file(hdb_store *s, unsigned lock_timeout_ms, uint64_t *siz
             snprintf(err, errlen, "cannot open %s: not a regular file", path);
             goto fail;
         }
-        if (st.st_size == 0 && created_path == NULL) {
-            /* /proc and /sys files say they are regular and empty, yet have
-             * content: never write a header into one. */
-            char probe;
-            if (file_read_at(fd, &probe, 1, 0) != 0) {
-                snprintf(err, errlen, "cannot open %s: not a regular file (it reports a size "
-                         "of 0 but has content, like the files of /proc and /sys)", path);
-                goto fail;
-            }
-        }
-        int locked = lock_acquire(fd, path, lock_timeout_ms, err, errlen);
+        long waited = elapsed_ms(&start);
+        unsigned left = waited >= (long)lock_timeout_ms ? 0 : lock_timeout_ms - (unsigned)waited;
+        locked = lock_acquire(fd, path, left, err, errlen);
         if (locked == 1 && attempt < 100) {
-            /* The holder replaced the file while this open waited. */
+            /* The holder replaced or removed the file while this open
+             * waited: the descriptor is of a file that is no longer the
+             * store's. */
             close(fd);
-            free(created_path);
             continue;
         }
         if (locked != 0) {
             if (locked == 1)
                 snprintf(err, errlen, "cannot lock %s: the file keeps being replaced", path);
+            locked = -1;
             goto fail;
         }
         if (fstat(fd, &st) != 0) { /* the size may have changed while waiting */
@@ -281,50 +261,77 @@ static int store_open_file(hdb_store *s, unsigned lock_timeout_ms, uint64_t *siz
             goto fail;
         }
         *size = (uint64_t)st.st_size;
-        if (created_path != NULL) {
-            *created = 1;
-            s->file_path = created_path;
-        } else if ((s->file_path = realpath(path, NULL)) == NULL) {
+        if (*size == 0 && !*created) {
+            /* /proc and /sys files say they are regular and empty, yet have
+             * content: never write a header into one. Checked under the
+             * lock, so that a store still creating the file is not taken
+             * for one. */
+            char probe;
+            if (file_read_at(fd, &probe, 1, 0) != 0) {
+                snprintf(err, errlen, "cannot open %s: not a regular file (it reports a size "
+                         "of 0 but has content, like the files of /proc and /sys)", path);
+                goto fail;
+            }
+        }
+        if ((s->file_path = realpath(path, NULL)) == NULL) {
             snprintf(err, errlen, "cannot resolve %s: %s", path, strerror(errno));
             goto fail;
         }
         return fd;
 fail:
-        if (created_path != NULL) {
-            unlink(created_path); /* leave no empty file behind a failed open */
-            free(created_path);
+        if (locked == 0) {
+            if (*created)
+                unlink(path); /* leave no empty file behind a failed open */
+            lock_release(fd);
         }
         close(fd);
+        *created = 0;
         return -1;
     }
 }
 
-/* snprintf for messages, where cutting a long one short is fine (and the
- * compiler need not prove that it cannot happen). */
-static void message_format(char *buf, size_t cap, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* Sets the store's warning to the formatted text, in full. Without memory
+ * for it, a shorter fixed text says that something was repaired. */
+static void store_set_warning(hdb_store *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
-static void message_format(char *buf, size_t cap, const char *fmt, ...)
+static void store_set_warning(hdb_store *s, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, cap, fmt, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    free(s->warning);
+    s->warning = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (s->warning == NULL) {
+        s->warning = strdup("the file was repaired at open (no memory for the details)");
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(s->warning, (size_t)n + 1, fmt, ap);
     va_end(ap);
 }
 
 /* Copies the end of the file that cannot be kept in it, bytes [from, len)
  * of data, into a new side file next to it, made durable before the caller
  * truncates the AOF: such bytes are set aside for inspection, never
- * deleted. Fills `side` with the side file's name. */
-static int store_move_aside(hdb_store *s, const char *data, size_t len, size_t from,
-                            char *side, size_t sidelen, char *err, size_t errlen)
+ * deleted. Returns the side file's name (malloc'd), or NULL with err
+ * filled. */
+static char *store_move_aside(hdb_store *s, const char *data, size_t len, size_t from,
+                              char *err, size_t errlen)
 {
+    size_t cap = strlen(s->path) + 64;
+    char *side = malloc(cap);
+    if (side == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
     int fd = -1;
     for (int attempt = 0; attempt < 1000 && fd < 0; attempt++) {
         if (attempt == 0)
-            snprintf(side, sidelen, "%s.damaged-%zu", s->path, from);
+            snprintf(side, cap, "%s.damaged-%zu", s->path, from);
         else
-            snprintf(side, sidelen, "%s.damaged-%zu.%d", s->path, from, attempt);
+            snprintf(side, cap, "%s.damaged-%zu.%d", s->path, from, attempt);
         fd = open(side, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd < 0 && errno != EEXIST)
             break;
@@ -332,7 +339,8 @@ static int store_move_aside(hdb_store *s, const char *data, size_t len, size_t f
     if (fd < 0) {
         snprintf(err, errlen, "cannot create a side file for the damaged part of %s: %s",
                  s->path, strerror(errno));
-        return -1;
+        free(side);
+        return NULL;
     }
     int e = file_write_all_at(fd, data + from, len - from, 0);
     if (e == 0 && fsync(fd) != 0)
@@ -342,9 +350,14 @@ static int store_move_aside(hdb_store *s, const char *data, size_t len, size_t f
     if (e != 0) {
         unlink(side);
         snprintf(err, errlen, "cannot write %s: %s", side, strerror(e));
-        return -1;
+        free(side);
+        return NULL;
     }
-    return file_sync_parent_dir(side, err, errlen);
+    if (file_sync_parent_dir(side, err, errlen) != 0) {
+        free(side);
+        return NULL;
+    }
+    return side;
 }
 
 /* Replays the file into the table and decides what happens to whatever
@@ -375,12 +388,11 @@ static int store_load(hdb_store *s, int fd, uint64_t *size_io, int repair,
     char why[HDB_ERRLEN];
     int rc = aof_load(map, (size_t)size, &replay, res, why, sizeof why);
     size_t keep = (size_t)size;
-    char side[HDB_ERRLEN / 2];
+    char *side = NULL;
     if (rc == AOF_LOAD_DAMAGED && repair) {
-        if (store_move_aside(s, map, (size_t)size, res->damage_at, side, sizeof side,
-                             err, errlen) != 0)
+        if ((side = store_move_aside(s, map, (size_t)size, res->damage_at, err, errlen)) == NULL)
             goto fail;
-        message_format(s->warning, sizeof s->warning,
+        store_set_warning(s,
                  "%s: %s; repaired: kept the %" PRIu64 " records before offset %zu, "
                  "moved the %zu bytes from there on to %s",
                  s->path, why, res->records, res->damage_at,
@@ -395,26 +407,26 @@ static int store_load(hdb_store *s, int fd, uint64_t *size_io, int repair,
             snprintf(err, errlen, "%s: %s", s->path, why);
         goto fail;
     } else if (res->tail == AOF_TAIL_TORN_HEADER) {
-        message_format(s->warning, sizeof s->warning,
+        store_set_warning(s,
                  "%s: the header was cut short (%zu bytes; a crash while the file was "
                  "created); it is written again", s->path, res->tail_bytes);
         keep = 0;
     } else if (res->tail == AOF_TAIL_TORN) {
-        message_format(s->warning, sizeof s->warning,
+        store_set_warning(s,
                  "%s: dropped an incomplete last batch of %zu bytes at offset %zu (%s: a "
                  "write cut short by a crash, never reported as done)",
                  s->path, res->tail_bytes, res->good_len, res->why);
         keep = res->good_len;
     } else if (res->tail == AOF_TAIL_BAD) {
-        if (store_move_aside(s, map, (size_t)size, res->good_len, side, sizeof side,
-                             err, errlen) != 0)
+        if ((side = store_move_aside(s, map, (size_t)size, res->good_len, err, errlen)) == NULL)
             goto fail;
-        message_format(s->warning, sizeof s->warning,
+        store_set_warning(s,
                  "%s: %s, with no valid batch after it; kept the %" PRIu64 " records before "
                  "offset %zu, moved the %zu bytes from there on to %s",
                  s->path, res->why, res->records, res->good_len, res->tail_bytes, side);
         keep = res->good_len;
     }
+    free(side);
     munmap(map, (size_t)size);
     s->loaded_records = res->records;
     if (keep < size) {
@@ -509,6 +521,27 @@ static int store_rewrite(hdb_store *s, int *fd, uint64_t *size, uint64_t key[2],
         unlink(tmp);
         free(tmp);
         return -1;
+    }
+    /* The new file takes the old one's owner and permissions: a rewrite
+     * run by another user (root, say) must not lock the store's own user
+     * out. Only the owner can be refused (giving a file away needs
+     * privilege); then the rewrite is refused too. */
+    struct stat old;
+    if (fstat(*fd, &old) != 0) {
+        e = errno;
+        what = "stat the file for";
+        goto fail;
+    }
+    if ((old.st_uid != geteuid() || old.st_gid != getegid()) &&
+        fchown(nfd, old.st_uid, old.st_gid) != 0) {
+        e = errno;
+        what = "give the owner of the file to";
+        goto fail;
+    }
+    if (fchmod(nfd, old.st_mode & 07777) != 0) {
+        e = errno;
+        what = "give the permissions of the file to";
+        goto fail;
     }
     char header[AOF_HEADER_LEN + 1];
     store_random_key(key);
@@ -623,14 +656,17 @@ hdb_store *hdb_open(const hdb_options *opt, char *err, size_t errlen)
     return s;
 
 fail_fd:
-    lock_release(fd);
-    close(fd);
+    /* Removed while still locked: an opener waiting for the lock then finds
+     * that its descriptor is no longer the file at the path, and retries. */
     if (created && size == 0)
         unlink(s->file_path); /* leave no empty file behind a failed open */
+    lock_release(fd);
+    close(fd);
 fail:
     table_free(&s->table);
     free(s->path);
     free(s->file_path);
+    free(s->warning);
     free(s);
     return NULL;
 }
@@ -639,16 +675,21 @@ int hdb_close(hdb_store *s, char *err, size_t errlen)
 {
     if (s->aof == NULL)
         return HDB_OK;
-    /* Out of the exit list first, so that exit() in another thread never
-     * flushes a flusher this call is stopping. */
+    /* Everything pending is written while the store is still on the exit
+     * list, so that exit() in another thread meanwhile writes it too; then
+     * it leaves the list, so that exit() never touches a flusher this call
+     * is stopping. Only this thread appends, so nothing is pending then. */
+    if (!flusher_in_forked_child(s->aof) && flusher_sync(s->aof, err, errlen) != 0)
+        return HDB_ERR;
     registry_remove(s);
-    if (flusher_stop(s->aof, err, errlen) != 0) {
+    int rc = flusher_stop(s->aof, err, errlen);
+    if (rc < 0) {
         registry_add(s);
         return HDB_ERR;
     }
     flusher_free(s->aof);
     s->aof = NULL;
-    return HDB_OK;
+    return rc == 0 ? HDB_OK : HDB_ERR_CLOSED;
 }
 
 void hdb_free(hdb_store *s)
@@ -660,6 +701,7 @@ void hdb_free(hdb_store *s)
     table_free(&s->table);
     free(s->path);
     free(s->file_path);
+    free(s->warning);
     free(s);
 }
 
@@ -749,7 +791,7 @@ void hdb_get_stats(hdb_store *s, hdb_stats *st)
     st->memory_bytes = sizeof *s + s->table.bytes;
     st->loaded_records = s->loaded_records;
     st->dropped_bytes = s->dropped_bytes;
-    memcpy(st->warning, s->warning, sizeof st->warning);
+    st->warning = s->warning != NULL ? s->warning : "";
     if (s->aof) {
         flusher_stats fs;
         flusher_get_stats(s->aof, &fs);

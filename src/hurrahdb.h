@@ -21,6 +21,7 @@
 
 #define HDB_OK 0
 #define HDB_ERR (-1)
+#define HDB_ERR_CLOSED (-2) /* hdb_close: closed all the same (see there) */
 
 /* Room callers should give error buffers; longer messages are truncated. */
 #define HDB_ERRLEN 512
@@ -50,7 +51,8 @@ typedef struct hdb_stats {
     uint64_t errors;            /* failed writes or syncs so far */
     uint64_t backpressure_waits; /* writes that waited for the disk (max_pending) */
     char last_error[256];       /* "" if none */
-    char warning[HDB_ERRLEN];   /* what the open dropped or repaired; "" if nothing */
+    const char *warning;        /* what the open dropped or repaired; "" if nothing
+                                   (points into the store; valid until it is freed) */
 } hdb_stats;
 
 /* Opens a store. With a path, creates the file (mode 0600, directory synced;
@@ -67,7 +69,9 @@ hdb_store *hdb_open(const hdb_options *opt, char *err, size_t errlen);
 
 /* Flushes and syncs pending records, stops the flusher and closes the file.
  * On failure (the disk refuses the last records) returns HDB_ERR and the
- * store stays open with nothing lost, so the caller may retry. */
+ * store stays open with nothing lost, so the caller may retry. Returns
+ * HDB_ERR_CLOSED, with err filled, if everything was written but closing
+ * the file reported an error (NFS): the store is closed, nothing to retry. */
 int hdb_close(hdb_store *s, char *err, size_t errlen);
 
 /* Frees the store; call after hdb_close succeeded, or to abandon it. */

@@ -405,12 +405,14 @@ static int store_close(lstore *s, char *err, size_t errlen)
 {
     if (s->db == NULL)
         return HDB_OK;
-    if (hdb_close(s->db, err, errlen) != HDB_OK)
-        return HDB_ERR;
+    int rc = hdb_close(s->db, err, errlen);
+    if (rc == HDB_ERR)
+        return HDB_ERR; /* still open, its records kept: the caller may retry */
+    /* Closed, possibly with an error that leaves nothing to retry. */
     hdb_free(s->db);
     s->db = NULL;
     hdb_buf_free(&s->scratch);
-    return HDB_OK;
+    return rc == HDB_OK ? HDB_OK : HDB_ERR;
 }
 
 static int l_close(lua_State *L)
@@ -442,8 +444,9 @@ static int l_gc(lua_State *L)
     lstore *s = check_store(L);
     char err[HDB_ERRLEN];
     if (s->db != NULL && store_close(s, err, sizeof err) != HDB_OK) {
-        fprintf(stderr, "hurrahdb: store %s was garbage-collected with unwritten records: %s\n",
-                hdb_path(s->db) ? hdb_path(s->db) : "(memory)", err);
+        /* err names the file. */
+        fprintf(stderr, "hurrahdb: a store was garbage-collected, and closing it failed: %s\n",
+                err);
         hdb_free(s->db);
         s->db = NULL;
         hdb_buf_free(&s->scratch);
