@@ -488,3 +488,147 @@ describe("hurrahdb.open() on a file of /proc", function()
     assert.matches("not a regular file", err, 1, true)
   end)
 end)
+
+describe("a race for the file", function()
+  local dir, path
+  before_each(function()
+    dir = helpers.tmpdir()
+    path = dir .. "/data.aof"
+  end)
+  after_each(function()
+    if FAULTS then helpers.write_file(FAULTS, "") end
+    helpers.rmdir(dir)
+  end)
+
+  -- Each process reads its own rules: a child gets a control file of its own.
+  local function child_with_rule(rule, script, ...)
+    local control = dir .. "/child-faults"
+    helpers.write_file(control, rule)
+    return helpers.lua_command_env({ HURRAHDB_FAULTS = control }, script, ...)
+  end
+
+  local function wait_for_file(p)
+    for _ = 1, 500 do
+      if helpers.file_exists(p) then return true end
+      os.execute("sleep 0.01")
+    end
+    return false
+  end
+
+  it("lost by a store that created the file never removes it from the winner", function()
+    -- The child creates the file, then is held for a second before it
+    -- locks it; this process opens it meanwhile and writes.
+    local child = io.popen(child_with_rule("flock delay 1000", "spec/support/open_and_report.lua", path) .. " 2>&1", "r")
+    assert.is_true(wait_for_file(path))
+    local db, err = hurrahdb.open(path, { sync_time = 0 })
+    assert.is_not_nil(db, err)
+    assert(db:set("written-by", "the winner"))
+    local out = child:read("a")
+    child:close()
+    assert.equals(1, out:find("nil\t" .. path .. " is locked by process", 1, true), out)
+    assert.is_true(db:close())
+    assert.is_true(helpers.file_exists(path), "the loser removed the winner's file")
+    db = assert(hurrahdb.open(path))
+    assert.equals("the winner", db:get("written-by"))
+    db:close()
+  end)
+
+  it("does not make a waiting opener take a file being created for a /proc file", function()
+    -- An empty file, locked by another program, which then fills it with a
+    -- store's contents; the open reads the file's first byte late (after
+    -- the filling) and must wait for the lock before it judges the file.
+    local source = dir .. "/source.aof"
+    local db = assert(hurrahdb.open(source, { sync_time = 0 }))
+    assert(db:set("k", "v"))
+    db:close()
+    helpers.write_file(path, "")
+    local holder = io.popen("flock -x " .. helpers.shell_quote(path) .. " sh -c 'echo locked; sleep 0.3; cat "
+      .. helpers.shell_quote(source) .. " > " .. helpers.shell_quote(path) .. "'", "r")
+    assert.equals("locked", holder:read("l"))
+    helpers.write_file(FAULTS, "pread delay 700")
+    local opened, err = hurrahdb.open(path, { lock_timeout = 5000 })
+    helpers.write_file(FAULTS, "")
+    holder:close()
+    assert.is_not_nil(opened, err)
+    assert.equals("v", opened:get("k"))
+    opened:close()
+  end)
+end)
+
+describe("hurrahdb.open() with a long path", function()
+  local dir
+  before_each(function() dir = helpers.tmpdir() end)
+  after_each(function() helpers.rmdir(dir) end)
+
+  it("names side files in full and never runs out of names for them", function()
+    local path = dir .. "/" .. string.rep("p", 250 - #dir) .. ".aof"
+    local db = assert(hurrahdb.open(path, { sync_time = 0 }))
+    assert(db:set("k", 1))
+    db:close()
+    local good = helpers.read_file(path)
+    local sides = {}
+    for round = 1, 3 do
+      helpers.write_file(path, good .. "garbage\r\n")
+      local warning
+      db = assert(hurrahdb.open(path, { on_warning = function(w) warning = w end }))
+      assert.equals(1, db:get("k"))
+      db:close()
+      local side = warning:match("to (%S+)$")
+      assert.equals(path .. ".damaged-" .. #good .. (round > 1 and ("." .. (round - 1)) or ""), side)
+      assert.equals("garbage\r\n", helpers.read_file(side))
+      sides[round] = side
+    end
+  end)
+end)
+
+describe("db:close() when the file system reports an error at close(2)", function()
+  local dir
+  before_each(function() dir = helpers.tmpdir() end)
+  after_each(function()
+    if FAULTS then helpers.write_file(FAULTS, "") end
+    helpers.rmdir(dir)
+  end)
+
+  it("returns nil, err and the store is closed (nothing to retry), its records written", function()
+    local path = dir .. "/data.aof"
+    local db = assert(hurrahdb.open(path))
+    for i = 1, 100 do assert(db:set("k" .. i, i)) end
+    helpers.write_file(FAULTS, "close EIO")
+    local ok, err = db:close()
+    helpers.write_file(FAULTS, "")
+    assert.is_nil(ok)
+    assert.matches("cannot close " .. path .. ": Input/output error (the store is closed)", err, 1, true)
+    assert.has_error(function() db:set("late", 1) end, "store is closed")
+    assert.is_true(db:close())
+    local again = assert(hurrahdb.open(path))
+    assert.equals(100, again:count())
+    again:close()
+  end)
+end)
+
+describe("a file another process forked from its holder keeps open", function()
+  local dir
+  before_each(function() dir = helpers.tmpdir() end)
+  after_each(function() helpers.rmdir(dir) end)
+
+  it("is released when the holder exits with os.exit, though the forked child lives on", function()
+    local path = dir .. "/data.aof"
+    local flag = dir .. "/child-may-go"
+    -- Output to a file: the forked child keeps the descriptor, so a pipe
+    -- would not end before it does.
+    helpers.execute(helpers.lua_command("spec/support/exit_with_child.lua", path, flag)
+      .. " > " .. helpers.shell_quote(dir .. "/out") .. " 2>&1")
+    local out = helpers.read_file(dir .. "/out")
+    local child_pid = tonumber(out:match("child (%d+)"))
+    assert.is_number(child_pid, out)
+    local ok, err = pcall(function()
+      assert.is_true(helpers.process_alive(child_pid))
+      local db, oerr = hurrahdb.open(path)
+      assert.is_not_nil(db, oerr)
+      assert.equals("before exit", db:get("k"))
+      db:close()
+    end)
+    helpers.write_file(flag, "")
+    assert(ok, err)
+  end)
+end)

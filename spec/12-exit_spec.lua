@@ -51,6 +51,25 @@ describe("records pending at exit", function()
     end)
   end
 
+  it("reach the file when exit() runs in one thread while another is closing the store", function()
+    local faults = os.getenv("HURRAHDB_FAULTS")
+    local program = os.getenv("HURRAHDB_ENGINE_TEST")
+    if not faults or not program then
+      pending("needs make test (the fault shim and the engine's test program)")
+      return
+    end
+    local control = dir .. "/faults"
+    helpers.write_file(control, "fdatasync delay 300")
+    local path = dir .. "/data.aof"
+    local status = exit_status("HURRAHDB_FAULTS=" .. helpers.shell_quote(control) .. " "
+      .. helpers.shell_quote(program) .. " exit-while-closing " .. helpers.shell_quote(path)
+      .. " " .. helpers.shell_quote(control .. ".hits"))
+    assert.equals(0, status)
+    local db = assert(hurrahdb.open(path))
+    assert.equals(1001, db:count())
+    db:close()
+  end)
+
   it("are not written by a forked child that exits, whose store is its parent's", function()
     local testlib = require "hdb_testlib"
     local path = dir .. "/data.aof"

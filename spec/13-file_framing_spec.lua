@@ -229,6 +229,19 @@ describe("a file of hurrahdb 0.2.0 (format version 1)", function()
     db:close()
   end)
 
+  it("keeps its owner and permissions when converted by another user (root)", function()
+    if helpers.capture("id -u") ~= "0\n" then
+      pending("needs root, to give the file to another user")
+      return
+    end
+    helpers.write_file(path, v1)
+    helpers.execute("chown nobody:nogroup " .. helpers.shell_quote(path) .. " && chmod 640 " .. helpers.shell_quote(path))
+    local db = assert(hurrahdb.open(path))
+    db:close()
+    assert.matches("^#hurrahdb aof 2 ", helpers.read_file(path))
+    assert.equals("nobody:nogroup 640\n", helpers.capture("stat -c '%U:%G %a' " .. helpers.shell_quote(path)))
+  end)
+
   it("with a bad last batch keeps the good ones and moves the rest to a side file", function()
     local torn = v1:sub(1, #v1 - 5)
     helpers.write_file(path, torn)

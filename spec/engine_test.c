@@ -4,10 +4,14 @@
  * bound on the work done by any single call. Run by spec/00-engine_spec.lua;
  * prints one "ok <name>" or "not ok <name>: <why>" line per check.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "hurrahdb.h"
 #include "hdb_crc32c.h"
 #include "hdb_siphash.h"
 #include "hdb_table.h"
@@ -154,8 +158,75 @@ static void check_incremental_rehash(void)
     table_free(&t);
 }
 
-int main(void)
+/* ---- exit() in one thread while another closes the store ---- */
+
+static hdb_store *race_store;
+static volatile int race_closing;
+
+static void pause_ms(long ms)
 {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void *race_close_thread(void *arg)
+{
+    char err[HDB_ERRLEN];
+    (void)arg;
+    for (int i = 0; i < 1000; i++) {
+        char key[32];
+        int len = snprintf(key, sizeof key, "late:%d", i);
+        if (hdb_set(race_store, key, (size_t)len, "1", 1, err, sizeof err) != HDB_OK) {
+            fprintf(stderr, "set: %s\n", err);
+            _exit(3);
+        }
+    }
+    race_closing = 1;
+    hdb_close(race_store, err, sizeof err);
+    return NULL;
+}
+
+/* Sets a key, waits until the flusher is inside a slow fdatasync (the fault
+ * shim's "fdatasync delay" rule, whose hits file shows it began), makes 1000
+ * more writes and closes the store in a thread, and calls exit() from this
+ * one while that close waits for the flush in progress. Every write must be
+ * in the file: exit() writes what close had not yet written. */
+static int exit_while_closing(const char *path, const char *hits)
+{
+    hdb_options opt = {0};
+    char err[HDB_ERRLEN];
+    opt.path = path;
+    opt.sync_time_ms = 1;
+    opt.use_fsync = 1;
+    race_store = hdb_open(&opt, err, sizeof err);
+    if (race_store == NULL) {
+        fprintf(stderr, "open: %s\n", err);
+        return 2;
+    }
+    if (hdb_set(race_store, "first", 5, "1", 1, err, sizeof err) != HDB_OK)
+        return 2;
+    for (int i = 0; i < 5000; i++) {
+        FILE *f = fopen(hits, "r");
+        int began = f != NULL && fgetc(f) != EOF;
+        if (f != NULL)
+            fclose(f);
+        if (began)
+            break;
+        pause_ms(1);
+    }
+    pthread_t t;
+    if (pthread_create(&t, NULL, race_close_thread, NULL) != 0)
+        return 2;
+    while (!race_closing)
+        pause_ms(1);
+    pause_ms(20);
+    exit(0);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 4 && strcmp(argv[1], "exit-while-closing") == 0)
+        return exit_while_closing(argv[2], argv[3]);
     check_siphash();
     check_crc32c();
     check_incremental_rehash();

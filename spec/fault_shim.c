@@ -10,6 +10,10 @@
  *   (the pwrite rules apply to pwritev as well)
  *   fdatasync EIO                   fdatasync fails
  *   ftruncate EIO                   ftruncate fails
+ *   close EIO                       close closes, then reports EIO (as NFS may)
+ *   flock delay <ms>                flock waits that long first (widens the
+ *   pread delay <ms>                window between two steps of an open)
+ *   fdatasync delay <ms>            fdatasync waits that long first (a slow disk)
  *
  * Every interposed call counts itself in the control file's sibling
  * "<control>.hits" so a spec can check that a fault was really hit.
@@ -30,6 +34,18 @@ typedef ssize_t (*pwrite_fn)(int, const void *, size_t, off_t);
 typedef ssize_t (*pwritev_fn)(int, const struct iovec *, int, off_t);
 typedef int (*fd_fn)(int);
 typedef int (*ftruncate_fn)(int, off_t);
+typedef int (*flock_fn)(int, int);
+typedef ssize_t (*pread_fn)(int, void *, size_t, off_t);
+
+/* The real close(2), for the shim's own files: the interposed close below
+ * must not read the rule while reading the rule. */
+static int shim_close(int fd)
+{
+    static int (*real)(int);
+    if (real == NULL)
+        real = (int (*)(int))dlsym(RTLD_NEXT, "close");
+    return real(fd);
+}
 
 /* Reads the current rule; returns 0 if there is none. */
 static int fault_rule(char *rule, size_t cap)
@@ -41,7 +57,7 @@ static int fault_rule(char *rule, size_t cap)
     if (fd < 0)
         return 0;
     ssize_t n = read(fd, rule, cap - 1);
-    close(fd);
+    shim_close(fd);
     if (n <= 0)
         return 0;
     rule[n] = '\0';
@@ -71,7 +87,7 @@ static void count_hit(void)
     if (fd >= 0) {
         ssize_t ignored = write(fd, "x", 1);
         (void)ignored;
-        close(fd);
+        shim_close(fd);
     }
 }
 
@@ -139,11 +155,56 @@ ssize_t pwritev(int fd, const struct iovec *iov, int iovcnt, off_t off)
     return n;
 }
 
+/* If the rule is "<op> delay <ms>" and fd is an AOF, counts a hit and
+ * sleeps that long. */
+static void maybe_delay(const char *op, int fd)
+{
+    char rule[128], want[32];
+    snprintf(want, sizeof want, "%s delay ", op);
+    if (!fault_rule(rule, sizeof rule) || strncmp(rule, want, strlen(want)) != 0 || !is_aof(fd))
+        return;
+    count_hit();
+    usleep((useconds_t)atoi(rule + strlen(want)) * 1000);
+}
+
+int flock(int fd, int op)
+{
+    static flock_fn real;
+    if (real == NULL)
+        real = (flock_fn)dlsym(RTLD_NEXT, "flock");
+    maybe_delay("flock", fd);
+    return real(fd, op);
+}
+
+ssize_t pread(int fd, void *buf, size_t len, off_t off)
+{
+    static pread_fn real;
+    if (real == NULL)
+        real = (pread_fn)dlsym(RTLD_NEXT, "pread");
+    maybe_delay("pread", fd);
+    return real(fd, buf, len, off);
+}
+
+int close(int fd)
+{
+    static fd_fn real;
+    if (real == NULL)
+        real = (fd_fn)dlsym(RTLD_NEXT, "close");
+    char rule[128];
+    if (!fault_rule(rule, sizeof rule) || !rule_errno(rule, "close") || !is_aof(fd))
+        return real(fd);
+    count_hit();
+    real(fd);
+    errno = rule_errno(rule, "close");
+    return -1;
+}
+
 int fdatasync(int fd)
 {
     static fd_fn real;
     if (real == NULL)
         real = (fd_fn)dlsym(RTLD_NEXT, "fdatasync");
+    maybe_delay("fdatasync", fd);
     char rule[128];
     if (!fault_rule(rule, sizeof rule) || !rule_errno(rule, "fdatasync") || !is_aof(fd))
         return real(fd);
