@@ -23,8 +23,11 @@
 
 /* Appends the JSON text of the value at idx to out. Returns 0, or -1 with err
  * naming the problem and its path ("$.a.b[3]"); out may then hold a partial
- * text the caller discards. The value must not be nil. */
-int lvalue_encode(lua_State *L, int idx, hdb_buf *out, char *err, size_t errlen);
+ * text the caller discards. The value must not be nil. A value whose text
+ * would pass max_len bytes is refused ("value too long ...") as soon as the
+ * encoder gets there, so out never grows by more than max_len. */
+int lvalue_encode(lua_State *L, int idx, hdb_buf *out, size_t max_len, char *err,
+                  size_t errlen);
 
 /* Pushes the value of the JSON text. Returns 0, or -1 with nothing pushed and
  * err naming the problem and its byte offset. */
