@@ -2,11 +2,50 @@
 
 #include <locale.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* ------------------------------------------------------------------ */
+/* Numbers in the "C" locale                                           */
+/* ------------------------------------------------------------------ */
+
+/* JSON numbers have a '.' whatever the program's locale says, but printf and
+ * strtod follow LC_NUMERIC, whose decimal point may be ',' or several bytes
+ * (U+066B in ps_AF). So both run with the calling thread switched to a "C"
+ * locale object: uselocale() acts on this thread only and is undone before
+ * the codec returns, so neither the program's setlocale() nor other threads
+ * see anything, and the cost is a few stores per number, none per digit.
+ * The object is made once per process and never changes after that, which is
+ * why it may be shared by every store and thread. */
+static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
+static locale_t c_locale = (locale_t)0;
+
+static void c_locale_make(void)
+{
+    c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+}
+
+/* Switches this thread to the "C" locale. Returns the locale to hand back to
+ * c_locale_leave() afterwards, or (locale_t)0 (nothing switched) when the "C"
+ * locale could not be made. No Lua call may come before the switch back: a
+ * Lua error would jump past it and leave the thread in the "C" locale. */
+static locale_t c_locale_enter(void)
+{
+    if (pthread_once(&c_locale_once, c_locale_make) != 0 || c_locale == (locale_t)0)
+        return (locale_t)0;
+    return uselocale(c_locale);
+}
+
+/* Gives this thread back the locale c_locale_enter returned. That locale came
+ * from uselocale() itself, so switching back to it cannot fail. */
+static void c_locale_leave(locale_t prev)
+{
+    (void)uselocale(prev);
+}
 
 /* ------------------------------------------------------------------ */
 /* Encoding                                                            */
@@ -262,7 +301,8 @@ static size_t format_int64(char *buf, int64_t v)
  * that read back as the same double, then makes sure the text still looks
  * like a float (has '.', 'e' or is "-0.0") so that it decodes as one.
  * `as_float` is 0 on a Lua without integers, where integral values are
- * written as plain integers. Returns the length written to buf (>= 32). */
+ * written as plain integers. Returns the length written to buf (which has
+ * room for 32 bytes), or 0 if there is no "C" locale to format it in. */
 static size_t format_double(char *buf, double d, int as_float)
 {
     size_t n;
@@ -278,24 +318,17 @@ static size_t format_double(char *buf, double d, int as_float)
         }
         return n;
     }
+    locale_t prev = c_locale_enter();
+    if (prev == (locale_t)0)
+        return 0;
     for (int prec = 15; prec <= 17; prec++) {
         n = (size_t)snprintf(buf, 32, "%.*g", prec, d);
         if (prec == 17 || strtod(buf, NULL) == d)
             break;
     }
-    /* snprintf follows the C locale's decimal point (a comma in some
-     * locales); JSON needs '.'. */
-    int looks_float = 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = buf[i];
-        if (ch == 'e' || ch == 'E') {
-            looks_float = 1;
-        } else if (!(ch >= '0' && ch <= '9') && ch != '-' && ch != '+') {
-            buf[i] = '.';
-            looks_float = 1;
-        }
-    }
-    if (!looks_float) {
+    c_locale_leave(prev);
+    /* In the "C" locale the text is digits, '-', '.' and 'e+'/'e-' only. */
+    if (memchr(buf, '.', n) == NULL && memchr(buf, 'e', n) == NULL) {
         memcpy(buf + n, ".0", 3);
         n += 2;
     }
@@ -318,6 +351,8 @@ static int enc_number(enc_ctx *c, int idx)
     if (isinf(d))
         return enc_fail(c, d > 0 ? "inf" : "-inf", " (JSON has no infinities)");
     n = format_double(buf, d, LCOMPAT_HAS_INTEGERS);
+    if (n == 0)
+        return enc_fail(c, "a float", " (the \"C\" locale to write it in could not be made)");
     return enc_put(c, buf, n);
 }
 
@@ -747,18 +782,14 @@ static int dec_number(dec_ctx *d)
         return dec_fail(d, "number too long");
     memcpy(buf, s + start, n);
     buf[n] = '\0';
+    locale_t prev = c_locale_enter();
+    if (prev == (locale_t)0)
+        return dec_fail(d, "the \"C\" locale to read a number in could not be made");
     char *end;
     double v = strtod(buf, &end);
-    if ((size_t)(end - buf) != n) {
-        /* strtod follows the C locale's decimal point; retry with it. */
-        const char *point = localeconv()->decimal_point;
-        char *dot = strchr(buf, '.');
-        if (dot != NULL && point != NULL && point[0] != '\0' && point[1] == '\0')
-            *dot = point[0];
-        v = strtod(buf, &end);
-        if ((size_t)(end - buf) != n)
-            return dec_fail(d, "bad number");
-    }
+    c_locale_leave(prev);
+    if ((size_t)(end - buf) != n)
+        return dec_fail(d, "bad number");
     d->pos = p;
     lua_pushnumber(d->L, (lua_Number)v);
     return 0;

@@ -8,7 +8,10 @@
  * back the same double, and a ".0" when they look like integers), which is
  * why hurrahdb writes its own JSON instead of lua-cjson 2.1.0's, whose
  * encoder keeps 14 digits and whose decoder returns every number as a float.
- * The text stays plain JSON that cjson, Redis clients or any JSON reader take.
+ * Numbers are written and read the same in every locale. Strings are written
+ * byte for byte (only '"', '\\' and bytes below 0x20 escaped), so a string
+ * that is not UTF-8 gives text that cjson and Redis take but strict JSON
+ * readers refuse.
  */
 #ifndef LVALUE_H
 #define LVALUE_H
