@@ -248,7 +248,7 @@ deps-build:
 
 deps-test:
 	@$(MAKE) --no-print-directory deps PKGS="lua-busted lua-cjson lua-socket redis-server \
-		nginx libnginx-mod-http-lua lua-resty-core luajit2 libluajit2-5.1-dev $(LUA_PKGS)"
+		nginx libnginx-mod-http-lua lua-resty-core luajit2 libluajit2-5.1-dev locales $(LUA_PKGS)"
 
 deps-fuzz:
 	@$(MAKE) --no-print-directory deps PKGS="clang libclang-rt-14-dev"

@@ -376,3 +376,67 @@ describe("hurrahdb", function()
     db:close()
   end)
 end)
+
+describe("db:set() of a value whose JSON text passes the 512 MiB limit", function()
+  -- Each value is set in a child process with bounded memory: ulimit -v of
+  -- 1.5 GiB, or under AddressSanitizer (which needs a vast address space) a
+  -- cap of 768 MiB on any one allocation. An encoder that grew its buffer to
+  -- the end of the value would fail there with out of memory, or be killed
+  -- by the time bound, instead of eating the machine's memory.
+  local LIMIT = 512 * 1024 * 1024
+  local sanitized = os.getenv("ASAN_OPTIONS") ~= nil
+  local dir
+  before_each(function() dir = helpers.tmpdir() end)
+  after_each(function() helpers.rmdir(dir) end)
+
+  local function set_in_child(case)
+    local script, path = "spec/support/huge_value.lua", dir .. "/data.aof"
+    local cmd
+    if sanitized then
+      cmd = "timeout -s KILL 60 " .. helpers.lua_command_env({
+        ASAN_OPTIONS = os.getenv("ASAN_OPTIONS") .. ":allocator_may_return_null=1:max_allocation_size_mb=768",
+      }, script, case, path)
+    else
+      cmd = "ulimit -v 1572864 && timeout -s KILL 60 " .. helpers.lua_command(script, case, path)
+    end
+    local out = helpers.capture(cmd .. " 2>&1; echo exit=$?")
+    local report = {}
+    for name, value in out:gmatch("([%w_]+)=([^\n]*)") do report[name] = value end
+    assert.equals("true", report.done, "the child did not finish within 60 s:\n" .. out)
+    assert.equals("0", report.exit, out)
+    return report, out
+  end
+
+  -- What every refusal must leave: the old value, and a file unchanged.
+  local function assert_store_unchanged(report)
+    assert.equals("old", report.old)
+    assert.equals("1", report.count)
+    assert.equals("true", report.file_unchanged, "bytes were appended to the AOF")
+  end
+
+  it("refuses 30 levels of { t, t } over a 1 KiB string (a terabyte of JSON) as soon as the text "
+     .. "passes the limit, with memory growing by about the limit", function()
+    local report, out = set_in_child("nested")
+    assert.equals("nil", report.ok, out)
+    assert.matches("value too long", report.err, 1, true)
+    assert.matches(tostring(LIMIT), report.err, 1, true) -- names the limit
+    assert.is_true(tonumber(report.seconds) < 30, "the refusal took " .. report.seconds .. " s")
+    -- The buffer stops at the limit instead of doubling past it. Under
+    -- AddressSanitizer realloc holds the old and the new block at once.
+    local bound = sanitized and 2 * 512 or 512 + 64
+    assert.is_true(tonumber(report.peak_growth_mib) <= bound,
+      "memory grew by " .. report.peak_growth_mib .. " MiB during the set (bound " .. bound .. " MiB)")
+    assert_store_unchanged(report)
+  end)
+
+  it("refuses a string of 100 MiB of \"\\1\" (600 MiB once escaped) before copying it", function()
+    local report, out = set_in_child("control")
+    assert.equals("nil", report.ok, out)
+    assert.matches("value too long", report.err, 1, true)
+    assert.matches(tostring(LIMIT), report.err, 1, true) -- names the limit
+    assert.is_true(tonumber(report.seconds) < 30, "the refusal took " .. report.seconds .. " s")
+    assert.is_true(tonumber(report.peak_growth_mib) <= 16,
+      "memory grew by " .. report.peak_growth_mib .. " MiB during the set")
+    assert_store_unchanged(report)
+  end)
+end)

@@ -1,7 +1,7 @@
 /*
  * engine_test: checks of the C engine that the Lua API cannot see: the hash
- * and checksum against published vectors, and the incremental rehash's
- * bound on the work done by any single call. Run by spec/00-engine_spec.lua;
+ * and checksum against published vectors, the incremental rehash's bound on
+ * the work done by any single call, and the bound on a buffer's growth. Run by spec/00-engine_spec.lua;
  * prints one "ok <name>" or "not ok <name>: <why>" line per check.
  */
 #include <pthread.h>
@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "hurrahdb.h"
+#include "hdb_buf.h"
 #include "hdb_crc32c.h"
 #include "hdb_siphash.h"
 #include "hdb_table.h"
@@ -158,6 +159,35 @@ static void check_incremental_rehash(void)
     table_free(&t);
 }
 
+static void check_bounded_growth(void)
+{
+    /* Filled in steps towards a bound that is not a power of two: doubling
+     * from 256 bytes would end at 1 MiB; the capacity must stop at the bound. */
+    const size_t max = 1000000;
+    hdb_buf b;
+    hdb_buf_init(&b);
+    size_t largest = 0;
+    int ok = 1;
+    while (ok && b.len < max) {
+        size_t n = max - b.len < 4096 ? max - b.len : 4096;
+        ok = hdb_buf_reserve_max(&b, n, max) == 0;
+        if (ok) {
+            memset(b.data + b.len, 'x', n);
+            b.len += n;
+        }
+        if (b.cap > largest)
+            largest = b.cap;
+    }
+    CHECK("a bounded buffer grows to its bound and no further",
+          ok && b.len == max && largest == max, "len %zu, largest capacity %zu", b.len, largest);
+    char *data = b.data;
+    int refused = hdb_buf_reserve_max(&b, 1, max) != 0;
+    CHECK("a bounded buffer refuses to pass its bound and is left as it was",
+          refused && b.data == data && b.len == max && b.cap == max,
+          "refused %d, len %zu, cap %zu", refused, b.len, b.cap);
+    hdb_buf_free(&b);
+}
+
 /* ---- exit() in one thread while another closes the store ---- */
 
 static hdb_store *race_store;
@@ -230,5 +260,6 @@ int main(int argc, char **argv)
     check_siphash();
     check_crc32c();
     check_incremental_rehash();
+    check_bounded_growth();
     return failures ? 1 : 0;
 }

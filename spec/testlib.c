@@ -1,11 +1,14 @@
 /*
  * hdb_testlib: what the specs need from the OS that Lua lacks and that
  * Debian packages no module for: fork, waitpid and _exit, to use a store in
- * a forked child as nginx uses one in its workers; and the engine's CRC-32C,
+ * a forked child as nginx uses one in its workers; the engine's CRC-32C,
  * to write AOF files by hand (LuaJIT has no integer operators to compute it
- * in Lua). Built by `make test`; not part of hurrahdb.
+ * in Lua); and the decimal point C's printf and strtod use, which LuaJIT's
+ * own number formatting never shows. Built by `make test`; not part of
+ * hurrahdb.
  */
 #include <errno.h>
+#include <locale.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -52,8 +55,17 @@ static int l_crc32c(lua_State *L)
     return 1;
 }
 
+/* decimal_point() --> the decimal point of the current LC_NUMERIC, the one
+ * printf and strtod use */
+static int l_decimal_point(lua_State *L)
+{
+    lua_pushstring(L, localeconv()->decimal_point);
+    return 1;
+}
+
 static const luaL_Reg testlib[] = {
     {"crc32c", l_crc32c},
+    {"decimal_point", l_decimal_point},
     {"fork", l_fork},
     {"waitpid", l_waitpid},
     {"_exit", l_exit},
@@ -64,7 +76,7 @@ __attribute__((visibility("default"))) int luaopen_hdb_testlib(lua_State *L);
 
 int luaopen_hdb_testlib(lua_State *L)
 {
-    lua_createtable(L, 0, 4);
+    lua_createtable(L, 0, 5);
     luaL_setfuncs(L, testlib, 0);
     return 1;
 }

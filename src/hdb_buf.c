@@ -18,14 +18,19 @@ void hdb_buf_free(hdb_buf *b)
 
 int hdb_buf_reserve(hdb_buf *b, size_t extra)
 {
+    return hdb_buf_reserve_max(b, extra, ((size_t)-1) / 2);
+}
+
+int hdb_buf_reserve_max(hdb_buf *b, size_t extra, size_t max)
+{
     if (extra <= b->cap - b->len)
         return 0;
-    if (extra > ((size_t)-1) / 2 - b->len)
+    if (b->len > max || extra > max - b->len)
         return -1;
     size_t need = b->len + extra;
-    size_t cap = b->cap ? b->cap : 256;
+    size_t cap = b->cap ? b->cap : (max < 256 ? max : 256);
     while (cap < need)
-        cap *= 2;
+        cap = cap > max / 2 ? max : cap * 2;
     char *data = realloc(b->data, cap);
     if (data == NULL)
         return -1;

@@ -22,6 +22,13 @@ void hdb_buf_free(hdb_buf *b);
  * the buffer unchanged. */
 int hdb_buf_reserve(hdb_buf *b, size_t extra);
 
+/* The same for a buffer whose contents may never pass `max` bytes: growth
+ * stays geometric but stops at `max`, so a buffer that is refused there has
+ * never asked for more (doubling would overshoot to nearly twice the bound).
+ * Returns -1, with the buffer unchanged, on ENOMEM or when len + extra would
+ * pass max; the caller that must tell the two apart checks the bound first. */
+int hdb_buf_reserve_max(hdb_buf *b, size_t extra, size_t max);
+
 /* Appends bytes; same failure contract as hdb_buf_reserve. */
 int hdb_buf_append(hdb_buf *b, const void *data, size_t len);
 

@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hurrahdb.h" /* HDB_MAX_ITEM_LEN */
+
 typedef struct hdb_entry {
     struct hdb_entry *next; /* bucket chain */
     uint32_t hash;          /* kept so that rehashing never rereads keys; 32 bits
@@ -56,10 +58,6 @@ typedef struct hdb_table {
  * per call whatever the table's size. */
 #define REHASH_BUCKETS_PER_OP 2
 #define REHASH_EMPTY_VISITS 20
-
-/* Largest key or value length accepted; also the limit of Redis bulk strings,
- * so that every file hurrahdb writes can be loaded by Redis. */
-#define HDB_MAX_ITEM_LEN (512u * 1024u * 1024u)
 
 /* Prepares an empty table. `seed` keys the hash; pass random bytes. */
 void table_init(hdb_table *t, const uint64_t seed[2]);

@@ -26,6 +26,10 @@
 /* Room callers should give error buffers; longer messages are truncated. */
 #define HDB_ERRLEN 512
 
+/* Largest key or value length accepted; also the limit of Redis bulk strings,
+ * so that every file hurrahdb writes can be loaded by Redis. */
+#define HDB_MAX_ITEM_LEN (512u * 1024u * 1024u)
+
 #define HDB_DEFAULT_SYNC_TIME_MS 1000u
 #define HDB_DEFAULT_MAX_PENDING (64u * 1024u * 1024u)
 

@@ -230,7 +230,7 @@ static int l_set(lua_State *L)
         return delete_key(L, s, key, klen, 0);
     char err[HDB_ERRLEN];
     s->scratch.len = 0;
-    if (lvalue_encode(L, 3, &s->scratch, err, sizeof err) != 0) {
+    if (lvalue_encode(L, 3, &s->scratch, HDB_MAX_ITEM_LEN, err, sizeof err) != 0) {
         scratch_release(s);
         return push_error(L, err);
     }

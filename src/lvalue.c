@@ -2,11 +2,50 @@
 
 #include <locale.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* ------------------------------------------------------------------ */
+/* Numbers in the "C" locale                                           */
+/* ------------------------------------------------------------------ */
+
+/* JSON numbers have a '.' whatever the program's locale says, but printf and
+ * strtod follow LC_NUMERIC, whose decimal point may be ',' or several bytes
+ * (U+066B in ps_AF). So both run with the calling thread switched to a "C"
+ * locale object: uselocale() acts on this thread only and is undone before
+ * the codec returns, so neither the program's setlocale() nor other threads
+ * see anything, and the cost is a few stores per number, none per digit.
+ * The object is made once per process and never changes after that, which is
+ * why it may be shared by every store and thread. */
+static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
+static locale_t c_locale = (locale_t)0;
+
+static void c_locale_make(void)
+{
+    c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+}
+
+/* Switches this thread to the "C" locale. Returns the locale to hand back to
+ * c_locale_leave() afterwards, or (locale_t)0 (nothing switched) when the "C"
+ * locale could not be made. No Lua call may come before the switch back: a
+ * Lua error would jump past it and leave the thread in the "C" locale. */
+static locale_t c_locale_enter(void)
+{
+    if (pthread_once(&c_locale_once, c_locale_make) != 0 || c_locale == (locale_t)0)
+        return (locale_t)0;
+    return uselocale(c_locale);
+}
+
+/* Gives this thread back the locale c_locale_enter returned. That locale came
+ * from uselocale() itself, so switching back to it cannot fail. */
+static void c_locale_leave(locale_t prev)
+{
+    (void)uselocale(prev);
+}
 
 /* ------------------------------------------------------------------ */
 /* Encoding                                                            */
@@ -23,6 +62,11 @@ typedef struct path_step {
 typedef struct enc_ctx {
     lua_State *L;
     hdb_buf *out;
+    size_t max_len; /* limit on the value's text */
+    size_t end;     /* out->len may not pass this: the value's start + max_len */
+    size_t stop;    /* the smaller of out->cap and end: one compare per byte
+                     * tells whether the buffer must grow or the value is
+                     * too long */
     char *err;
     size_t errlen;
     int depth;
@@ -69,6 +113,8 @@ static void enc_format_path(const enc_ctx *c, char *buf, size_t cap)
             str_addf(buf, cap, &used, "...");
             break;
         }
+        if (p->key == NULL && p->index == 0)
+            continue; /* a table not yet into its first item ("value too long" at its '{') */
         if (p->key == NULL) {
             str_addf(buf, cap, &used, "[%zu]", p->index);
             continue;
@@ -112,17 +158,41 @@ static int enc_nomem(enc_ctx *c)
     return -1;
 }
 
+static int enc_too_long(enc_ctx *c)
+{
+    char path[200];
+    enc_format_path(c, path, sizeof path);
+    snprintf(c->err, c->errlen, "value too long (its JSON text passes the limit of %zu bytes at %s)",
+             c->max_len, path);
+    return -1;
+}
+
+/* Makes room for n more bytes. The limit is checked here, before the buffer
+ * grows, and the buffer never grows past it: a value of any size costs at
+ * most the limit in memory before it is refused. */
+static int enc_reserve(enc_ctx *c, size_t n)
+{
+    if (n > c->end - c->out->len)
+        return enc_too_long(c);
+    if (hdb_buf_reserve_max(c->out, n, c->end) != 0)
+        return enc_nomem(c);
+    c->stop = c->out->cap < c->end ? c->out->cap : c->end;
+    return 0;
+}
+
 static inline int enc_put(enc_ctx *c, const char *s, size_t n)
 {
-    if (hdb_buf_append(c->out, s, n) != 0)
-        return enc_nomem(c);
+    if (n > c->stop - c->out->len && enc_reserve(c, n) != 0)
+        return -1;
+    memcpy(c->out->data + c->out->len, s, n);
+    c->out->len += n;
     return 0;
 }
 
 static inline int enc_putc(enc_ctx *c, char ch)
 {
-    if (c->out->len == c->out->cap && hdb_buf_reserve(c->out, 1) != 0)
-        return enc_nomem(c);
+    if (c->out->len == c->stop && enc_reserve(c, 1) != 0)
+        return -1;
     c->out->data[c->out->len++] = ch;
     return 0;
 }
@@ -135,11 +205,49 @@ static inline int needs_escape(unsigned char ch)
     return ch < 0x20 || ch == '"' || ch == '\\';
 }
 
+/* The letter of the two-byte escape of a byte that needs one ('n' for
+ * \n), or 0 for the control characters written as \u00XX. */
+static char short_escape(unsigned char ch)
+{
+    switch (ch) {
+    case '"': return '"';
+    case '\\': return '\\';
+    case '\b': return 'b';
+    case '\f': return 'f';
+    case '\n': return 'n';
+    case '\r': return 'r';
+    case '\t': return 't';
+    default: return 0;
+    }
+}
+
+/* Length of the escaped text of s without its quotes, counted only as far as
+ * it takes to pass `bound`: any result above bound means "too long". */
+static size_t escaped_len(const char *s, size_t len, size_t bound)
+{
+    size_t n = len;
+    for (size_t i = 0; i < len && n <= bound; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (needs_escape(ch))
+            n += short_escape(ch) ? 1 : 5;
+    }
+    return n;
+}
+
 static int enc_string(enc_ctx *c, const char *s, size_t len)
 {
-    /* Worst case is 6 bytes per input byte (\u00XX) plus the quotes. */
-    if (len > (SIZE_MAX - 2) / 6 || hdb_buf_reserve(c->out, len + 2) != 0)
-        return enc_nomem(c);
+    /* The text is the bytes, up to 5 more per escaped byte, and the quotes.
+     * Where the escapes could take it past the limit, its length is counted
+     * first: a string too long is refused before any of it is copied (a
+     * 100 MiB string of control characters would otherwise fill the buffer
+     * to the limit first). The buffer is then sized once for the usual case
+     * of few escapes. */
+    size_t room = c->end - c->out->len;
+    if (room < 2 || len > room - 2 ||
+        (len > (room - 2) / 6 && escaped_len(s, len, room - 2) > room - 2))
+        return enc_too_long(c);
+    if (len + 2 > c->stop - c->out->len && enc_reserve(c, len + 2) != 0)
+        return -1;
     c->out->data[c->out->len++] = '"';
     size_t i = 0;
     while (i < len) {
@@ -154,19 +262,12 @@ static int enc_string(enc_ctx *c, const char *s, size_t len)
         if (i == len)
             break;
         unsigned char ch = (unsigned char)s[i++];
-        char esc[7];
+        char esc[6] = {'\\', short_escape(ch), '0', '0', 0, 0};
         size_t n = 2;
-        esc[0] = '\\';
-        switch (ch) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
-        default:
-            snprintf(esc, sizeof esc, "\\u%04x", ch);
+        if (esc[1] == 0) {
+            esc[1] = 'u';
+            esc[4] = "0123456789abcdef"[ch >> 4];
+            esc[5] = "0123456789abcdef"[ch & 0xF];
             n = 6;
         }
         if (enc_put(c, esc, n) != 0)
@@ -200,7 +301,8 @@ static size_t format_int64(char *buf, int64_t v)
  * that read back as the same double, then makes sure the text still looks
  * like a float (has '.', 'e' or is "-0.0") so that it decodes as one.
  * `as_float` is 0 on a Lua without integers, where integral values are
- * written as plain integers. Returns the length written to buf (>= 32). */
+ * written as plain integers. Returns the length written to buf (which has
+ * room for 32 bytes), or 0 if there is no "C" locale to format it in. */
 static size_t format_double(char *buf, double d, int as_float)
 {
     size_t n;
@@ -216,24 +318,17 @@ static size_t format_double(char *buf, double d, int as_float)
         }
         return n;
     }
+    locale_t prev = c_locale_enter();
+    if (prev == (locale_t)0)
+        return 0;
     for (int prec = 15; prec <= 17; prec++) {
         n = (size_t)snprintf(buf, 32, "%.*g", prec, d);
         if (prec == 17 || strtod(buf, NULL) == d)
             break;
     }
-    /* snprintf follows the C locale's decimal point (a comma in some
-     * locales); JSON needs '.'. */
-    int looks_float = 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = buf[i];
-        if (ch == 'e' || ch == 'E') {
-            looks_float = 1;
-        } else if (!(ch >= '0' && ch <= '9') && ch != '-' && ch != '+') {
-            buf[i] = '.';
-            looks_float = 1;
-        }
-    }
-    if (!looks_float) {
+    c_locale_leave(prev);
+    /* In the "C" locale the text is digits, '-', '.' and 'e+'/'e-' only. */
+    if (memchr(buf, '.', n) == NULL && memchr(buf, 'e', n) == NULL) {
         memcpy(buf + n, ".0", 3);
         n += 2;
     }
@@ -256,6 +351,8 @@ static int enc_number(enc_ctx *c, int idx)
     if (isinf(d))
         return enc_fail(c, d > 0 ? "inf" : "-inf", " (JSON has no infinities)");
     n = format_double(buf, d, LCOMPAT_HAS_INTEGERS);
+    if (n == 0)
+        return enc_fail(c, "a float", " (the \"C\" locale to write it in could not be made)");
     return enc_put(c, buf, n);
 }
 
@@ -436,11 +533,14 @@ static int enc_value(enc_ctx *c, int idx)
     }
 }
 
-int lvalue_encode(lua_State *L, int idx, hdb_buf *out, char *err, size_t errlen)
+int lvalue_encode(lua_State *L, int idx, hdb_buf *out, size_t max_len, char *err, size_t errlen)
 {
     enc_ctx c;
     c.L = L;
     c.out = out;
+    c.max_len = max_len;
+    c.end = out->len + (max_len < SIZE_MAX - out->len ? max_len : SIZE_MAX - out->len);
+    c.stop = out->cap < c.end ? out->cap : c.end;
     c.err = err;
     c.errlen = errlen;
     c.depth = 0;
@@ -682,18 +782,14 @@ static int dec_number(dec_ctx *d)
         return dec_fail(d, "number too long");
     memcpy(buf, s + start, n);
     buf[n] = '\0';
+    locale_t prev = c_locale_enter();
+    if (prev == (locale_t)0)
+        return dec_fail(d, "the \"C\" locale to read a number in could not be made");
     char *end;
     double v = strtod(buf, &end);
-    if ((size_t)(end - buf) != n) {
-        /* strtod follows the C locale's decimal point; retry with it. */
-        const char *point = localeconv()->decimal_point;
-        char *dot = strchr(buf, '.');
-        if (dot != NULL && point != NULL && point[0] != '\0' && point[1] == '\0')
-            *dot = point[0];
-        v = strtod(buf, &end);
-        if ((size_t)(end - buf) != n)
-            return dec_fail(d, "bad number");
-    }
+    c_locale_leave(prev);
+    if ((size_t)(end - buf) != n)
+        return dec_fail(d, "bad number");
     d->pos = p;
     lua_pushnumber(d->L, (lua_Number)v);
     return 0;

@@ -8,7 +8,10 @@
  * back the same double, and a ".0" when they look like integers), which is
  * why hurrahdb writes its own JSON instead of lua-cjson 2.1.0's, whose
  * encoder keeps 14 digits and whose decoder returns every number as a float.
- * The text stays plain JSON that cjson, Redis clients or any JSON reader take.
+ * Numbers are written and read the same in every locale. Strings are written
+ * byte for byte (only '"', '\\' and bytes below 0x20 escaped), so a string
+ * that is not UTF-8 gives text that cjson and Redis take but strict JSON
+ * readers refuse.
  */
 #ifndef LVALUE_H
 #define LVALUE_H
@@ -23,8 +26,11 @@
 
 /* Appends the JSON text of the value at idx to out. Returns 0, or -1 with err
  * naming the problem and its path ("$.a.b[3]"); out may then hold a partial
- * text the caller discards. The value must not be nil. */
-int lvalue_encode(lua_State *L, int idx, hdb_buf *out, char *err, size_t errlen);
+ * text the caller discards. The value must not be nil. A value whose text
+ * would pass max_len bytes is refused ("value too long ...") as soon as the
+ * encoder gets there, so out never grows by more than max_len. */
+int lvalue_encode(lua_State *L, int idx, hdb_buf *out, size_t max_len, char *err,
+                  size_t errlen);
 
 /* Pushes the value of the JSON text. Returns 0, or -1 with nothing pushed and
  * err naming the problem and its byte offset. */
