@@ -139,7 +139,9 @@ describe("numbers in values under other locales", function()
           assert.equals(text, values[key], "the text of " .. key)
         end
         assert.is_nil(data:find("[\128-\255]"), "a byte of a multibyte decimal point or separator")
-        assert.equals(helpers.read_file(dir .. "/C.aof"), data)
+        -- the same records (each file has its own key, so its own tags)
+        assert.same(assert(helpers.parse_aof(helpers.read_file(dir .. "/C.aof"))),
+          assert(helpers.parse_aof(data)))
       end)
     end)
   end
