@@ -5,6 +5,12 @@
  * for encoding values. Conventions follow LuaFileSystem and OpenResty: wrong
  * argument types raise; runtime failures return nil and a message; one
  * idempotent close path serves close(), __gc and __close.
+ *
+ * Any Lua call that may allocate may also run finalizers, and a finalizer
+ * may change, read or close this very store. So no pointer into the store
+ * (a value, a key, the path) is held across such a call: what a method
+ * returns is copied out first (see "Copying out"), and after any allocation
+ * the store is checked to be still open before it is used again.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,15 +35,21 @@ static lstore *check_store(lua_State *L)
     return (lstore *)luaL_checkudata(L, 1, STORE_MT);
 }
 
+static void require_open(lua_State *L, const lstore *s)
+{
+    if (s->db == NULL)
+        luaL_error(L, "store is closed");
+}
+
 static lstore *check_open(lua_State *L)
 {
     lstore *s = check_store(L);
-    if (s->db == NULL)
-        luaL_error(L, "store is closed");
+    require_open(L, s);
     return s;
 }
 
-/* Keys are strings; a number is converted the way tostring converts it. */
+/* Keys are strings; a number is converted the way tostring converts it.
+ * That conversion allocates: check the store is open only after it. */
 static const char *check_key(lua_State *L, int idx, size_t *len)
 {
     int t = lua_type(L, idx);
@@ -54,6 +66,103 @@ static int push_error(lua_State *L, const char *msg)
     lua_pushnil(L);
     lua_pushstring(L, msg);
     return 2;
+}
+
+/* ---- Copying out ----
+ *
+ * Bytes the engine hands out (a value, a key, the path) live in the store
+ * and may be freed or rewritten by any change to it. Making Lua values from
+ * them runs the collector, which runs finalizers, which may change the store:
+ * LuaJIT's lua_pushlstring runs a collection step before it copies its
+ * source, and growing a luaL_Buffer or creating a table runs one in the middle
+ * of decoding. So the bytes are first copied out, with no Lua call between
+ * the engine's lookup and the copy, and Lua values are made from the copy:
+ * what a call returns is what the store held when the call read it.
+ *
+ * A copy that fits stays on the C stack: no allocation, and nothing to free
+ * whether the decoding returns, raises or is reentered. A larger one goes to
+ * the heap, and is turned into Lua values in a protected call (the function
+ * is upvalue 1 of every method, so that pushing it allocates nothing), which
+ * frees the copy whatever an allocation raises (out of memory, or in LuaJIT
+ * the error of a finalizer) before passing the error on. */
+
+#define COPY_STACK_MAX 4096
+
+typedef struct copy_out {
+    char *data;     /* `stack`, or the heap when the bytes did not fit */
+    size_t slen;    /* the string part first, pushed as a Lua string */
+    size_t vlen;    /* then the JSON of a value, pushed decoded */
+    int has_str, has_val;
+    char stack[COPY_STACK_MAX];
+} copy_out;
+
+/* Copies str (for a string; NULL for none) and val (for a decoded value;
+ * NULL for none) into c. Makes no Lua call. Returns 0, or -1 when the heap
+ * has no room. */
+static int copy_take(copy_out *c, const char *str, size_t slen, const char *val, size_t vlen)
+{
+    c->has_str = str != NULL;
+    c->has_val = val != NULL;
+    c->slen = c->has_str ? slen : 0;
+    c->vlen = c->has_val ? vlen : 0;
+    c->data = c->stack;
+    if (c->slen > sizeof c->stack || c->vlen > sizeof c->stack - c->slen) {
+        if (c->slen > SIZE_MAX - c->vlen || (c->data = malloc(c->slen + c->vlen)) == NULL) {
+            c->data = c->stack;
+            return -1;
+        }
+    }
+    if (c->slen > 0)
+        memcpy(c->data, str, c->slen);
+    if (c->vlen > 0)
+        memcpy(c->data + c->slen, val, c->vlen);
+    return 0;
+}
+
+/* Pushes the string part, then the decoded value, of c. Returns 1, or 0
+ * with err filled when the value cannot be decoded (the string is pushed
+ * all the same). */
+static int copy_push_unprotected(lua_State *L, const copy_out *c, char *err, size_t errlen)
+{
+    if (c->has_str)
+        lua_pushlstring(L, c->data, c->slen);
+    if (c->has_val)
+        return lvalue_decode(L, c->data + c->slen, c->vlen, err, errlen) == 0;
+    return 1;
+}
+
+typedef struct copy_job {
+    const copy_out *copy;
+    char *err;
+    size_t errlen;
+    int ok;
+} copy_job;
+
+/* The protected part of copy_push; its argument is a copy_job. */
+static int copy_push_protected(lua_State *L)
+{
+    copy_job *job = (copy_job *)lua_touserdata(L, 1);
+    lua_pop(L, 1);
+    job->ok = copy_push_unprotected(L, job->copy, job->err, job->errlen);
+    return lua_gettop(L);
+}
+
+/* Pushes what copy_push_unprotected pushes and frees the copy. Raises what
+ * the allocations raise. Call it only from a function whose upvalue 1 is
+ * copy_push_protected. */
+static int copy_push(lua_State *L, copy_out *c, char *err, size_t errlen)
+{
+    if (c->data == c->stack)
+        return copy_push_unprotected(L, c, err, errlen);
+    copy_job job = {c, err, errlen, 0};
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushlightuserdata(L, &job);
+    int status = lua_pcall(L, 1, LUA_MULTRET, 0);
+    free(c->data);
+    c->data = c->stack;
+    if (status != 0)
+        lua_error(L);
+    return job.ok;
 }
 
 /* ---- opening ---- */
@@ -221,11 +330,14 @@ static int delete_key(lua_State *L, lstore *s, const char *key, size_t klen, int
     return 1;
 }
 
+/* The encoder makes no Lua allocation, so nothing can reenter between
+ * encoding into the scratch buffer and handing it to the engine. */
 static int l_set(lua_State *L)
 {
-    lstore *s = check_open(L);
+    lstore *s = check_store(L);
     size_t klen;
     const char *key = check_key(L, 2, &klen);
+    require_open(L, s);
     if (lua_isnoneornil(L, 3))
         return delete_key(L, s, key, klen, 0);
     char err[HDB_ERRLEN];
@@ -242,39 +354,40 @@ static int l_set(lua_State *L)
     return 1;
 }
 
-static int push_decoded(lua_State *L, const char *val, size_t vlen)
-{
-    char err[HDB_ERRLEN];
-    if (lvalue_decode(L, val, vlen, err, sizeof err) != 0)
-        return push_error(L, err);
-    return 1;
-}
-
 static int l_get(lua_State *L)
 {
-    lstore *s = check_open(L);
+    lstore *s = check_store(L);
     size_t klen, vlen;
     const char *key = check_key(L, 2, &klen), *val;
+    require_open(L, s);
     if (!hdb_get(s->db, key, klen, &val, &vlen)) {
         lua_pushnil(L);
         return 1;
     }
-    return push_decoded(L, val, vlen);
+    copy_out c;
+    if (copy_take(&c, NULL, 0, val, vlen) != 0)
+        return push_error(L, "out of memory");
+    char err[HDB_ERRLEN];
+    if (!copy_push(L, &c, err, sizeof err))
+        return push_error(L, err);
+    return 1;
 }
 
 static int l_delete(lua_State *L)
 {
-    lstore *s = check_open(L);
+    lstore *s = check_store(L);
     size_t klen;
     const char *key = check_key(L, 2, &klen);
+    require_open(L, s);
     return delete_key(L, s, key, klen, 1);
 }
 
 static int l_exists(lua_State *L)
 {
-    lstore *s = check_open(L);
+    lstore *s = check_store(L);
     size_t klen, vlen;
     const char *key = check_key(L, 2, &klen), *val;
+    require_open(L, s);
     lua_pushboolean(L, hdb_get(s->db, key, klen, &val, &vlen));
     return 1;
 }
@@ -305,45 +418,54 @@ static int l_keys(lua_State *L)
     lua_Integer n = 0;
     const char *k, *v;
     size_t klen, vlen;
-    while (hdb_next(s->db, &cursor, &k, &klen, &v, &vlen)) {
+    copy_out c;
+    for (;;) {
+        require_open(L, s);
+        if (!hdb_next(s->db, &cursor, &k, &klen, &v, &vlen))
+            break;
         if (prefix && (klen < plen || memcmp(k, prefix, plen) != 0))
             continue;
-        lua_pushlstring(L, k, klen);
+        if (copy_take(&c, k, klen, NULL, 0) != 0)
+            return luaL_error(L, "out of memory");
+        copy_push(L, &c, NULL, 0);
         lua_rawseti(L, -2, ++n);
     }
     return 1;
 }
 
-/* The iterator of db:pairs(). Its position lives in upvalue 2, so the loop's
- * control variable (the key) plays no part: the store may change under it. */
+/* The iterator of db:pairs(). Its position lives in upvalue 3 (the store is
+ * upvalue 2), so the loop's control variable (the key) plays no part: the
+ * store may change under it. */
 static int pairs_step(lua_State *L)
 {
-    lstore *s = (lstore *)lua_touserdata(L, lua_upvalueindex(1));
+    lstore *s = (lstore *)lua_touserdata(L, lua_upvalueindex(2));
     if (s->db == NULL)
         return luaL_error(L, "store is closed");
-    uint32_t cursor = (uint32_t)lua_tonumber(L, lua_upvalueindex(2));
+    uint32_t cursor = (uint32_t)lua_tonumber(L, lua_upvalueindex(3));
     const char *k, *v;
     size_t klen, vlen;
     if (!hdb_next(s->db, &cursor, &k, &klen, &v, &vlen)) {
         lua_pushnil(L);
         return 1;
     }
+    copy_out c;
+    if (copy_take(&c, k, klen, v, vlen) != 0)
+        return luaL_error(L, "out of memory");
     lua_pushnumber(L, (lua_Number)cursor);
-    lua_replace(L, lua_upvalueindex(2));
-    lua_pushlstring(L, k, klen);
+    lua_replace(L, lua_upvalueindex(3));
     char err[HDB_ERRLEN];
-    if (lvalue_decode(L, v, vlen, err, sizeof err) != 0) {
+    if (!copy_push(L, &c, err, sizeof err))
         return luaL_error(L, "key '%s': %s", lua_tostring(L, -1), err);
-    }
     return 2;
 }
 
 static int l_pairs(lua_State *L)
 {
     check_open(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
     lua_pushvalue(L, 1);
     lua_pushnumber(L, 0);
-    lua_pushcclosure(L, pairs_step, 2);
+    lua_pushcclosure(L, pairs_step, 3);
     lua_pushvalue(L, 1);
     lua_pushnil(L);
     return 3;
@@ -369,14 +491,25 @@ static void set_count_field(lua_State *L, const char *name, int64_t v)
     lua_setfield(L, -2, name);
 }
 
+/* Copies the store's path (none for a memory store) into c. */
+static void copy_path(lua_State *L, const lstore *s, copy_out *c)
+{
+    const char *path = hdb_path(s->db);
+    if (copy_take(c, path, path ? strlen(path) : 0, NULL, 0) != 0)
+        luaL_error(L, "out of memory");
+}
+
 static int l_stats(lua_State *L)
 {
     lstore *s = check_open(L);
     hdb_stats st;
     hdb_get_stats(s->db, &st);
-    lua_createtable(L, 0, 10);
+    int64_t memory = (int64_t)(st.memory_bytes + sizeof *s + s->scratch.cap);
+    copy_out path;
+    copy_path(L, s, &path);
+    lua_createtable(L, 0, 12);
     set_count_field(L, "keys", (int64_t)st.keys);
-    set_count_field(L, "memory", (int64_t)(st.memory_bytes + sizeof *s + s->scratch.cap));
+    set_count_field(L, "memory", memory);
     set_count_field(L, "aof_bytes", (int64_t)st.aof_bytes);
     set_count_field(L, "aof_pending_bytes", (int64_t)st.aof_pending_bytes);
     set_count_field(L, "last_sync", st.last_sync_ms);
@@ -392,8 +525,8 @@ static int l_stats(lua_State *L)
         lua_pushstring(L, st.last_error);
         lua_setfield(L, -2, "last_error");
     }
-    if (hdb_path(s->db) != NULL) {
-        lua_pushstring(L, hdb_path(s->db));
+    if (path.has_str) {
+        copy_push(L, &path, NULL, 0);
         lua_setfield(L, -2, "path");
     }
     return 1;
@@ -459,12 +592,18 @@ static int l_len(lua_State *L)
 static int l_tostring(lua_State *L)
 {
     lstore *s = check_store(L);
-    if (s->db == NULL)
+    if (s->db == NULL) {
         lua_pushfstring(L, "hurrahdb store (closed): %p", (void *)s);
-    else if (hdb_path(s->db) == NULL)
+        return 1;
+    }
+    copy_out path;
+    copy_path(L, s, &path);
+    if (!path.has_str) {
         lua_pushfstring(L, "hurrahdb store (memory): %p", (void *)s);
-    else
-        lua_pushfstring(L, "hurrahdb store (%s): %p", hdb_path(s->db), (void *)s);
+        return 1;
+    }
+    copy_push(L, &path, NULL, 0);
+    lua_pushfstring(L, "hurrahdb store (%s): %p", lua_tostring(L, -1), (void *)s);
     return 1;
 }
 
@@ -496,6 +635,17 @@ static const luaL_Reg module_functions[] = {
     {NULL, NULL},
 };
 
+/* Sets the functions of l into the table on top, each with
+ * copy_push_protected as upvalue 1 (see copy_push). */
+static void set_methods(lua_State *L, const luaL_Reg *l)
+{
+    for (; l->name != NULL; l++) {
+        lua_pushcfunction(L, copy_push_protected);
+        lua_pushcclosure(L, l->func, 1);
+        lua_setfield(L, -2, l->name);
+    }
+}
+
 /* The only exported symbol: the engine's names stay private to the module,
  * so they cannot clash with another library loaded in the same nginx. */
 __attribute__((visibility("default"))) int luaopen_hurrahdb(lua_State *L);
@@ -503,9 +653,9 @@ __attribute__((visibility("default"))) int luaopen_hurrahdb(lua_State *L);
 int luaopen_hurrahdb(lua_State *L)
 {
     luaL_newmetatable(L, STORE_MT);
-    luaL_setfuncs(L, store_meta, 0);
+    set_methods(L, store_meta);
     lua_createtable(L, 0, sizeof store_methods / sizeof *store_methods);
-    luaL_setfuncs(L, store_methods, 0);
+    set_methods(L, store_methods);
     lua_setfield(L, -2, "__index");
     lua_pushliteral(L, "hurrahdb.store");
     lua_setfield(L, -2, "__name");
