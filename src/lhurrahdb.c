@@ -435,7 +435,8 @@ static int l_keys(lua_State *L)
 
 /* The iterator of db:pairs(). Its position lives in upvalue 3 (the store is
  * upvalue 2), so the loop's control variable (the key) plays no part: the
- * store may change under it. */
+ * store may change under it. A value this Lua cannot decode gives key, nil
+ * and the error, and the loop goes on. */
 static int pairs_step(lua_State *L)
 {
     lstore *s = (lstore *)lua_touserdata(L, lua_upvalueindex(2));
@@ -454,8 +455,11 @@ static int pairs_step(lua_State *L)
     lua_pushnumber(L, (lua_Number)cursor);
     lua_replace(L, lua_upvalueindex(3));
     char err[HDB_ERRLEN];
-    if (!copy_push(L, &c, err, sizeof err))
-        return luaL_error(L, "key '%s': %s", lua_tostring(L, -1), err);
+    if (!copy_push(L, &c, err, sizeof err)) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 3;
+    }
     return 2;
 }
 
