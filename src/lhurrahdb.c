@@ -167,98 +167,133 @@ static int copy_push(lua_State *L, copy_out *c, char *err, size_t errlen)
 
 /* ---- opening ---- */
 
-static int option_error(lua_State *L, const char *fn, const char *name, const char *want)
+/* The options, in the order the error messages list them. */
+enum {
+    OPT_PATH,
+    OPT_SYNC_TIME,
+    OPT_FSYNC,
+    OPT_REPAIR,
+    OPT_LOCK_TIMEOUT,
+    OPT_MAX_PENDING,
+    OPT_ON_WARNING,
+    OPT_COUNT
+};
+
+/* Every option: its Lua type; for numbers, the range of whole numbers taken;
+ * for numbers and booleans (0 or 1), the default. Reading, checking,
+ * defaults and the error texts all come from this table. */
+static const struct option_def {
+    const char *name;
+    int type;
+    double min, max;
+    double dflt;
+} option_defs[OPT_COUNT] = {
+    [OPT_PATH] = {"path", LUA_TSTRING, 0, 0, 0},
+    [OPT_SYNC_TIME] = {"sync_time", LUA_TNUMBER, 0, 86400000.0, HDB_DEFAULT_SYNC_TIME_MS},
+    [OPT_FSYNC] = {"fsync", LUA_TBOOLEAN, 0, 0, 1},
+    [OPT_REPAIR] = {"repair", LUA_TBOOLEAN, 0, 0, 0},
+    [OPT_LOCK_TIMEOUT] = {"lock_timeout", LUA_TNUMBER, 0, 86400000.0, 0},
+    [OPT_MAX_PENDING] = {"max_pending", LUA_TNUMBER, 4096.0, 1099511627776.0,
+                         HDB_DEFAULT_MAX_PENDING},
+    [OPT_ON_WARNING] = {"on_warning", LUA_TFUNCTION, 0, 0, 0},
+};
+
+/* Raises that the option names in the table at idx are not all known. */
+static void check_option_names(lua_State *L, int idx, const char *fn)
 {
-    return luaL_error(L, "%s: option '%s' must be %s (got %s)", fn, name, want,
-                      luaL_typename(L, -1));
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            luaL_error(L, "%s: option names must be strings (got a %s key)", fn,
+                       luaL_typename(L, -1));
+        }
+        const char *name = lua_tostring(L, -1);
+        int i = 0;
+        while (i < OPT_COUNT && strcmp(name, option_defs[i].name) != 0)
+            i++;
+        if (i == OPT_COUNT) {
+            char known[160];
+            size_t used = 0;
+            known[0] = '\0';
+            for (int j = 0; j < OPT_COUNT && used < sizeof known; j++) {
+                int n = snprintf(known + used, sizeof known - used, "%s%s", j ? ", " : "",
+                                 option_defs[j].name);
+                used += n > 0 ? (size_t)n : 0;
+            }
+            luaL_error(L, "%s: unknown option '%s' (known: %s)", fn, name, known);
+        }
+    }
 }
 
-/* Checks that the option value on top of the stack is a whole number from 0
- * to max, and returns it. */
-static double check_whole_option(lua_State *L, const char *fn, const char *name, double max)
+/* Checks the value of option i at idx, which is not nil, and returns it as
+ * a number (a boolean as 0 or 1; 0 for the other types). */
+static double check_option_value(lua_State *L, int idx, const char *fn, int i)
 {
-    if (lua_type(L, -1) != LUA_TNUMBER)
-        option_error(L, fn, name, "a number");
-    double v = (double)lua_tonumber(L, -1);
-    if (!(v >= 0 && v <= max) || v != (double)(uint64_t)v) {
-        char limit[32];
-        snprintf(limit, sizeof limit, "%.0f", max);
-        luaL_error(L, "%s: option '%s' must be a whole number from 0 to %s (got %s)",
-                   fn, name, limit, lua_tostring(L, -1));
+    const struct option_def *def = &option_defs[i];
+    if (lua_type(L, idx) != def->type) {
+        luaL_error(L, "%s: option '%s' must be a %s (got %s)", fn, def->name,
+                   lua_typename(L, def->type), luaL_typename(L, idx));
+    }
+    if (def->type == LUA_TBOOLEAN)
+        return lua_toboolean(L, idx);
+    if (def->type != LUA_TNUMBER)
+        return 0;
+    double v = (double)lua_tonumber(L, idx);
+    /* The range test comes first: it also keeps NaN and the infinities
+     * away from the conversion, which is undefined for them. */
+    if (!(v >= def->min && v <= def->max) || v != (double)(uint64_t)v) {
+        char range[64]; /* lua_pushfstring has no %.0f */
+        snprintf(range, sizeof range, "from %.0f to %.0f", def->min, def->max);
+        luaL_error(L, "%s: option '%s' must be a whole number %s (got %s)", fn, def->name,
+                   range, lua_tostring(L, idx));
     }
     return v;
 }
 
-/* Reads the options table at idx into opt. Unknown names and wrong types
- * raise, so that a typo is never silently ignored. `path_allowed` is 0 for
- * open(), which takes the path as its own argument. */
-static void read_options(lua_State *L, int idx, const char *fn, int path_allowed,
-                         hdb_options *opt)
+/* Reads the options table at idx (0: none given) for function fn. Each
+ * known option is read by ordinary indexing, so that options a table
+ * inherits through __index count like its own; the table's own keys are
+ * checked against the known names, so that a typo is never silently
+ * ignored. The values are left on the stack, option i at base + i (nil when
+ * not given), which keeps the path and on_warning alive until the store is
+ * open; numbers and booleans, with defaults applied, go to num. Returns
+ * base. */
+static int read_options(lua_State *L, int idx, const char *fn, double num[OPT_COUNT])
 {
-    lua_pushnil(L);
-    while (lua_next(L, idx) != 0) {
-        if (lua_type(L, -2) != LUA_TSTRING) {
-            luaL_error(L, "%s: option names must be strings (got a %s key)", fn,
-                       luaL_typename(L, -2));
+    luaL_checkstack(L, OPT_COUNT + 2, "too many options");
+    if (idx != 0)
+        check_option_names(L, idx, fn);
+    int base = lua_gettop(L) + 1;
+    for (int i = 0; i < OPT_COUNT; i++) {
+        num[i] = option_defs[i].dflt;
+        if (idx == 0) {
+            lua_pushnil(L);
+            continue;
         }
-        const char *name = lua_tostring(L, -2);
-        if (strcmp(name, "path") == 0) {
-            if (!path_allowed)
-                luaL_error(L, "%s: give the path as the first argument, not as option 'path'", fn);
-            if (lua_type(L, -1) != LUA_TSTRING)
-                option_error(L, fn, name, "a string");
-            opt->path = lua_tostring(L, -1);
-        } else if (strcmp(name, "sync_time") == 0) {
-            opt->sync_time_ms = (unsigned)check_whole_option(L, fn, name, 86400000.0);
-        } else if (strcmp(name, "fsync") == 0) {
-            if (lua_type(L, -1) != LUA_TBOOLEAN)
-                option_error(L, fn, name, "a boolean");
-            opt->use_fsync = lua_toboolean(L, -1);
-        } else if (strcmp(name, "repair") == 0) {
-            if (lua_type(L, -1) != LUA_TBOOLEAN)
-                option_error(L, fn, name, "a boolean");
-            opt->repair = lua_toboolean(L, -1);
-        } else if (strcmp(name, "lock_timeout") == 0) {
-            opt->lock_timeout_ms = (unsigned)check_whole_option(L, fn, name, 86400000.0);
-        } else if (strcmp(name, "max_pending") == 0) {
-            opt->max_pending = (uint64_t)check_whole_option(L, fn, name, 1099511627776.0);
-            if (opt->max_pending < 4096)
-                luaL_error(L, "%s: option 'max_pending' must be at least 4096 bytes", fn);
-        } else if (strcmp(name, "on_warning") == 0) {
-            if (lua_type(L, -1) != LUA_TFUNCTION)
-                option_error(L, fn, name, "a function");
-        } else {
-            luaL_error(L, "%s: unknown option '%s' (known: path, sync_time, fsync, repair, "
-                       "lock_timeout, max_pending, on_warning)", fn, name);
-        }
-        lua_pop(L, 1);
+        lua_getfield(L, idx, option_defs[i].name);
+        if (!lua_isnil(L, -1))
+            num[i] = check_option_value(L, -1, fn, i);
     }
+    return base;
 }
 
-/* Hands what the open repaired (a torn last batch dropped, damage moved
- * aside) to the on_warning option, or to stderr without one: a repair is
- * never silent. */
-static void report_open_warning(lua_State *L, lstore *s, int opts_idx)
+static void fill_options(hdb_options *opt, const double num[OPT_COUNT])
 {
-    hdb_stats st;
-    hdb_get_stats(s->db, &st);
-    if (st.warning[0] == '\0')
-        return;
-    if (opts_idx != 0) {
-        lua_getfield(L, opts_idx, "on_warning");
-        if (lua_type(L, -1) == LUA_TFUNCTION) {
-            lua_pushstring(L, st.warning);
-            lua_call(L, 1, 0);
-            return;
-        }
-        lua_pop(L, 1);
-    }
-    fprintf(stderr, "hurrahdb: %s\n", st.warning);
+    memset(opt, 0, sizeof *opt);
+    opt->sync_time_ms = (unsigned)num[OPT_SYNC_TIME];
+    opt->use_fsync = num[OPT_FSYNC] != 0;
+    opt->repair = num[OPT_REPAIR] != 0;
+    opt->lock_timeout_ms = (unsigned)num[OPT_LOCK_TIMEOUT];
+    opt->max_pending = (uint64_t)num[OPT_MAX_PENDING];
 }
 
-/* Opens the store described by opt and pushes it, or nil and the error. The
- * options' strings stay on the Lua stack (in the options table) meanwhile. */
-static int push_new_store(lua_State *L, const hdb_options *opt, int opts_idx)
+/* Opens the store described by opt and pushes it, or nil and the error.
+ * What the open repaired (a torn last batch dropped, damage moved aside)
+ * goes to the on_warning function at on_warning_idx (if not nil), or to
+ * stderr: a repair is never silent. The options' strings stay on the Lua
+ * stack meanwhile. */
+static int push_new_store(lua_State *L, const hdb_options *opt, int on_warning_idx)
 {
     lstore *s = (lstore *)lua_newuserdata(L, sizeof *s);
     s->db = NULL;
@@ -269,45 +304,52 @@ static int push_new_store(lua_State *L, const hdb_options *opt, int opts_idx)
     s->db = hdb_open(opt, err, sizeof err);
     if (s->db == NULL)
         return push_error(L, err);
-    report_open_warning(L, s, opts_idx);
+    hdb_stats st;
+    hdb_get_stats(s->db, &st);
+    if (st.warning[0] != '\0' && !lua_isnil(L, on_warning_idx)) {
+        lua_pushvalue(L, on_warning_idx);
+        lua_pushstring(L, st.warning);
+        lua_call(L, 1, 0);
+    } else if (st.warning[0] != '\0') {
+        fprintf(stderr, "hurrahdb: %s\n", st.warning);
+    }
     return 1;
-}
-
-static void default_options(hdb_options *opt)
-{
-    memset(opt, 0, sizeof *opt);
-    opt->sync_time_ms = HDB_DEFAULT_SYNC_TIME_MS;
-    opt->use_fsync = 1;
-    opt->max_pending = HDB_DEFAULT_MAX_PENDING;
 }
 
 /* hurrahdb.new([options]) */
 static int l_new(lua_State *L)
 {
-    hdb_options opt;
-    default_options(&opt);
+    double num[OPT_COUNT];
+    int idx = 0;
     if (!lua_isnoneornil(L, 1)) {
         luaL_checktype(L, 1, LUA_TTABLE);
-        read_options(L, 1, "hurrahdb.new", 1, &opt);
-        return push_new_store(L, &opt, 1);
+        idx = 1;
     }
-    return push_new_store(L, &opt, 0);
+    int base = read_options(L, idx, "hurrahdb.new", num);
+    hdb_options opt;
+    fill_options(&opt, num);
+    opt.path = lua_tostring(L, base + OPT_PATH);
+    return push_new_store(L, &opt, base + OPT_ON_WARNING);
 }
 
 /* hurrahdb.open(path[, options]) */
 static int l_open(lua_State *L)
 {
-    hdb_options opt;
-    default_options(&opt);
     if (lua_type(L, 1) != LUA_TSTRING)
         luaL_argerror(L, 1, lua_pushfstring(L, "string expected, got %s", luaL_typename(L, 1)));
-    opt.path = lua_tostring(L, 1);
+    double num[OPT_COUNT];
+    int idx = 0;
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
-        read_options(L, 2, "hurrahdb.open", 0, &opt);
-        return push_new_store(L, &opt, 2);
+        idx = 2;
     }
-    return push_new_store(L, &opt, 0);
+    int base = read_options(L, idx, "hurrahdb.open", num);
+    if (!lua_isnil(L, base + OPT_PATH))
+        luaL_error(L, "hurrahdb.open: give the path as the first argument, not as option 'path'");
+    hdb_options opt;
+    fill_options(&opt, num);
+    opt.path = lua_tostring(L, 1);
+    return push_new_store(L, &opt, base + OPT_ON_WARNING);
 }
 
 /* ---- methods ---- */
