@@ -303,6 +303,49 @@ describe("options", function()
   end)
 end)
 
+describe("option on_warning", function()
+  local dir, path
+  before_each(function()
+    dir = helpers.tmpdir()
+    path = dir .. "/data.aof"
+    local db = assert(hurrahdb.open(path, { sync_time = 0 }))
+    assert(db:set("k", "v"))
+    assert(db:close())
+    -- A torn last batch (an append cut short by a crash): the open warns.
+    local f = assert(io.open(path, "ab"))
+    assert(f:write("*3\r\n$3\r\nSET\r\n$1\r\nx"))
+    assert(f:close())
+  end)
+  after_each(function() helpers.rmdir(dir) end)
+
+  it("is called with what the open repaired", function()
+    local warnings = {}
+    local db = assert(hurrahdb.open(path, { on_warning = function(w) warnings[#warnings + 1] = w end }))
+    assert.equals(1, #warnings)
+    assert.equals(warnings[1], db:stats().warning)
+    assert(db:close())
+  end)
+
+  it("that raises: open raises that error and has closed the store, so the file can be opened at once", function()
+    local ok, err = pcall(hurrahdb.open, path, { on_warning = function(w) error("refused: " .. w, 0) end })
+    assert.is_false(ok)
+    assert.matches("^refused: ", err)
+    -- no collection in between: nothing else releases the file
+    local db, err2 = hurrahdb.open(path)
+    assert.is_not_nil(db, err2)
+    assert.equals("v", db:get("k"))
+    assert(db:close())
+  end)
+
+  it("that raises a table: open raises that same table", function()
+    local thrown = { reason = "no" }
+    local ok, err = pcall(hurrahdb.new, { path = path, on_warning = function() error(thrown) end })
+    assert.is_false(ok)
+    assert.equals(thrown, err)
+    assert(assert(hurrahdb.open(path)):close())
+  end)
+end)
+
 describe("a store", function()
   local db
   before_each(function() db = hurrahdb.new() end)

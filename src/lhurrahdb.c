@@ -288,6 +288,45 @@ static void fill_options(hdb_options *opt, const double num[OPT_COUNT])
     opt->max_pending = (uint64_t)num[OPT_MAX_PENDING];
 }
 
+/* The one close path. Returns HDB_OK, or HDB_ERR with err filled and the
+ * store still open (its unwritten records kept for a retry). */
+static int store_close(lstore *s, char *err, size_t errlen)
+{
+    if (s->db == NULL)
+        return HDB_OK;
+    if (hdb_close(s->db, err, errlen) != HDB_OK)
+        return HDB_ERR;
+    hdb_free(s->db);
+    s->db = NULL;
+    hdb_buf_free(&s->scratch);
+    return HDB_OK;
+}
+
+/* Closes a store nobody can use any more (garbage, or never handed out): if
+ * the disk refuses the last records, there is nobody to tell but stderr, and
+ * the store is freed all the same, releasing its file. */
+static void store_discard(lstore *s, const char *why)
+{
+    char err[HDB_ERRLEN];
+    if (s->db != NULL && store_close(s, err, sizeof err) != HDB_OK) {
+        fprintf(stderr, "hurrahdb: store %s was %s with unwritten records: %s\n",
+                hdb_path(s->db) ? hdb_path(s->db) : "(memory)", why, err);
+        hdb_free(s->db);
+        s->db = NULL;
+        hdb_buf_free(&s->scratch);
+    }
+}
+
+/* Calls on_warning (argument 1) with the message (a C string, argument 2);
+ * run protected by push_new_store. */
+static int call_on_warning(lua_State *L)
+{
+    lua_pushstring(L, (const char *)lua_touserdata(L, 2));
+    lua_replace(L, 2);
+    lua_call(L, 1, 0);
+    return 0;
+}
+
 /* Opens the store described by opt and pushes it, or nil and the error.
  * What the open repaired (a torn last batch dropped, damage moved aside)
  * goes to the on_warning function at on_warning_idx (if not nil), or to
@@ -295,24 +334,37 @@ static void fill_options(hdb_options *opt, const double num[OPT_COUNT])
  * stack meanwhile. */
 static int push_new_store(lua_State *L, const hdb_options *opt, int on_warning_idx)
 {
+    int has_handler = !lua_isnil(L, on_warning_idx);
+    luaL_checkstack(L, 4, NULL);
     lstore *s = (lstore *)lua_newuserdata(L, sizeof *s);
     s->db = NULL;
     hdb_buf_init(&s->scratch);
     luaL_getmetatable(L, STORE_MT);
     lua_setmetatable(L, -2);
+    int ud = lua_gettop(L);
+    /* Whatever may raise comes before the file is opened and locked, or in
+     * the protected call below: pushing a C function allocates in LuaJIT. */
+    if (has_handler)
+        lua_pushcfunction(L, call_on_warning);
     char err[HDB_ERRLEN];
     s->db = hdb_open(opt, err, sizeof err);
     if (s->db == NULL)
         return push_error(L, err);
     hdb_stats st;
     hdb_get_stats(s->db, &st);
-    if (st.warning[0] != '\0' && !lua_isnil(L, on_warning_idx)) {
+    if (st.warning[0] != '\0' && has_handler) {
         lua_pushvalue(L, on_warning_idx);
-        lua_pushstring(L, st.warning);
-        lua_call(L, 1, 0);
+        lua_pushlightuserdata(L, st.warning);
+        if (lua_pcall(L, 2, 0, 0) != 0) {
+            /* The caller never gets this store: close it now, releasing the
+             * file, rather than leave it locked until a collection. */
+            store_discard(s, "abandoned by a failed on_warning");
+            return lua_error(L);
+        }
     } else if (st.warning[0] != '\0') {
         fprintf(stderr, "hurrahdb: %s\n", st.warning);
     }
+    lua_settop(L, ud);
     return 1;
 }
 
@@ -578,20 +630,6 @@ static int l_stats(lua_State *L)
     return 1;
 }
 
-/* The one close path. Returns HDB_OK, or HDB_ERR with err filled and the
- * store still open (its unwritten records kept for a retry). */
-static int store_close(lstore *s, char *err, size_t errlen)
-{
-    if (s->db == NULL)
-        return HDB_OK;
-    if (hdb_close(s->db, err, errlen) != HDB_OK)
-        return HDB_ERR;
-    hdb_free(s->db);
-    s->db = NULL;
-    hdb_buf_free(&s->scratch);
-    return HDB_OK;
-}
-
 static int l_close(lua_State *L)
 {
     lstore *s = check_store(L);
@@ -614,19 +652,10 @@ static int l_close_scope(lua_State *L)
     return 0;
 }
 
-/* __gc: the store was dropped without close(). Flush what is pending; if the
- * disk refuses, there is nobody to tell but stderr. */
+/* __gc: the store was dropped without close(). Flush what is pending. */
 static int l_gc(lua_State *L)
 {
-    lstore *s = check_store(L);
-    char err[HDB_ERRLEN];
-    if (s->db != NULL && store_close(s, err, sizeof err) != HDB_OK) {
-        fprintf(stderr, "hurrahdb: store %s was garbage-collected with unwritten records: %s\n",
-                hdb_path(s->db) ? hdb_path(s->db) : "(memory)", err);
-        hdb_free(s->db);
-        s->db = NULL;
-        hdb_buf_free(&s->scratch);
-    }
+    store_discard(check_store(L), "garbage-collected");
     return 0;
 }
 
