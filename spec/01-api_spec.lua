@@ -93,6 +93,19 @@ describe("hurrahdb.new()", function()
     assert.matches("unknown option 'sync_tme'", err, 1, true)
   end)
 
+  it("raises bad argument naming an embedded NUL in option path, and opens nothing", function()
+    for _, opts in ipairs{
+      { path = dir .. "/x.aof\0.bak" },
+      setmetatable({}, { __index = { path = dir .. "/x.aof\0.bak" } }),
+    } do
+      local ok, err = pcall(hurrahdb.new, opts)
+      assert.is_false(ok)
+      assert.matches("^bad argument #1 to '[^']*' %(option 'path' contains an embedded NUL at byte "
+        .. #dir + 7 .. "%)$", err)
+      assert.is_false(helpers.file_exists(dir .. "/x.aof"))
+    end
+  end)
+
   it("returns nil, err with the path when the directory does not exist", function()
     local path = dir .. "/no/such/dir/data.aof"
     local db, err = hurrahdb.new{ path = path }
@@ -158,6 +171,14 @@ describe("hurrahdb.open()", function()
     local ok, err = pcall(hurrahdb.open, dir .. "/data.aof", { fsnyc = true })
     assert.is_false(ok)
     assert.matches("'fsnyc'", err, 1, true)
+  end)
+
+  it("raises bad argument naming an embedded NUL in the path, and opens nothing", function()
+    local ok, err = pcall(hurrahdb.open, dir .. "/x.aof\0.bak")
+    assert.is_false(ok)
+    assert.matches("^bad argument #1 to '[^']*' %(path contains an embedded NUL at byte "
+      .. #dir + 7 .. "%)$", err)
+    assert.is_false(helpers.file_exists(dir .. "/x.aof"))
   end)
 
   it("raises when the options inherit path", function()

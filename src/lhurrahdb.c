@@ -251,6 +251,20 @@ static double check_option_value(lua_State *L, int idx, const char *fn, int i)
     return v;
 }
 
+/* Raises bad argument if the path has a NUL byte, which would end the
+ * C string there: "x.aof\0.bak" must not open x.aof. */
+static void check_path_bytes(lua_State *L, int idx, int arg, const char *what)
+{
+    size_t len;
+    const char *path = lua_tolstring(L, idx, &len);
+    size_t nul = strlen(path);
+    if (nul != len) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "%s contains an embedded NUL at byte %zu", what, nul + 1);
+        luaL_argerror(L, arg, msg);
+    }
+}
+
 /* Reads the options table at idx (0: none given) for function fn. Each
  * known option is read by ordinary indexing, so that options a table
  * inherits through __index count like its own; the table's own keys are
@@ -378,6 +392,8 @@ static int l_new(lua_State *L)
         idx = 1;
     }
     int base = read_options(L, idx, "hurrahdb.new", num);
+    if (!lua_isnil(L, base + OPT_PATH))
+        check_path_bytes(L, base + OPT_PATH, 1, "option 'path'");
     hdb_options opt;
     fill_options(&opt, num);
     opt.path = lua_tostring(L, base + OPT_PATH);
@@ -389,6 +405,7 @@ static int l_open(lua_State *L)
 {
     if (lua_type(L, 1) != LUA_TSTRING)
         luaL_argerror(L, 1, lua_pushfstring(L, "string expected, got %s", luaL_typename(L, 1)));
+    check_path_bytes(L, 1, 1, "path");
     double num[OPT_COUNT];
     int idx = 0;
     if (!lua_isnoneornil(L, 2)) {
