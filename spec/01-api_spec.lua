@@ -93,25 +93,18 @@ describe("hurrahdb.new()", function()
     assert.matches("unknown option 'sync_tme'", err, 1, true)
   end)
 
-  local bad_options = {
-    { "path is a boolean", { path = true }, "path" },
-    { "path is a table", { path = {} }, "path" },
-    { "sync_time is a word", { sync_time = "fast" }, "sync_time" },
-    { "sync_time is a boolean", { sync_time = true }, "sync_time" },
-    { "sync_time is negative", { sync_time = -1 }, "sync_time" },
-    { "sync_time is not an integer", { sync_time = 1.5 }, "sync_time" },
-    { "fsync is a string", { fsync = "yes" }, "fsync" },
-    { "fsync is a number", { fsync = 1 }, "fsync" },
-  }
-  for _, row in ipairs(bad_options) do
-    local description, opts, name = row[1], row[2], row[3]
-    it("raises naming the option when " .. description, function()
+  it("raises bad argument naming an embedded NUL in option path, and opens nothing", function()
+    for _, opts in ipairs{
+      { path = dir .. "/x.aof\0.bak" },
+      setmetatable({}, { __index = { path = dir .. "/x.aof\0.bak" } }),
+    } do
       local ok, err = pcall(hurrahdb.new, opts)
       assert.is_false(ok)
-      assert.is_string(err)
-      assert.matches("'" .. name .. "'", err, 1, true)
-    end)
-  end
+      assert.matches("^bad argument #1 to '[^']*' %(option 'path' contains an embedded NUL at byte "
+        .. #dir + 7 .. "%)$", err)
+      assert.is_false(helpers.file_exists(dir .. "/x.aof"))
+    end
+  end)
 
   it("returns nil, err with the path when the directory does not exist", function()
     local path = dir .. "/no/such/dir/data.aof"
@@ -180,11 +173,197 @@ describe("hurrahdb.open()", function()
     assert.matches("'fsnyc'", err, 1, true)
   end)
 
+  it("raises bad argument naming an embedded NUL in the path, and opens nothing", function()
+    local ok, err = pcall(hurrahdb.open, dir .. "/x.aof\0.bak")
+    assert.is_false(ok)
+    assert.matches("^bad argument #1 to '[^']*' %(path contains an embedded NUL at byte "
+      .. #dir + 7 .. "%)$", err)
+    assert.is_false(helpers.file_exists(dir .. "/x.aof"))
+  end)
+
+  it("raises when the options inherit path", function()
+    local opts = setmetatable({}, { __index = { path = dir .. "/b.aof" } })
+    local ok, err = pcall(hurrahdb.open, dir .. "/a.aof", opts)
+    assert.is_false(ok)
+    assert.matches("give the path as the first argument", err, 1, true)
+  end)
+
   it("returns nil, err with the path when the directory does not exist", function()
     local path = dir .. "/missing/data.aof"
     local db, err = hurrahdb.open(path)
     assert.is_nil(db)
     assert.matches(path, err, 1, true)
+  end)
+end)
+
+-- Every option, the Lua type it takes and, for numbers, the whole numbers
+-- it takes: each other type and each value out of range raises naming the
+-- option, whether the options table holds it or inherits it (__index).
+describe("options", function()
+  local types = {
+    { "path", "string" }, { "sync_time", "number" }, { "fsync", "boolean" },
+    { "repair", "boolean" }, { "lock_timeout", "number" }, { "max_pending", "number" },
+    { "on_warning", "function" },
+  }
+  local samples = {
+    { "string", "fast" }, { "number", 1 }, { "boolean", true }, { "table", {} },
+    { "function", print }, { "userdata", io.stdout },
+  }
+  local ranges = {
+    sync_time = { 0, 86400000 }, lock_timeout = { 0, 86400000 }, max_pending = { 4096, 1099511627776 },
+  }
+  local KNOWN = "path, sync_time, fsync, repair, lock_timeout, max_pending, on_warning"
+
+  -- { description, function(opts) that calls it, its name in messages }
+  local callers = {
+    { "hurrahdb.new", function(opts) return hurrahdb.new(opts) end },
+    { "hurrahdb.open", function(opts) return hurrahdb.open("/nonexistent-dir/data.aof", opts) end },
+  }
+  local holders = {
+    { "holds", function(name, v) return { [name] = v } end },
+    { "inherits", function(name, v) return setmetatable({}, { __index = { [name] = v } }) end },
+  }
+
+  -- Calls the constructor and returns its error without the position of
+  -- the caller; a call that does not raise fails the spec.
+  local function raised(call, opts)
+    local ok, err = pcall(call, opts)
+    assert.is_false(ok, "did not raise")
+    return (err:gsub("^[^:]*:%d+: ", ""))
+  end
+
+  for _, caller in ipairs(callers) do
+    local fn, call = caller[1], caller[2]
+    describe(fn .. "()", function()
+      for _, holder in ipairs(holders) do
+        local how, make = holder[1], holder[2]
+        for _, option in ipairs(types) do
+          local name, want = option[1], option[2]
+          if not (name == "path" and fn == "hurrahdb.open") then
+            for _, sample in ipairs(samples) do
+              local got, value = sample[1], sample[2]
+              if got ~= want then
+                it("raises when the options " .. how .. " " .. name .. " = a " .. got, function()
+                  assert.equals(string.format("%s: option '%s' must be a %s (got %s)", fn, name, want, got),
+                    raised(call, make(name, value)))
+                end)
+              end
+            end
+          end
+          local range = ranges[name]
+          if range then
+            local min, max = range[1], range[2]
+            for _, value in ipairs{ min - 1, max + 1, min + 0.5, -0.5, 0 / 0, math.huge, -math.huge } do
+              it("raises when the options " .. how .. " " .. name .. " = " .. tostring(value), function()
+                assert.equals(string.format("%s: option '%s' must be a whole number from %d to %.0f (got %s)",
+                  fn, name, min, max, tostring(value)), raised(call, make(name, value)))
+              end)
+            end
+          end
+        end
+      end
+
+      it("raises naming an unknown option and listing the known ones", function()
+        assert.equals(fn .. ": unknown option 'sync_tme' (known: " .. KNOWN .. ")",
+          raised(call, { sync_tme = 100 }))
+      end)
+
+      it("raises when an option name is not a string", function()
+        assert.equals(fn .. ": option names must be strings (got a number key)",
+          raised(call, { true }))
+      end)
+    end)
+  end
+
+  describe("inherited through __index", function()
+    local dir
+    before_each(function() dir = helpers.tmpdir() end)
+    after_each(function() helpers.rmdir(dir) end)
+
+    local function inheriting(defaults) return setmetatable({}, { __index = defaults }) end
+
+    it("sync_time = 0 makes every write synchronous", function()
+      local db = assert(hurrahdb.open(dir .. "/data.aof", inheriting{ sync_time = 0 }))
+      for i = 1, 20 do
+        assert(db:set("k" .. i, i))
+        assert.equals(0, db:stats().aof_pending_bytes)
+      end
+      assert(db:close())
+    end)
+
+    it("sync_time = 86400000 leaves writes pending", function()
+      local db = assert(hurrahdb.open(dir .. "/data.aof", inheriting{ sync_time = 86400000 }))
+      assert(db:set("k", "v"))
+      assert.is_true(db:stats().aof_pending_bytes > 0)
+      assert(db:close())
+    end)
+
+    it("from an __index function: sync_time = 0 makes every write synchronous", function()
+      local opts = setmetatable({}, { __index = function(_, k) if k == "sync_time" then return 0 end end })
+      local db = assert(hurrahdb.open(dir .. "/data.aof", opts))
+      assert(db:set("k", "v"))
+      assert.equals(0, db:stats().aof_pending_bytes)
+      assert(db:close())
+    end)
+
+    it("path gives new() its file", function()
+      local db = assert(hurrahdb.new(inheriting{ path = dir .. "/data.aof" }))
+      assert.equals(dir .. "/data.aof", db:stats().path)
+      assert(db:close())
+      assert.is_true(helpers.file_exists(dir .. "/data.aof"))
+    end)
+
+    it("own options take precedence over inherited ones", function()
+      local opts = inheriting{ sync_time = 86400000 }
+      opts.sync_time = 0
+      local db = assert(hurrahdb.open(dir .. "/data.aof", opts))
+      assert(db:set("k", "v"))
+      assert.equals(0, db:stats().aof_pending_bytes)
+      assert(db:close())
+    end)
+  end)
+end)
+
+describe("option on_warning", function()
+  local dir, path
+  before_each(function()
+    dir = helpers.tmpdir()
+    path = dir .. "/data.aof"
+    local db = assert(hurrahdb.open(path, { sync_time = 0 }))
+    assert(db:set("k", "v"))
+    assert(db:close())
+    -- A torn last batch (an append cut short by a crash): the open warns.
+    local f = assert(io.open(path, "ab"))
+    assert(f:write("*3\r\n$3\r\nSET\r\n$1\r\nx"))
+    assert(f:close())
+  end)
+  after_each(function() helpers.rmdir(dir) end)
+
+  it("is called with what the open repaired", function()
+    local warnings = {}
+    local db = assert(hurrahdb.open(path, { on_warning = function(w) warnings[#warnings + 1] = w end }))
+    assert.equals(1, #warnings)
+    assert.equals(warnings[1], db:stats().warning)
+    assert(db:close())
+  end)
+
+  it("that raises: open raises that error and has closed the store, so the file can be opened at once", function()
+    local ok, err = pcall(hurrahdb.open, path, { on_warning = function(w) error("refused: " .. w, 0) end })
+    assert.is_false(ok)
+    assert.matches("^refused: ", err)
+    -- no collection in between: nothing else releases the file
+    local db, err2 = hurrahdb.open(path)
+    assert.is_not_nil(db, err2)
+    assert.equals("v", db:get("k"))
+    assert(db:close())
+  end)
+
+  it("that raises a table: open raises that same table", function()
+    local thrown = { reason = "no" }
+    local ok, err = pcall(hurrahdb.new, { path = path, on_warning = function() error(thrown) end })
+    assert.is_false(ok)
+    assert.equals(thrown, err)
+    assert(assert(hurrahdb.open(path)):close())
   end)
 end)
 

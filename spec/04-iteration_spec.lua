@@ -188,6 +188,99 @@ describe("db:pairs()", function()
   end)
 end)
 
+-- On a Lua without 64-bit integers (LuaJIT) a value that Lua 5.4 stored
+-- may hold an integer no double holds exactly (2^53 + 1). The loop gives
+-- that key with nil and the error, as get gives nil and the error, and goes
+-- on with the other keys.
+describe("db:pairs() over a value this Lua cannot decode", function()
+  local dir
+  before_each(function() dir = helpers.tmpdir() end)
+  after_each(function() helpers.rmdir(dir) end)
+
+  local function check_visits(visits)
+    assert.same({ "a", "big", "c", "d" }, helpers.sorted((function()
+      local keys = {}
+      for k in pairs(visits) do keys[#keys + 1] = k end
+      return keys
+    end)()))
+    assert.is_nil(visits.big.v)
+    assert.matches("cannot hold exactly", visits.big.err, 1, true)
+    for _, k in ipairs{ "a", "c", "d" } do
+      assert.is_not_nil(visits[k].v, k)
+      assert.is_nil(visits[k].err, k)
+    end
+  end
+
+  if helpers.HAS_INTEGERS then
+    it("in a LuaJIT process: gives key, nil, err for it and goes on (the file written here, by Lua 5.4)", function()
+      local cpath = os.getenv("HURRAHDB_LUAJIT_CPATH")
+      assert(cpath, "HURRAHDB_LUAJIT_CPATH is not set: run the specs with `make test`")
+      local path = dir .. "/from54.aof"
+      local db = assert(hurrahdb.open(path, { sync_time = 0 }))
+      assert(db:set("a", 1))
+      assert(db:set("big", { 1, 9007199254740993 }))
+      assert(db:set("c", "text"))
+      assert(db:set("d", 2 ^ 60))
+      assert(db:close())
+      local out = helpers.capture("LUA_CPATH=" .. helpers.shell_quote(cpath .. "/?.so;;")
+        .. " luajit spec/support/pairs_report.lua " .. helpers.shell_quote(path) .. " big 2>&1")
+      local visits, get, done = {}, nil, false
+      for line in out:gmatch("[^\n]+") do
+        local k, v, err = line:match("^([^\t]*)\t([^\t]*)\t(.*)$")
+        if k == "get" then
+          get = { v = v, err = err }
+        elseif k then
+          assert.is_nil(visits[k], "visited twice: " .. k)
+          visits[k] = { v = v ~= "nil" and v or nil, err = err ~= "nil" and err or nil }
+        elseif line == "done" then
+          done = true
+        end
+      end
+      assert.is_true(done, out)
+      check_visits(visits)
+      assert.equals("number 1", visits.a.v)
+      assert.equals("string text", visits.c.v)
+      assert.equals(2 ^ 60, tonumber(visits.d.v:match("^number (.*)$")))
+      assert.equals("nil", get.v)
+      assert.matches("cannot hold exactly", get.err, 1, true)
+    end)
+  else
+    -- The bytes a Lua 5.4 store writes, in a file of one batch.
+    local function file_with(records)
+      local path = dir .. "/from54.aof"
+      local body = {}
+      for _, r in ipairs(records) do
+        body[#body + 1] = "*3\r\n$3\r\nSET\r\n$" .. #r[1] .. "\r\n" .. r[1] .. "\r\n$"
+          .. #r[2] .. "\r\n" .. r[2] .. "\r\n"
+      end
+      body = table.concat(body)
+      local crc = assert(require("hdb_testlib").crc32c(body))
+      helpers.write_file(path, "#hurrahdb aof 1\r\n" .. body
+        .. string.format("#hdb batch %d %08x\r\n", #body, crc))
+      return path
+    end
+
+    it("gives key, nil, err for it and goes on with the other keys", function()
+      local db = assert(hurrahdb.open(file_with{
+        { "a", "1" }, { "big", "[1,9007199254740993]" }, { "c", '"text"' }, { "d", "1152921504606846976" },
+      }))
+      local visits = {}
+      for k, v, err in db:pairs() do
+        assert.is_nil(visits[k], "visited twice: " .. k)
+        visits[k] = { v = v, err = err }
+      end
+      check_visits(visits)
+      assert.equals(1, visits.a.v)
+      assert.equals("text", visits.c.v)
+      assert.equals(2 ^ 60, visits.d.v)
+      local v, err = db:get("big")
+      assert.is_nil(v)
+      assert.equals(visits.big.err, err)
+      db:close()
+    end)
+  end
+end)
+
 describe("db:keys()", function()
   local db
   before_each(function() db = hurrahdb.new() end)

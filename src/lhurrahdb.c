@@ -5,6 +5,12 @@
  * for encoding values. Conventions follow LuaFileSystem and OpenResty: wrong
  * argument types raise; runtime failures return nil and a message; one
  * idempotent close path serves close(), __gc and __close.
+ *
+ * Any Lua call that may allocate may also run finalizers, and a finalizer
+ * may change, read or close this very store. So no pointer into the store
+ * (a value, a key, the path) is held across such a call: what a method
+ * returns is copied out first (see "Copying out"), and after any allocation
+ * the store is checked to be still open before it is used again.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,15 +35,21 @@ static lstore *check_store(lua_State *L)
     return (lstore *)luaL_checkudata(L, 1, STORE_MT);
 }
 
+static void require_open(lua_State *L, const lstore *s)
+{
+    if (s->db == NULL)
+        luaL_error(L, "store is closed");
+}
+
 static lstore *check_open(lua_State *L)
 {
     lstore *s = check_store(L);
-    if (s->db == NULL)
-        luaL_error(L, "store is closed");
+    require_open(L, s);
     return s;
 }
 
-/* Keys are strings; a number is converted the way tostring converts it. */
+/* Keys are strings; a number is converted the way tostring converts it.
+ * That conversion allocates: check the store is open only after it. */
 static const char *check_key(lua_State *L, int idx, size_t *len)
 {
     int t = lua_type(L, idx);
@@ -56,149 +68,362 @@ static int push_error(lua_State *L, const char *msg)
     return 2;
 }
 
-/* ---- opening ---- */
+/* ---- Copying out ----
+ *
+ * Bytes the engine hands out (a value, a key, the path) live in the store
+ * and may be freed or rewritten by any change to it. Making Lua values from
+ * them runs the collector, which runs finalizers, which may change the store:
+ * LuaJIT's lua_pushlstring runs a collection step before it copies its
+ * source, and growing a luaL_Buffer or creating a table runs one in the middle
+ * of decoding. So the bytes are first copied out, with no Lua call between
+ * the engine's lookup and the copy, and Lua values are made from the copy:
+ * what a call returns is what the store held when the call read it.
+ *
+ * A copy that fits stays on the C stack: no allocation, and nothing to free
+ * whether the decoding returns, raises or is reentered. A larger one goes to
+ * the heap, and is turned into Lua values in a protected call (the function
+ * is upvalue 1 of every method, so that pushing it allocates nothing), which
+ * frees the copy whatever an allocation raises (out of memory, or in LuaJIT
+ * the error of a finalizer) before passing the error on. */
 
-static int option_error(lua_State *L, const char *fn, const char *name, const char *want)
+#define COPY_STACK_MAX 4096
+
+typedef struct copy_out {
+    char *data;     /* `stack`, or the heap when the bytes did not fit */
+    size_t slen;    /* the string part first, pushed as a Lua string */
+    size_t vlen;    /* then the JSON of a value, pushed decoded */
+    int has_str, has_val;
+    char stack[COPY_STACK_MAX];
+} copy_out;
+
+/* Copies str (for a string; NULL for none) and val (for a decoded value;
+ * NULL for none) into c. Makes no Lua call. Returns 0, or -1 when the heap
+ * has no room. */
+static int copy_take(copy_out *c, const char *str, size_t slen, const char *val, size_t vlen)
 {
-    return luaL_error(L, "%s: option '%s' must be %s (got %s)", fn, name, want,
-                      luaL_typename(L, -1));
+    c->has_str = str != NULL;
+    c->has_val = val != NULL;
+    c->slen = c->has_str ? slen : 0;
+    c->vlen = c->has_val ? vlen : 0;
+    c->data = c->stack;
+    if (c->slen > sizeof c->stack || c->vlen > sizeof c->stack - c->slen) {
+        if (c->slen > SIZE_MAX - c->vlen || (c->data = malloc(c->slen + c->vlen)) == NULL) {
+            c->data = c->stack;
+            return -1;
+        }
+    }
+    if (c->slen > 0)
+        memcpy(c->data, str, c->slen);
+    if (c->vlen > 0)
+        memcpy(c->data + c->slen, val, c->vlen);
+    return 0;
 }
 
-/* Checks that the option value on top of the stack is a whole number from 0
- * to max, and returns it. */
-static double check_whole_option(lua_State *L, const char *fn, const char *name, double max)
+/* Pushes the string part, then the decoded value, of c. Returns 1, or 0
+ * with err filled when the value cannot be decoded (the string is pushed
+ * all the same). */
+static int copy_push_unprotected(lua_State *L, const copy_out *c, char *err, size_t errlen)
 {
-    if (lua_type(L, -1) != LUA_TNUMBER)
-        option_error(L, fn, name, "a number");
-    double v = (double)lua_tonumber(L, -1);
-    if (!(v >= 0 && v <= max) || v != (double)(uint64_t)v) {
-        char limit[32];
-        snprintf(limit, sizeof limit, "%.0f", max);
-        luaL_error(L, "%s: option '%s' must be a whole number from 0 to %s (got %s)",
-                   fn, name, limit, lua_tostring(L, -1));
+    if (c->has_str)
+        lua_pushlstring(L, c->data, c->slen);
+    if (c->has_val)
+        return lvalue_decode(L, c->data + c->slen, c->vlen, err, errlen) == 0;
+    return 1;
+}
+
+typedef struct copy_job {
+    const copy_out *copy;
+    char *err;
+    size_t errlen;
+    int ok;
+} copy_job;
+
+/* The protected part of copy_push; its argument is a copy_job. */
+static int copy_push_protected(lua_State *L)
+{
+    copy_job *job = (copy_job *)lua_touserdata(L, 1);
+    lua_pop(L, 1);
+    job->ok = copy_push_unprotected(L, job->copy, job->err, job->errlen);
+    return lua_gettop(L);
+}
+
+/* Pushes what copy_push_unprotected pushes and frees the copy. Raises what
+ * the allocations raise. Call it only from a function whose upvalue 1 is
+ * copy_push_protected. */
+static int copy_push(lua_State *L, copy_out *c, char *err, size_t errlen)
+{
+    if (c->data == c->stack)
+        return copy_push_unprotected(L, c, err, errlen);
+    copy_job job = {c, err, errlen, 0};
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushlightuserdata(L, &job);
+    int status = lua_pcall(L, 1, LUA_MULTRET, 0);
+    free(c->data);
+    c->data = c->stack;
+    if (status != 0)
+        lua_error(L);
+    return job.ok;
+}
+
+/* ---- opening ---- */
+
+/* The options, in the order the error messages list them. */
+enum {
+    OPT_PATH,
+    OPT_SYNC_TIME,
+    OPT_FSYNC,
+    OPT_REPAIR,
+    OPT_LOCK_TIMEOUT,
+    OPT_MAX_PENDING,
+    OPT_ON_WARNING,
+    OPT_COUNT
+};
+
+/* Every option: its Lua type; for numbers, the range of whole numbers taken;
+ * for numbers and booleans (0 or 1), the default. Reading, checking,
+ * defaults and the error texts all come from this table. */
+static const struct option_def {
+    const char *name;
+    int type;
+    double min, max;
+    double dflt;
+} option_defs[OPT_COUNT] = {
+    [OPT_PATH] = {"path", LUA_TSTRING, 0, 0, 0},
+    [OPT_SYNC_TIME] = {"sync_time", LUA_TNUMBER, 0, 86400000.0, HDB_DEFAULT_SYNC_TIME_MS},
+    [OPT_FSYNC] = {"fsync", LUA_TBOOLEAN, 0, 0, 1},
+    [OPT_REPAIR] = {"repair", LUA_TBOOLEAN, 0, 0, 0},
+    [OPT_LOCK_TIMEOUT] = {"lock_timeout", LUA_TNUMBER, 0, 86400000.0, 0},
+    [OPT_MAX_PENDING] = {"max_pending", LUA_TNUMBER, 4096.0, 1099511627776.0,
+                         HDB_DEFAULT_MAX_PENDING},
+    [OPT_ON_WARNING] = {"on_warning", LUA_TFUNCTION, 0, 0, 0},
+};
+
+/* Raises that the option names in the table at idx are not all known. */
+static void check_option_names(lua_State *L, int idx, const char *fn)
+{
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            luaL_error(L, "%s: option names must be strings (got a %s key)", fn,
+                       luaL_typename(L, -1));
+        }
+        const char *name = lua_tostring(L, -1);
+        int i = 0;
+        while (i < OPT_COUNT && strcmp(name, option_defs[i].name) != 0)
+            i++;
+        if (i == OPT_COUNT) {
+            char known[160];
+            size_t used = 0;
+            known[0] = '\0';
+            for (int j = 0; j < OPT_COUNT && used < sizeof known; j++) {
+                int n = snprintf(known + used, sizeof known - used, "%s%s", j ? ", " : "",
+                                 option_defs[j].name);
+                used += n > 0 ? (size_t)n : 0;
+            }
+            luaL_error(L, "%s: unknown option '%s' (known: %s)", fn, name, known);
+        }
+    }
+}
+
+/* Checks the value of option i at idx, which is not nil, and returns it as
+ * a number (a boolean as 0 or 1; 0 for the other types). */
+static double check_option_value(lua_State *L, int idx, const char *fn, int i)
+{
+    const struct option_def *def = &option_defs[i];
+    if (lua_type(L, idx) != def->type) {
+        luaL_error(L, "%s: option '%s' must be a %s (got %s)", fn, def->name,
+                   lua_typename(L, def->type), luaL_typename(L, idx));
+    }
+    if (def->type == LUA_TBOOLEAN)
+        return lua_toboolean(L, idx);
+    if (def->type != LUA_TNUMBER)
+        return 0;
+    double v = (double)lua_tonumber(L, idx);
+    /* The range test comes first: it also keeps NaN and the infinities
+     * away from the conversion, which is undefined for them. */
+    if (!(v >= def->min && v <= def->max) || v != (double)(uint64_t)v) {
+        char range[64]; /* lua_pushfstring has no %.0f */
+        snprintf(range, sizeof range, "from %.0f to %.0f", def->min, def->max);
+        luaL_error(L, "%s: option '%s' must be a whole number %s (got %s)", fn, def->name,
+                   range, lua_tostring(L, idx));
     }
     return v;
 }
 
-/* Reads the options table at idx into opt. Unknown names and wrong types
- * raise, so that a typo is never silently ignored. `path_allowed` is 0 for
- * open(), which takes the path as its own argument. */
-static void read_options(lua_State *L, int idx, const char *fn, int path_allowed,
-                         hdb_options *opt)
+/* Raises bad argument if the path has a NUL byte, which would end the
+ * C string there: "x.aof\0.bak" must not open x.aof. */
+static void check_path_bytes(lua_State *L, int idx, int arg, const char *what)
 {
-    lua_pushnil(L);
-    while (lua_next(L, idx) != 0) {
-        if (lua_type(L, -2) != LUA_TSTRING) {
-            luaL_error(L, "%s: option names must be strings (got a %s key)", fn,
-                       luaL_typename(L, -2));
-        }
-        const char *name = lua_tostring(L, -2);
-        if (strcmp(name, "path") == 0) {
-            if (!path_allowed)
-                luaL_error(L, "%s: give the path as the first argument, not as option 'path'", fn);
-            if (lua_type(L, -1) != LUA_TSTRING)
-                option_error(L, fn, name, "a string");
-            opt->path = lua_tostring(L, -1);
-        } else if (strcmp(name, "sync_time") == 0) {
-            opt->sync_time_ms = (unsigned)check_whole_option(L, fn, name, 86400000.0);
-        } else if (strcmp(name, "fsync") == 0) {
-            if (lua_type(L, -1) != LUA_TBOOLEAN)
-                option_error(L, fn, name, "a boolean");
-            opt->use_fsync = lua_toboolean(L, -1);
-        } else if (strcmp(name, "repair") == 0) {
-            if (lua_type(L, -1) != LUA_TBOOLEAN)
-                option_error(L, fn, name, "a boolean");
-            opt->repair = lua_toboolean(L, -1);
-        } else if (strcmp(name, "lock_timeout") == 0) {
-            opt->lock_timeout_ms = (unsigned)check_whole_option(L, fn, name, 86400000.0);
-        } else if (strcmp(name, "max_pending") == 0) {
-            opt->max_pending = (uint64_t)check_whole_option(L, fn, name, 1099511627776.0);
-            if (opt->max_pending < 4096)
-                luaL_error(L, "%s: option 'max_pending' must be at least 4096 bytes", fn);
-        } else if (strcmp(name, "on_warning") == 0) {
-            if (lua_type(L, -1) != LUA_TFUNCTION)
-                option_error(L, fn, name, "a function");
-        } else {
-            luaL_error(L, "%s: unknown option '%s' (known: path, sync_time, fsync, repair, "
-                       "lock_timeout, max_pending, on_warning)", fn, name);
-        }
-        lua_pop(L, 1);
+    size_t len;
+    const char *path = lua_tolstring(L, idx, &len);
+    size_t nul = strlen(path);
+    if (nul != len) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "%s contains an embedded NUL at byte %zu", what, nul + 1);
+        luaL_argerror(L, arg, msg);
     }
 }
 
-/* Hands what the open repaired (a torn last batch dropped, damage moved
- * aside) to the on_warning option, or to stderr without one: a repair is
- * never silent. */
-static void report_open_warning(lua_State *L, lstore *s, int opts_idx)
+/* Reads the options table at idx (0: none given) for function fn. Each
+ * known option is read by ordinary indexing, so that options a table
+ * inherits through __index count like its own; the table's own keys are
+ * checked against the known names, so that a typo is never silently
+ * ignored. The values are left on the stack, option i at base + i (nil when
+ * not given), which keeps the path and on_warning alive until the store is
+ * open; numbers and booleans, with defaults applied, go to num. Returns
+ * base. */
+static int read_options(lua_State *L, int idx, const char *fn, double num[OPT_COUNT])
 {
-    hdb_stats st;
-    hdb_get_stats(s->db, &st);
-    if (st.warning[0] == '\0')
-        return;
-    if (opts_idx != 0) {
-        lua_getfield(L, opts_idx, "on_warning");
-        if (lua_type(L, -1) == LUA_TFUNCTION) {
-            lua_pushstring(L, st.warning);
-            lua_call(L, 1, 0);
-            return;
+    luaL_checkstack(L, OPT_COUNT + 2, "too many options");
+    if (idx != 0)
+        check_option_names(L, idx, fn);
+    int base = lua_gettop(L) + 1;
+    for (int i = 0; i < OPT_COUNT; i++) {
+        num[i] = option_defs[i].dflt;
+        if (idx == 0) {
+            lua_pushnil(L);
+            continue;
         }
-        lua_pop(L, 1);
+        lua_getfield(L, idx, option_defs[i].name);
+        if (!lua_isnil(L, -1))
+            num[i] = check_option_value(L, -1, fn, i);
     }
-    fprintf(stderr, "hurrahdb: %s\n", st.warning);
+    return base;
 }
 
-/* Opens the store described by opt and pushes it, or nil and the error. The
- * options' strings stay on the Lua stack (in the options table) meanwhile. */
-static int push_new_store(lua_State *L, const hdb_options *opt, int opts_idx)
+static void fill_options(hdb_options *opt, const double num[OPT_COUNT])
 {
+    memset(opt, 0, sizeof *opt);
+    opt->sync_time_ms = (unsigned)num[OPT_SYNC_TIME];
+    opt->use_fsync = num[OPT_FSYNC] != 0;
+    opt->repair = num[OPT_REPAIR] != 0;
+    opt->lock_timeout_ms = (unsigned)num[OPT_LOCK_TIMEOUT];
+    opt->max_pending = (uint64_t)num[OPT_MAX_PENDING];
+}
+
+/* The one close path. Returns HDB_OK, or HDB_ERR with err filled and the
+ * store still open (its unwritten records kept for a retry). */
+static int store_close(lstore *s, char *err, size_t errlen)
+{
+    if (s->db == NULL)
+        return HDB_OK;
+    int rc = hdb_close(s->db, err, errlen);
+    if (rc == HDB_ERR)
+        return HDB_ERR; /* still open, its records kept: the caller may retry */
+    /* Closed, possibly with an error that leaves nothing to retry. */
+    hdb_free(s->db);
+    s->db = NULL;
+    hdb_buf_free(&s->scratch);
+    return rc == HDB_OK ? HDB_OK : HDB_ERR;
+}
+
+/* Closes a store nobody can use any more (garbage, or never handed out): if
+ * the disk refuses the last records, there is nobody to tell but stderr, and
+ * the store is freed all the same, releasing its file. */
+static void store_discard(lstore *s, const char *why)
+{
+    char err[HDB_ERRLEN];
+    if (s->db != NULL && store_close(s, err, sizeof err) != HDB_OK) {
+        /* err names the file; the store may already be closed (a close(2)
+         * error after everything was written). */
+        fprintf(stderr, "hurrahdb: a store was %s, and closing it failed: %s\n", why, err);
+        hdb_free(s->db);
+        s->db = NULL;
+        hdb_buf_free(&s->scratch);
+    }
+}
+
+/* Calls on_warning (argument 1) with the message (a C string, argument 2);
+ * run protected by push_new_store. */
+static int call_on_warning(lua_State *L)
+{
+    lua_pushstring(L, (const char *)lua_touserdata(L, 2));
+    lua_replace(L, 2);
+    lua_call(L, 1, 0);
+    return 0;
+}
+
+/* Opens the store described by opt and pushes it, or nil and the error.
+ * What the open repaired (a torn last batch dropped, damage moved aside)
+ * goes to the on_warning function at on_warning_idx (if not nil), or to
+ * stderr: a repair is never silent. The options' strings stay on the Lua
+ * stack meanwhile. */
+static int push_new_store(lua_State *L, const hdb_options *opt, int on_warning_idx)
+{
+    int has_handler = !lua_isnil(L, on_warning_idx);
+    luaL_checkstack(L, 4, NULL);
     lstore *s = (lstore *)lua_newuserdata(L, sizeof *s);
     s->db = NULL;
     hdb_buf_init(&s->scratch);
     luaL_getmetatable(L, STORE_MT);
     lua_setmetatable(L, -2);
+    int ud = lua_gettop(L);
+    /* Whatever may raise comes before the file is opened and locked, or in
+     * the protected call below: pushing a C function allocates in LuaJIT. */
+    if (has_handler)
+        lua_pushcfunction(L, call_on_warning);
     char err[HDB_ERRLEN];
     s->db = hdb_open(opt, err, sizeof err);
     if (s->db == NULL)
         return push_error(L, err);
-    report_open_warning(L, s, opts_idx);
+    hdb_stats st;
+    hdb_get_stats(s->db, &st);
+    if (st.warning[0] != '\0' && has_handler) {
+        lua_pushvalue(L, on_warning_idx);
+        /* Points into the store, which no Lua code can reach yet: no
+         * finalizer can change it while the message is copied. */
+        lua_pushlightuserdata(L, (void *)st.warning);
+        if (lua_pcall(L, 2, 0, 0) != 0) {
+            /* The caller never gets this store: close it now, releasing the
+             * file, rather than leave it locked until a collection. */
+            store_discard(s, "abandoned by a failed on_warning");
+            return lua_error(L);
+        }
+    } else if (st.warning[0] != '\0') {
+        fprintf(stderr, "hurrahdb: %s\n", st.warning);
+    }
+    lua_settop(L, ud);
     return 1;
-}
-
-static void default_options(hdb_options *opt)
-{
-    memset(opt, 0, sizeof *opt);
-    opt->sync_time_ms = HDB_DEFAULT_SYNC_TIME_MS;
-    opt->use_fsync = 1;
-    opt->max_pending = HDB_DEFAULT_MAX_PENDING;
 }
 
 /* hurrahdb.new([options]) */
 static int l_new(lua_State *L)
 {
-    hdb_options opt;
-    default_options(&opt);
+    double num[OPT_COUNT];
+    int idx = 0;
     if (!lua_isnoneornil(L, 1)) {
         luaL_checktype(L, 1, LUA_TTABLE);
-        read_options(L, 1, "hurrahdb.new", 1, &opt);
-        return push_new_store(L, &opt, 1);
+        idx = 1;
     }
-    return push_new_store(L, &opt, 0);
+    int base = read_options(L, idx, "hurrahdb.new", num);
+    if (!lua_isnil(L, base + OPT_PATH))
+        check_path_bytes(L, base + OPT_PATH, 1, "option 'path'");
+    hdb_options opt;
+    fill_options(&opt, num);
+    opt.path = lua_tostring(L, base + OPT_PATH);
+    return push_new_store(L, &opt, base + OPT_ON_WARNING);
 }
 
 /* hurrahdb.open(path[, options]) */
 static int l_open(lua_State *L)
 {
-    hdb_options opt;
-    default_options(&opt);
     if (lua_type(L, 1) != LUA_TSTRING)
         luaL_argerror(L, 1, lua_pushfstring(L, "string expected, got %s", luaL_typename(L, 1)));
-    opt.path = lua_tostring(L, 1);
+    check_path_bytes(L, 1, 1, "path");
+    double num[OPT_COUNT];
+    int idx = 0;
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
-        read_options(L, 2, "hurrahdb.open", 0, &opt);
-        return push_new_store(L, &opt, 2);
+        idx = 2;
     }
-    return push_new_store(L, &opt, 0);
+    int base = read_options(L, idx, "hurrahdb.open", num);
+    if (!lua_isnil(L, base + OPT_PATH))
+        luaL_error(L, "hurrahdb.open: give the path as the first argument, not as option 'path'");
+    hdb_options opt;
+    fill_options(&opt, num);
+    opt.path = lua_tostring(L, 1);
+    return push_new_store(L, &opt, base + OPT_ON_WARNING);
 }
 
 /* ---- methods ---- */
@@ -221,11 +446,14 @@ static int delete_key(lua_State *L, lstore *s, const char *key, size_t klen, int
     return 1;
 }
 
+/* The encoder makes no Lua allocation, so nothing can reenter between
+ * encoding into the scratch buffer and handing it to the engine. */
 static int l_set(lua_State *L)
 {
-    lstore *s = check_open(L);
+    lstore *s = check_store(L);
     size_t klen;
     const char *key = check_key(L, 2, &klen);
+    require_open(L, s);
     if (lua_isnoneornil(L, 3))
         return delete_key(L, s, key, klen, 0);
     char err[HDB_ERRLEN];
@@ -242,39 +470,40 @@ static int l_set(lua_State *L)
     return 1;
 }
 
-static int push_decoded(lua_State *L, const char *val, size_t vlen)
-{
-    char err[HDB_ERRLEN];
-    if (lvalue_decode(L, val, vlen, err, sizeof err) != 0)
-        return push_error(L, err);
-    return 1;
-}
-
 static int l_get(lua_State *L)
 {
-    lstore *s = check_open(L);
+    lstore *s = check_store(L);
     size_t klen, vlen;
     const char *key = check_key(L, 2, &klen), *val;
+    require_open(L, s);
     if (!hdb_get(s->db, key, klen, &val, &vlen)) {
         lua_pushnil(L);
         return 1;
     }
-    return push_decoded(L, val, vlen);
+    copy_out c;
+    if (copy_take(&c, NULL, 0, val, vlen) != 0)
+        return push_error(L, "out of memory");
+    char err[HDB_ERRLEN];
+    if (!copy_push(L, &c, err, sizeof err))
+        return push_error(L, err);
+    return 1;
 }
 
 static int l_delete(lua_State *L)
 {
-    lstore *s = check_open(L);
+    lstore *s = check_store(L);
     size_t klen;
     const char *key = check_key(L, 2, &klen);
+    require_open(L, s);
     return delete_key(L, s, key, klen, 1);
 }
 
 static int l_exists(lua_State *L)
 {
-    lstore *s = check_open(L);
+    lstore *s = check_store(L);
     size_t klen, vlen;
     const char *key = check_key(L, 2, &klen), *val;
+    require_open(L, s);
     lua_pushboolean(L, hdb_get(s->db, key, klen, &val, &vlen));
     return 1;
 }
@@ -305,35 +534,47 @@ static int l_keys(lua_State *L)
     lua_Integer n = 0;
     const char *k, *v;
     size_t klen, vlen;
-    while (hdb_next(s->db, &cursor, &k, &klen, &v, &vlen)) {
+    copy_out c;
+    for (;;) {
+        require_open(L, s);
+        if (!hdb_next(s->db, &cursor, &k, &klen, &v, &vlen))
+            break;
         if (prefix && (klen < plen || memcmp(k, prefix, plen) != 0))
             continue;
-        lua_pushlstring(L, k, klen);
+        if (copy_take(&c, k, klen, NULL, 0) != 0)
+            return luaL_error(L, "out of memory");
+        copy_push(L, &c, NULL, 0);
         lua_rawseti(L, -2, ++n);
     }
     return 1;
 }
 
-/* The iterator of db:pairs(). Its position lives in upvalue 2, so the loop's
- * control variable (the key) plays no part: the store may change under it. */
+/* The iterator of db:pairs(). Its position lives in upvalue 3 (the store is
+ * upvalue 2), so the loop's control variable (the key) plays no part: the
+ * store may change under it. A value this Lua cannot decode gives key, nil
+ * and the error, and the loop goes on. */
 static int pairs_step(lua_State *L)
 {
-    lstore *s = (lstore *)lua_touserdata(L, lua_upvalueindex(1));
+    lstore *s = (lstore *)lua_touserdata(L, lua_upvalueindex(2));
     if (s->db == NULL)
         return luaL_error(L, "store is closed");
-    uint32_t cursor = (uint32_t)lua_tonumber(L, lua_upvalueindex(2));
+    uint32_t cursor = (uint32_t)lua_tonumber(L, lua_upvalueindex(3));
     const char *k, *v;
     size_t klen, vlen;
     if (!hdb_next(s->db, &cursor, &k, &klen, &v, &vlen)) {
         lua_pushnil(L);
         return 1;
     }
+    copy_out c;
+    if (copy_take(&c, k, klen, v, vlen) != 0)
+        return luaL_error(L, "out of memory");
     lua_pushnumber(L, (lua_Number)cursor);
-    lua_replace(L, lua_upvalueindex(2));
-    lua_pushlstring(L, k, klen);
+    lua_replace(L, lua_upvalueindex(3));
     char err[HDB_ERRLEN];
-    if (lvalue_decode(L, v, vlen, err, sizeof err) != 0) {
-        return luaL_error(L, "key '%s': %s", lua_tostring(L, -1), err);
+    if (!copy_push(L, &c, err, sizeof err)) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 3;
     }
     return 2;
 }
@@ -341,9 +582,10 @@ static int pairs_step(lua_State *L)
 static int l_pairs(lua_State *L)
 {
     check_open(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
     lua_pushvalue(L, 1);
     lua_pushnumber(L, 0);
-    lua_pushcclosure(L, pairs_step, 2);
+    lua_pushcclosure(L, pairs_step, 3);
     lua_pushvalue(L, 1);
     lua_pushnil(L);
     return 3;
@@ -369,14 +611,25 @@ static void set_count_field(lua_State *L, const char *name, int64_t v)
     lua_setfield(L, -2, name);
 }
 
+/* Copies the store's path (none for a memory store) into c. */
+static void copy_path(lua_State *L, const lstore *s, copy_out *c)
+{
+    const char *path = hdb_path(s->db);
+    if (copy_take(c, path, path ? strlen(path) : 0, NULL, 0) != 0)
+        luaL_error(L, "out of memory");
+}
+
 static int l_stats(lua_State *L)
 {
     lstore *s = check_open(L);
     hdb_stats st;
     hdb_get_stats(s->db, &st);
-    lua_createtable(L, 0, 10);
+    int64_t memory = (int64_t)(st.memory_bytes + sizeof *s + s->scratch.cap);
+    copy_out path;
+    copy_path(L, s, &path);
+    lua_createtable(L, 0, 12);
     set_count_field(L, "keys", (int64_t)st.keys);
-    set_count_field(L, "memory", (int64_t)(st.memory_bytes + sizeof *s + s->scratch.cap));
+    set_count_field(L, "memory", memory);
     set_count_field(L, "aof_bytes", (int64_t)st.aof_bytes);
     set_count_field(L, "aof_pending_bytes", (int64_t)st.aof_pending_bytes);
     set_count_field(L, "last_sync", st.last_sync_ms);
@@ -392,27 +645,11 @@ static int l_stats(lua_State *L)
         lua_pushstring(L, st.last_error);
         lua_setfield(L, -2, "last_error");
     }
-    if (hdb_path(s->db) != NULL) {
-        lua_pushstring(L, hdb_path(s->db));
+    if (path.has_str) {
+        copy_push(L, &path, NULL, 0);
         lua_setfield(L, -2, "path");
     }
     return 1;
-}
-
-/* The one close path. Returns HDB_OK, or HDB_ERR with err filled and the
- * store still open (its unwritten records kept for a retry). */
-static int store_close(lstore *s, char *err, size_t errlen)
-{
-    if (s->db == NULL)
-        return HDB_OK;
-    int rc = hdb_close(s->db, err, errlen);
-    if (rc == HDB_ERR)
-        return HDB_ERR; /* still open, its records kept: the caller may retry */
-    /* Closed, possibly with an error that leaves nothing to retry. */
-    hdb_free(s->db);
-    s->db = NULL;
-    hdb_buf_free(&s->scratch);
-    return rc == HDB_OK ? HDB_OK : HDB_ERR;
 }
 
 static int l_close(lua_State *L)
@@ -437,20 +674,10 @@ static int l_close_scope(lua_State *L)
     return 0;
 }
 
-/* __gc: the store was dropped without close(). Flush what is pending; if the
- * disk refuses, there is nobody to tell but stderr. */
+/* __gc: the store was dropped without close(). Flush what is pending. */
 static int l_gc(lua_State *L)
 {
-    lstore *s = check_store(L);
-    char err[HDB_ERRLEN];
-    if (s->db != NULL && store_close(s, err, sizeof err) != HDB_OK) {
-        /* err names the file. */
-        fprintf(stderr, "hurrahdb: a store was garbage-collected, and closing it failed: %s\n",
-                err);
-        hdb_free(s->db);
-        s->db = NULL;
-        hdb_buf_free(&s->scratch);
-    }
+    store_discard(check_store(L), "garbage-collected");
     return 0;
 }
 
@@ -462,12 +689,18 @@ static int l_len(lua_State *L)
 static int l_tostring(lua_State *L)
 {
     lstore *s = check_store(L);
-    if (s->db == NULL)
+    if (s->db == NULL) {
         lua_pushfstring(L, "hurrahdb store (closed): %p", (void *)s);
-    else if (hdb_path(s->db) == NULL)
+        return 1;
+    }
+    copy_out path;
+    copy_path(L, s, &path);
+    if (!path.has_str) {
         lua_pushfstring(L, "hurrahdb store (memory): %p", (void *)s);
-    else
-        lua_pushfstring(L, "hurrahdb store (%s): %p", hdb_path(s->db), (void *)s);
+        return 1;
+    }
+    copy_push(L, &path, NULL, 0);
+    lua_pushfstring(L, "hurrahdb store (%s): %p", lua_tostring(L, -1), (void *)s);
     return 1;
 }
 
@@ -499,6 +732,17 @@ static const luaL_Reg module_functions[] = {
     {NULL, NULL},
 };
 
+/* Sets the functions of l into the table on top, each with
+ * copy_push_protected as upvalue 1 (see copy_push). */
+static void set_methods(lua_State *L, const luaL_Reg *l)
+{
+    for (; l->name != NULL; l++) {
+        lua_pushcfunction(L, copy_push_protected);
+        lua_pushcclosure(L, l->func, 1);
+        lua_setfield(L, -2, l->name);
+    }
+}
+
 /* The only exported symbol: the engine's names stay private to the module,
  * so they cannot clash with another library loaded in the same nginx. */
 __attribute__((visibility("default"))) int luaopen_hurrahdb(lua_State *L);
@@ -506,9 +750,9 @@ __attribute__((visibility("default"))) int luaopen_hurrahdb(lua_State *L);
 int luaopen_hurrahdb(lua_State *L)
 {
     luaL_newmetatable(L, STORE_MT);
-    luaL_setfuncs(L, store_meta, 0);
+    set_methods(L, store_meta);
     lua_createtable(L, 0, sizeof store_methods / sizeof *store_methods);
-    luaL_setfuncs(L, store_methods, 0);
+    set_methods(L, store_methods);
     lua_setfield(L, -2, "__index");
     lua_pushliteral(L, "hurrahdb.store");
     lua_setfield(L, -2, "__name");
