@@ -58,7 +58,11 @@ MODULE_CFLAGS := -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden -p
 CFLAGS_ALL := $(MODULE_CFLAGS) $(OPT) -g \
 	-Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 	$(SAN_FLAGS) $(CFLAGS)
-LDFLAGS_ALL := -shared -pthread $(SAN_FLAGS) $(LDFLAGS)
+# -z nodelete: the module stays mapped after dlclose (lua_close unloads C
+# modules), since a flusher thread of a store that outlives its Lua state,
+# and the exit handler, run its code until the process ends.
+MODULE_LDFLAGS := -pthread -Wl,-z,nodelete
+LDFLAGS_ALL := -shared $(MODULE_LDFLAGS) $(SAN_FLAGS) $(LDFLAGS)
 
 # The module's sources, for every build (this one, the rock's, the engine's
 # test program). A new engine file is added to ENGINE_SRC, and only there.
@@ -216,7 +220,7 @@ $(ROCK_BINDING_OBJ): $(ROCK_DIR)/%.o: src/%.c $(HEADERS)
 	$(CC) $(ROCK_CFLAGS) -I"$(LUA_INCDIR)" -c $< -o $@
 
 $(ROCK_MODULE): $(ROCK_ENGINE_OBJ) $(ROCK_BINDING_OBJ)
-	$(CC) $(LIBFLAG) -pthread $(LDFLAGS) -o $@ $^
+	$(CC) $(LIBFLAG) $(MODULE_LDFLAGS) $(LDFLAGS) -o $@ $^
 
 rock-install: $(ROCK_MODULE)
 	@[ -n "$(INST_LIBDIR)" ] && [ -n "$(INST_LUADIR)" ] || \

@@ -260,6 +260,25 @@ describe("a worker whose open raises", function()
     assert.equals(WORKERS, #server:errors())
   end)
 
+  it("gives every store() the error at once when the worker itself already holds its file", function()
+    -- Other code of the worker opens the file before hurrahdb.worker does:
+    -- waiting would never end, so the lock error is the answer.
+    server = nginx.new(init_options_conf([[(function()
+        HELD = assert(require("hurrahdb").open(ngx.config.prefix() .. "data/worker-" .. ngx.worker.id() .. ".aof"))
+      end)()]])):start()
+    local message = "(this process: the file is already open here)"
+    local expected = {}
+    for id = 0, WORKERS - 1 do
+      local conn, state = nginx.connect_to_worker(server.port, id, cjson.decode, "/state")
+      assert.is_false(state.open)
+      assert.matches(message, state.err, 1, true)
+      assert_fails_at_once(conn, message)
+      conn:close()
+      expected[state.pid] = 1
+    end
+    assert.same(expected, logged_by(server, message))
+  end)
+
   it("gives every store() the error at once when the open raises in a retry (an on_warning that raises)", function()
     server = nginx.new(init_options_conf(
       [[{ on_warning = function(w) error("refusing a repaired file: " .. w) end }]]))

@@ -475,6 +475,21 @@ describe("a finalizer that closes the store", function()
     assert.equals(dir .. "/data.aof", st.path)
   end)
 
+  it("during db:stats() of a store whose open left a warning: the warning as it was", function()
+    assert(db:close())
+    local f = assert(io.open(dir .. "/data.aof", "ab"))
+    f:write("#hdb 2 ") -- the start of a batch line: an append cut short
+    f:close()
+    db = assert(hurrahdb.open(dir .. "/data.aof", { on_warning = function() end }))
+    local warning = db:stats().warning
+    assert.matches("dropped an incomplete last batch", warning, 1, true)
+    local ran, ok, st = close_during(function() return db:stats() end,
+      function() db:stats() end)
+    assert.is_true(ran > 0, "no finalizer ran during stats")
+    assert.is_true(ok, tostring(st))
+    assert.equals(warning, st.warning)
+  end)
+
   -- Called directly: tostring() itself allocates before it calls __tostring.
   it("during __tostring: names the file", function()
     local ran, ok, s = close_during(function() return getmetatable(db).__tostring(db) end,

@@ -51,6 +51,21 @@ describe("records pending at exit", function()
     end)
   end
 
+  for _, sync_time in ipairs { 1, 1000 } do
+    it("reach the file, and the process ends normally, when finalizers use stores while the state closes (sync_time = "
+       .. sync_time .. ")", function()
+      local out = helpers.capture(helpers.lua_command("spec/support/exit_finalizers.lua", dir, sync_time)
+        .. " 2>&1; echo \"exit $?\"")
+      assert.equals("buffered in stdio\nexit 0\n", out)
+      local early = assert(hurrahdb.open(dir .. "/early.aof"))
+      assert.equals("before the end", early:get("k"))
+      early:close()
+      local late = assert(hurrahdb.open(dir .. "/late.aof"))
+      assert.equals(100, late:count())
+      late:close()
+    end)
+  end
+
   it("reach the file when exit() runs in one thread while another is closing the store", function()
     local faults = os.getenv("HURRAHDB_FAULTS")
     local program = os.getenv("HURRAHDB_ENGINE_TEST")

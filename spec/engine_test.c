@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "hurrahdb.h"
+#include "hdb_aof.h"
 #include "hdb_buf.h"
 #include "hdb_crc32c.h"
 #include "hdb_siphash.h"
@@ -188,6 +189,26 @@ static void check_bounded_growth(void)
     hdb_buf_free(&b);
 }
 
+/* The example of doc/aof-format.md, byte for byte: the document's
+ * checksums and tags are the ones the code computes. */
+static void check_format_example(void)
+{
+    uint64_t key[2] = {UINT64_C(0x6f0c4a1d2b3e5f7a), UINT64_C(0x8c9d0e1f2a3b4c5d)};
+    char header[AOF_HEADER_LEN + 1], line1[AOF_BEGIN_MAX + 1], line2[AOF_BEGIN_MAX + 1];
+    const char *set = "*3\r\n$3\r\nSET\r\n$1\r\na\r\n$8\r\n{\"n\":42}\r\n";
+    const char *del = "*2\r\n$3\r\nDEL\r\n$1\r\na\r\n";
+    aof_format_header(header, key);
+    line1[aof_format_begin(line1, key, 1, set, strlen(set))] = '\0';
+    line2[aof_format_begin(line2, key, 2, del, strlen(del))] = '\0';
+    CHECK("the header of the format document's example",
+          strcmp(header, "#hurrahdb aof 2 6f0c4a1d2b3e5f7a8c9d0e1f2a3b4c5d 6d673cd1\r\n") == 0,
+          "got %s", header);
+    CHECK("the batch lines of the format document's example",
+          strcmp(line1, "#hdb 1 34 dd3125e4 343bb3780e5ce5fc\r\n") == 0 &&
+              strcmp(line2, "#hdb 2 20 dedfaad8 a9fec5f75e7a91b1\r\n") == 0,
+          "got %s and %s", line1, line2);
+}
+
 /* ---- exit() in one thread while another closes the store ---- */
 
 static hdb_store *race_store;
@@ -261,5 +282,6 @@ int main(int argc, char **argv)
     check_crc32c();
     check_incremental_rehash();
     check_bounded_growth();
+    check_format_example();
     return failures ? 1 : 0;
 }

@@ -22,6 +22,7 @@
 #include <unistd.h>
 #if defined(__linux__)
 #include <sys/random.h>
+#include <sys/vfs.h>
 #endif
 
 struct hdb_store {
@@ -205,6 +206,38 @@ static int store_open_or_create(const char *path, int *created)
     return fd;
 }
 
+/* True for the files of the kernel's own file systems (/proc, /sys and the
+ * like): they say they are regular files, but reading or writing one is
+ * talking to the kernel, so nothing may ever be written to them. */
+static int store_on_pseudo_fs(int fd)
+{
+#if defined(__linux__)
+    static const unsigned long pseudo[] = {
+        0x9fa0,     /* proc */
+        0x62656572, /* sysfs */
+        0x64626720, /* debugfs */
+        0x74726163, /* tracefs */
+        0x27e0eb,   /* cgroup */
+        0x63677270, /* cgroup2 */
+        0x73636673, /* securityfs */
+        0x62656570, /* configfs */
+        0xcafe4a11, /* bpf */
+        0x6165676c, /* pstore */
+        0xde5e81e4, /* efivarfs */
+    };
+    struct statfs sfs;
+    if (fstatfs(fd, &sfs) != 0)
+        return 0;
+    for (size_t i = 0; i < sizeof pseudo / sizeof *pseudo; i++) {
+        if ((unsigned long)sfs.f_type == pseudo[i])
+            return 1;
+    }
+#else
+    (void)fd;
+#endif
+    return 0;
+}
+
 static long elapsed_ms(const struct timespec *since)
 {
     struct timespec now;
@@ -238,6 +271,11 @@ static int store_open_file(hdb_store *s, unsigned lock_timeout_ms, uint64_t *siz
         }
         if (!S_ISREG(st.st_mode)) {
             snprintf(err, errlen, "cannot open %s: not a regular file", path);
+            goto fail;
+        }
+        if (store_on_pseudo_fs(fd)) {
+            snprintf(err, errlen, "cannot open %s: not a regular file (it is on a file system "
+                     "of the kernel's, like /proc or /sys)", path);
             goto fail;
         }
         long waited = elapsed_ms(&start);

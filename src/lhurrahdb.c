@@ -625,8 +625,12 @@ static int l_stats(lua_State *L)
     hdb_stats st;
     hdb_get_stats(s->db, &st);
     int64_t memory = (int64_t)(st.memory_bytes + sizeof *s + s->scratch.cap);
-    copy_out path;
+    copy_out path, warning;
     copy_path(L, s, &path);
+    /* The warning lives in the store, which a finalizer run by the
+     * allocations below may close: copied first, like the path. */
+    if (copy_take(&warning, st.warning, strlen(st.warning), NULL, 0) != 0)
+        luaL_error(L, "out of memory");
     lua_createtable(L, 0, 12);
     set_count_field(L, "keys", (int64_t)st.keys);
     set_count_field(L, "memory", memory);
@@ -637,8 +641,8 @@ static int l_stats(lua_State *L)
     set_count_field(L, "dropped_bytes", (int64_t)st.dropped_bytes);
     set_count_field(L, "errors", (int64_t)st.errors);
     set_count_field(L, "backpressure_waits", (int64_t)st.backpressure_waits);
-    if (st.warning[0] != '\0') {
-        lua_pushstring(L, st.warning);
+    if (warning.slen > 0) {
+        copy_push(L, &warning, NULL, 0);
         lua_setfield(L, -2, "warning");
     }
     if (st.last_error[0] != '\0') {

@@ -37,8 +37,9 @@ local function open_store(premature, options)
   elseif store then
     db = store
     return
-  elseif err:find(" is locked by ", 1, true) then
-    -- The worker this one replaces still holds the file.
+  elseif err:find(" is locked by ", 1, true) and not err:find("(this process", 1, true) then
+    -- The worker this one replaces still holds the file. (A file this
+    -- process holds stays held: that is an error to report now.)
     local tok, terr = ngx.timer.at(RETRY_SECONDS, open_store, options)
     if tok then return end
     err = "cannot retry opening " .. path .. ": " .. tostring(terr)
