@@ -54,7 +54,13 @@ describe("records pending at exit", function()
   for _, sync_time in ipairs { 1, 1000 } do
     it("reach the file, and the process ends normally, when finalizers use stores while the state closes (sync_time = "
        .. sync_time .. ")", function()
-      local out = helpers.capture(helpers.lua_command("spec/support/exit_finalizers.lua", dir, sync_time)
+      -- The store a finalizer opens while the state closes is never
+      -- finalized (Lua 5.4 does not finalize objects given a finalizer
+      -- during the close), so under the sanitizers its memory is a leak by
+      -- construction: only the leak check is off for this child.
+      local env = {}
+      if os.getenv("ASAN_OPTIONS") then env.ASAN_OPTIONS = "detect_leaks=0:abort_on_error=1" end
+      local out = helpers.capture(helpers.lua_command_env(env, "spec/support/exit_finalizers.lua", dir, sync_time)
         .. " 2>&1; echo \"exit $?\"")
       assert.equals("buffered in stdio\nexit 0\n", out)
       local early = assert(hurrahdb.open(dir .. "/early.aof"))
