@@ -107,23 +107,32 @@ static inline uint32_t table_hash(const hdb_table *t, const char *key, size_t le
     return (uint32_t)(h ^ (h >> 32));
 }
 
+/* The one bucket array that holds (or would hold) a key of hash h. While
+ * a rehash runs, the buckets of idx[0] before rehash_pos have been moved to
+ * idx[1]; a key whose idx[0] bucket has not been moved yet is in idx[0],
+ * new keys included (table_commit follows the same rule). So every lookup,
+ * of a present key or an absent one, walks exactly one chain. */
+static inline table_index *table_index_for(hdb_table *t, uint32_t h)
+{
+    if (table_is_rehashing(t) && (h & t->idx[0].mask) < t->rehash_pos)
+        return &t->idx[1];
+    return &t->idx[0];
+}
+
 /* Returns the link that points at the entry for key (so that the caller can
  * unlink or replace it), or NULL. */
 static hdb_entry **table_find_link(hdb_table *t, uint32_t h, const char *key,
                                    size_t len, table_index **in)
 {
-    for (int i = 0; i < 2; i++) {
-        table_index *ix = &t->idx[i];
-        if (ix->buckets == NULL)
-            continue;
-        hdb_entry **link = &ix->buckets[h & ix->mask];
-        for (hdb_entry *e = *link; e != NULL; link = &e->next, e = e->next) {
-            if (e->hash == h && e->key_len == len &&
-                memcmp(e->data, key, len) == 0) {
-                if (in)
-                    *in = ix;
-                return link;
-            }
+    table_index *ix = table_index_for(t, h);
+    if (ix->buckets == NULL)
+        return NULL;
+    hdb_entry **link = &ix->buckets[h & ix->mask];
+    for (hdb_entry *e = *link; e != NULL; link = &e->next, e = e->next) {
+        if (e->hash == h && e->key_len == len && memcmp(e->data, key, len) == 0) {
+            if (in)
+                *in = ix;
+            return link;
         }
     }
     return NULL;
@@ -236,18 +245,12 @@ static void table_maybe_resize(hdb_table *t)
 /* Returns the link pointing at `e`, which is in the table. */
 static hdb_entry **table_link_of(hdb_table *t, const hdb_entry *e, table_index **in)
 {
-    for (int i = 0; i < 2; i++) {
-        table_index *ix = &t->idx[i];
-        if (ix->buckets == NULL)
-            continue;
-        for (hdb_entry **link = &ix->buckets[e->hash & ix->mask]; *link; link = &(*link)->next) {
-            if (*link == e) {
-                *in = ix;
-                return link;
-            }
-        }
-    }
-    return NULL; /* not reached for an entry of the table */
+    table_index *ix = table_index_for(t, e->hash);
+    *in = ix;
+    hdb_entry **link = &ix->buckets[e->hash & ix->mask];
+    while (*link != e)
+        link = &(*link)->next;
+    return link;
 }
 
 void table_commit(hdb_table *t, hdb_entry *e, hdb_entry *old)
@@ -269,7 +272,7 @@ void table_commit(hdb_table *t, hdb_entry *e, hdb_entry *old)
     e->slot = slots_take(t);
     *slot_at(t, e->slot) = (uintptr_t)e;
     t->bytes += entry_size(e->key_len, e->val_len);
-    ix = table_is_rehashing(t) ? &t->idx[1] : &t->idx[0];
+    ix = table_index_for(t, e->hash);
     size_t b = e->hash & ix->mask;
     e->next = ix->buckets[b];
     ix->buckets[b] = e;
