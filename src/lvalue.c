@@ -234,6 +234,30 @@ static size_t escaped_len(const char *s, size_t len, size_t bound)
     return n;
 }
 
+/* Length of the longest prefix of s that needs no escape. Eight bytes at a
+ * time while none of them is a control character, '"' or '\\' (each test
+ * is exact for the word as a whole), then byte by byte. */
+static size_t plain_prefix(const char *s, size_t len)
+{
+    const uint64_t ones = UINT64_C(0x0101010101010101);
+    const uint64_t highs = UINT64_C(0x8080808080808080);
+    size_t i = 0;
+    for (; len - i >= 8; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        uint64_t control = (w - ones * 0x20) & ~w & highs;
+        uint64_t quote = w ^ (ones * '"');
+        uint64_t backslash = w ^ (ones * '\\');
+        quote = (quote - ones) & ~quote & highs;
+        backslash = (backslash - ones) & ~backslash & highs;
+        if ((control | quote | backslash) != 0)
+            break;
+    }
+    while (i < len && !needs_escape((unsigned char)s[i]))
+        i++;
+    return i;
+}
+
 static int enc_string(enc_ctx *c, const char *s, size_t len)
 {
     /* The text is the bytes, up to 5 more per escaped byte, and the quotes.
@@ -249,11 +273,13 @@ static int enc_string(enc_ctx *c, const char *s, size_t len)
     if (len + 2 > c->stop - c->out->len && enc_reserve(c, len + 2) != 0)
         return -1;
     c->out->data[c->out->len++] = '"';
-    size_t i = 0;
+    size_t i = plain_prefix(s, len);
+    /* Room for the bytes and both quotes is reserved: a string with nothing
+     * to escape (the usual one) is copied in one piece. */
+    memcpy(c->out->data + c->out->len, s, i);
+    c->out->len += i;
     while (i < len) {
-        size_t run = i;
-        while (run < len && !needs_escape((unsigned char)s[run]))
-            run++;
+        size_t run = i + plain_prefix(s + i, len - i);
         if (run > i) {
             if (enc_put(c, s + i, run - i) != 0)
                 return -1;
@@ -393,12 +419,53 @@ static int enc_bad_key(enc_ctx *c, int key_idx, int has_string_keys, size_t arra
     return enc_fail(c, what, detail);
 }
 
+/* The common case in one pass: a traversal that meets exactly the keys 1..n,
+ * in that order, proves the table is an array and encodes it on the way.
+ * Returns 1 if it did, 0 if the table must take the checking path
+ * (enc_array; the caller drops what this call wrote), -1 on error. */
+static int enc_array_in_order(enc_ctx *c, int idx, size_t n)
+{
+    lua_State *L = c->L;
+    path_step *step = &c->path[c->depth - 1];
+    size_t i = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        int next_index;
+#if LCOMPAT_HAS_INTEGERS
+        next_index = lua_isinteger(L, -2) && lua_tointeger(L, -2) == (lua_Integer)(i + 1);
+#else
+        next_index = lua_type(L, -2) == LUA_TNUMBER &&
+                     lua_tonumber(L, -2) == (lua_Number)(i + 1);
+#endif
+        if (!next_index || i == n) {
+            lua_pop(L, 2);
+            return 0;
+        }
+        i++;
+        step->key = NULL;
+        step->index = i;
+        if ((i > 1 && enc_putc(c, ',') != 0) || enc_value(c, lua_gettop(L)) != 0) {
+            lua_pop(L, 2);
+            return -1;
+        }
+        lua_pop(L, 1);
+    }
+    return i == n;
+}
+
 static int enc_array(enc_ctx *c, int idx, size_t n)
 {
     lua_State *L = c->L;
     path_step *step = &c->path[c->depth - 1];
+    size_t start = c->out->len;
     if (enc_putc(c, '[') != 0)
         return -1;
+    int fast = enc_array_in_order(c, idx, n);
+    if (fast < 0)
+        return -1;
+    if (fast)
+        return enc_putc(c, ']');
+    c->out->len = start + 1; /* keep the '[' */
     for (size_t i = 1; i <= n; i++) {
         lua_rawgeti(L, idx, (lua_Integer)i);
         step->key = NULL;
