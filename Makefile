@@ -131,9 +131,10 @@ test: deps-test all nginx-module $(TEST_TOOLS)
 demo: all
 	$(RUN_ENV) $(LUA_BIN) examples/quickstart.lua
 
-# The suite in bench/bench.lua (Lua 5.4): hurrahdb, a Lua table, Redis,
-# SQLite and the disk's own limit, then bench/nginx.lua inside an nginx worker
-# (LuaJIT). Writes bench/RESULTS.md and bench/results.png.
+# The suite in bench/bench.lua (Lua 5.4): hurrahdb, Lua tables, Redis (and
+# redis-benchmark), SQLite and the disk's own limit, then bench/nginx.lua:
+# loops inside an nginx worker and HTTP with wrk (LuaJIT). Writes
+# bench/RESULTS.md and bench/results.png. BENCH_ARGS: see bench/bench.lua.
 BENCHLIB := $(BUILD)/hdb_benchlib.so
 $(BENCHLIB): bench/benchlib.c src/lcompat.h | $(BUILD)
 	@echo "LD $@"; $(CC) $(CFLAGS_ALL) -Isrc -I$(LUA_INC) -shared -o $@ $<
@@ -258,6 +259,6 @@ deps-fuzz:
 	@$(MAKE) --no-print-directory deps PKGS="clang libclang-rt-14-dev"
 
 deps-bench:
-	@$(MAKE) --no-print-directory deps PKGS="lua-cjson lua-socket redis-server lua-redis \
-		lua-sql-sqlite3 gnuplot-nox nginx libnginx-mod-http-lua lua-resty-core \
+	@$(MAKE) --no-print-directory deps PKGS="lua-cjson lua-socket redis-server redis-tools lua-redis \
+		lua-sql-sqlite3 gnuplot-nox nginx libnginx-mod-http-lua lua-resty-core wrk \
 		luajit2 libluajit2-5.1-dev $(LUA_PKGS)"
