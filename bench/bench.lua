@@ -868,6 +868,13 @@ say("| peers | redis-server %s, SQLite %s (LuaSQL), lua-cjson %s, %s, wrk %s |",
   machine.sqlite, machine.cjson, machine.nginx, machine.wrk)
 say("| run | %s, %.0f s; `make bench BENCH_ARGS=\"--keys %d --rounds %d --open-keys %d --seed %d\"` repeats its orders |",
   machine.date, elapsed, opts.keys, opts.rounds, M, seed)
+do
+  -- The code measured: the commit, and whether the checkout had changes.
+  local commit = sh("git -C " .. quote(script_dir() .. "/..") .. " rev-parse --short HEAD")
+  local dirty = sh("git -C " .. quote(script_dir() .. "/..") .. " status --porcelain -- src lua")
+  say("| code | %s |", commit ~= "" and ("commit " .. commit .. (dirty ~= "" and ", with uncommitted changes to src/ or lua/" or ""))
+    or "not a git checkout")
+end
 say("")
 say("How the cases are run:")
 say("")
