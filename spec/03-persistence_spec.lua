@@ -384,11 +384,7 @@ describe("hurrahdb.open() on a damaged file", function()
     return { batches[1].start + 1, batches[2].start + 1, batches[3].start + 1, #data + 1 }
   end
 
-  local function contents(db)
-    local t = {}
-    for k, v in db:pairs() do t[k] = v end
-    return t
-  end
+  local contents = helpers.contents
 
   it("returns nil, err with the offset for a flip of any byte of a batch followed by good ones", function()
     local data = helpers.read_file(path)

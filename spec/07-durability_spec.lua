@@ -9,11 +9,7 @@ local hurrahdb = require "hurrahdb"
 
 local FAULTS = os.getenv("HURRAHDB_FAULTS")
 
-local function contents(db)
-  local t = {}
-  for k, v in db:pairs() do t[k] = v end
-  return t
-end
+local contents = helpers.contents
 
 local function quiet() end
 

@@ -24,11 +24,7 @@ local function state_after(prefix, m)
   return t
 end
 
-local function contents(db)
-  local t = {}
-  for k, v in db:pairs() do t[k] = v end
-  return t
-end
+local contents = helpers.contents
 
 -- Runs the writer until it has acknowledged `target` operations, kills it,
 -- and returns the last acknowledged and last synced operation numbers.

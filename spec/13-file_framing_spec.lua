@@ -10,11 +10,7 @@ local hurrahdb = require "hurrahdb"
 
 local function quiet() end
 
-local function contents(db)
-  local t = {}
-  for k, v in db:pairs() do t[k] = v end
-  return t
-end
+local contents = helpers.contents
 
 local function monotonic()
   -- os.clock is CPU time of this process: the open runs in it, and a

@@ -88,6 +88,13 @@ function helpers.rmdir(dir)
   end
 end
 
+-- Everything a store holds, as a table key -> decoded value (through pairs).
+function helpers.contents(db)
+  local t = {}
+  for k, v in db:pairs() do t[k] = v end
+  return t
+end
+
 -- The names in a directory (dot files included), sorted.
 function helpers.dir_entries(dir)
   local names = {}
