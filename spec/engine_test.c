@@ -1,7 +1,8 @@
 /*
  * engine_test: checks of the C engine that the Lua API cannot see: the hash
  * and checksum against published vectors, the incremental rehash's bound on
- * the work done by any single call, and the bound on a buffer's growth. Run by spec/00-engine_spec.lua;
+ * the work done by any single call, the sizing of the table by a load, and
+ * the bound on a buffer's growth. Run by spec/00-engine_spec.lua;
  * prints one "ok <name>" or "not ok <name>: <why>" line per check.
  */
 #include <pthread.h>
@@ -189,6 +190,127 @@ static void check_bounded_growth(void)
     hdb_buf_free(&b);
 }
 
+/* ---- the load: sized once, never rehashed ---- */
+
+typedef struct load_check {
+    hdb_table table;
+    uint64_t announced;
+    size_t rehashing_groups, groups, largest_group;
+} load_check;
+
+static size_t load_apply(void *ud, const aof_record *r, size_t n)
+{
+    load_check *lc = ud;
+    lc->groups++;
+    if (n > lc->largest_group)
+        lc->largest_group = n;
+    for (size_t i = 0; i < n; i++) {
+        if (r[i].is_set)
+            put(&lc->table, r[i].key, r[i].key_len);
+        else
+            table_remove(&lc->table, r[i].key, r[i].key_len);
+    }
+    lc->rehashing_groups += lc->table.idx[1].buckets != NULL;
+    return n;
+}
+
+static void load_reserve(void *ud, uint64_t set_records)
+{
+    load_check *lc = ud;
+    lc->announced = set_records;
+    table_reserve(&lc->table, set_records);
+}
+
+/* Appends one batch of the records in `records` to `file`. */
+static void add_batch(hdb_buf *file, const uint64_t key[2], uint64_t seq, hdb_buf *records)
+{
+    char line[AOF_BEGIN_MAX];
+    size_t n = aof_format_begin(line, key, seq, records->data, records->len);
+    if (hdb_buf_reserve(file, n + records->len) != 0) {
+        printf("not ok out of memory\n");
+        exit(1);
+    }
+    memcpy(file->data + file->len, line, n);
+    memcpy(file->data + file->len + n, records->data, records->len);
+    file->len += n + records->len;
+    records->len = 0;
+}
+
+/* A file of 200000 keys, then one of 2000 keys each set 100 times and half
+ * of them deleted: the loader announces the SETs before the first record,
+ * the table takes them with no rehash, and after table_fit its bucket
+ * array is the one its live keys would have grown to, not one sized for
+ * every record of the file. */
+static void check_load_sizing(void)
+{
+    uint64_t key[2] = {11, 22};
+    for (int shape = 0; shape < 2; shape++) {
+        hdb_buf file, records;
+        hdb_buf_init(&file);
+        hdb_buf_init(&records);
+        char header[AOF_HEADER_LEN + 1], k[32];
+        aof_format_header(header, key);
+        int ok = hdb_buf_reserve(&file, AOF_HEADER_LEN) == 0;
+        if (ok) {
+            memcpy(file.data, header, AOF_HEADER_LEN);
+            file.len = AOF_HEADER_LEN;
+        }
+        uint64_t seq = 1, sets = 0;
+        size_t live = shape == 0 ? 200000 : 1000;
+        for (size_t i = 0; ok && i < 200000; i++) {
+            int len = snprintf(k, sizeof k, "k%zu", shape == 0 ? i : i % 2000);
+            ok = aof_append_set(&records, k, (size_t)len, "{}", 2) == 0;
+            sets++;
+            if (i % 977 == 976)
+                add_batch(&file, key, seq++, &records);
+        }
+        for (size_t i = 0; ok && shape == 1 && i < 1000; i++) {
+            int len = snprintf(k, sizeof k, "k%zu", i * 2);
+            ok = aof_append_del(&records, k, (size_t)len) == 0;
+        }
+        if (ok && records.len > 0)
+            add_batch(&file, key, seq++, &records);
+        if (!ok) {
+            printf("not ok out of memory\n");
+            exit(1);
+        }
+        load_check lc;
+        uint64_t seed[2] = {3, 4};
+        memset(&lc, 0, sizeof lc);
+        table_init(&lc.table, seed);
+        aof_replay replay = {&lc, load_apply, load_reserve};
+        aof_load_result res;
+        char err[256];
+        int rc = aof_load(file.data, file.len, &replay, &res, err, sizeof err);
+        table_fit(&lc.table);
+        size_t buckets = lc.table.idx[0].mask + 1;
+        const char *name = shape == 0 ? "a load of 200000 keys" : "a load of 1000 keys set 200000 times";
+        char title[160];
+        snprintf(title, sizeof title, "%s announces its SETs and never rehashes", name);
+        CHECK(title, rc == AOF_LOAD_OK && lc.announced == sets && lc.rehashing_groups == 0 &&
+                         lc.table.count == live && lc.largest_group == AOF_REPLAY_GROUP,
+              "rc %d, announced %llu of %llu, %zu of %zu groups while rehashing, count %zu, "
+              "largest group %zu", rc, (unsigned long long)lc.announced,
+              (unsigned long long)sets, lc.rehashing_groups, lc.groups, lc.table.count,
+              lc.largest_group);
+        snprintf(title, sizeof title, "%s ends with buckets for its live keys", name);
+        CHECK(title, lc.table.idx[1].buckets == NULL && buckets >= live && buckets < 2 * live &&
+                         !lc.table.reserved,
+              "%zu buckets for %zu keys", buckets, live);
+        size_t found = 0;
+        for (size_t i = 0; i < live; i++) {
+            uint32_t h;
+            int len = snprintf(k, sizeof k, "k%zu", shape == 0 ? i : i * 2 + 1);
+            found += table_lookup(&lc.table, k, (size_t)len, &h) != NULL;
+        }
+        snprintf(title, sizeof title, "%s finds every live key after the load", name);
+        CHECK(title, found == live, "found %zu of %zu", found, live);
+        table_free(&lc.table);
+        hdb_buf_free(&file);
+        hdb_buf_free(&records);
+    }
+}
+
 /* The example of doc/aof-format.md, byte for byte: the document's
  * checksums and tags are the ones the code computes. */
 static void check_format_example(void)
@@ -283,5 +405,6 @@ int main(int argc, char **argv)
     check_incremental_rehash();
     check_bounded_growth();
     check_format_example();
+    check_load_sizing();
     return failures ? 1 : 0;
 }

@@ -254,12 +254,6 @@ static int parse_bulk(aof_cursor *c, const char **s, size_t *len)
     return 0;
 }
 
-typedef struct aof_record {
-    int is_set;
-    const char *key, *val;
-    size_t key_len, val_len;
-} aof_record;
-
 /* Parses one command at c->pos: exactly what aof_append_set/del write. */
 static int parse_record(aof_cursor *c, aof_record *r)
 {
@@ -288,30 +282,83 @@ static int parse_record(aof_cursor *c, aof_record *r)
     return 0;
 }
 
-/* Checks that [from, to) is made of whole records, then replays them. Two
- * passes, so that a batch is replayed entirely or not at all. Returns 0, -1
- * if a record does not parse (*bad_at says where), or -2 if a replay
- * callback failed. */
-static int replay_records(const char *data, size_t from, size_t to, const aof_replay *replay,
-                          uint64_t *records, size_t *bad_at)
+/* Checks that [from, to) is made of whole records and counts the SETs
+ * among them. Returns 0, or -1 if a record does not parse (*bad_at says
+ * where). */
+static int check_records(const char *data, size_t from, size_t to, uint64_t *sets,
+                         size_t *bad_at)
 {
     aof_cursor c = {data, to, from, 0};
     aof_record r;
+    uint64_t n = 0;
     while (c.pos < to) {
         *bad_at = c.pos;
         if (parse_record(&c, &r) != 0)
             return -1;
+        n += (uint64_t)r.is_set;
     }
-    aof_cursor b = {data, to, from, 0};
-    while (b.pos < to) {
-        parse_record(&b, &r);
-        int cb = r.is_set ? replay->on_set(replay->ud, r.key, r.key_len, r.val, r.val_len)
-                          : replay->on_del(replay->ud, r.key, r.key_len);
-        if (cb != 0)
-            return -2;
-        (*records)++;
-    }
+    *sets += n;
     return 0;
+}
+
+/* Reads a bulk length that check_records has already accepted: digits, then
+ * CRLF. */
+static inline size_t checked_decimal(const char *data, size_t *pos)
+{
+    size_t p = *pos, v = 0;
+    while (data[p] != '\r')
+        v = v * 10 + (size_t)(data[p++] - '0');
+    *pos = p + 2;
+    return v;
+}
+
+/* Replays the records of [from, to), a stretch the check has accepted whole:
+ * at every record boundary there is either a record ('*') or a line of the
+ * format ('#': the header, a batch's line, a version-1 trailer), which ends
+ * at its first LF. So this walk needs no bounds checks and finds no framing
+ * in content: a record is stepped over by the lengths it gives. Records go
+ * to the replay in groups. Returns 0, or -1 if the replay failed (*at says
+ * where). */
+static int replay_checked(const char *data, size_t from, size_t to, const aof_replay *replay,
+                          uint64_t *records, size_t *at)
+{
+    aof_record group[AOF_REPLAY_GROUP];
+    size_t offsets[AOF_REPLAY_GROUP];
+    size_t n = 0, p = from;
+    for (;;) {
+        if (p < to && data[p] == '#') {
+            const char *lf = memchr(data + p, '\n', to - p);
+            p = (size_t)(lf - data) + 1;
+            continue;
+        }
+        if (n == AOF_REPLAY_GROUP || (p >= to && n > 0)) {
+            size_t done = replay->apply(replay->ud, group, n);
+            *records += done;
+            if (done < n) {
+                *at = offsets[done];
+                return -1;
+            }
+            n = 0;
+        }
+        if (p >= to)
+            return 0;
+        aof_record *r = &group[n];
+        offsets[n++] = p;
+        r->is_set = data[p + 1] == '3';
+        p += 4 + 9; /* "*3\r\n" or "*2\r\n", then "$3\r\nSET\r\n" or "$3\r\nDEL\r\n" */
+        p++;        /* '$' */
+        r->key_len = checked_decimal(data, &p);
+        r->key = data + p;
+        p += r->key_len + 2;
+        r->val = NULL;
+        r->val_len = 0;
+        if (r->is_set) {
+            p++;
+            r->val_len = checked_decimal(data, &p);
+            r->val = data + p;
+            p += r->val_len + 2;
+        }
+    }
 }
 
 /* A file that ends before its first line does, whose bytes all fit a
@@ -457,8 +504,11 @@ static int genuine_line_follows(const char *data, size_t len, size_t from, const
     return 0;
 }
 
-static int load_v2(const char *data, size_t len, size_t pos, const aof_replay *replay,
-                   aof_load_result *res, char *err, size_t errlen)
+/* Checks the batches of a version-2 file from pos on: sets good_len,
+ * batches, next_seq, set_records and the tail, or returns AOF_LOAD_DAMAGED.
+ * Replays nothing. */
+static int check_v2(const char *data, size_t len, size_t pos, aof_load_result *res,
+                    char *err, size_t errlen)
 {
     uint64_t expect = 1;
     res->good_len = pos;
@@ -490,20 +540,14 @@ static int load_v2(const char *data, size_t len, size_t pos, const aof_replay *r
         } else if (crc32c_update(0, data + start, (size_t)b.len) != b.crc) {
             snprintf(res->why, sizeof res->why, "checksum mismatch in batch at offset %zu "
                      "(%" PRIu64 " bytes)", pos, b.len);
+        } else if (check_records(data, start, start + (size_t)b.len, &res->set_records,
+                                 &bad_at) == 0) {
+            pos = start + (size_t)b.len;
+            res->good_len = pos;
+            res->batches++;
+            res->next_seq = ++expect;
+            continue;
         } else {
-            int rc = replay_records(data, start, start + (size_t)b.len, replay, &res->records,
-                                    &bad_at);
-            if (rc == -2) {
-                snprintf(err, errlen, "out of memory replaying the batch at offset %zu", pos);
-                return AOF_LOAD_NOMEM;
-            }
-            if (rc == 0) {
-                pos = start + (size_t)b.len;
-                res->good_len = pos;
-                res->batches++;
-                res->next_seq = ++expect;
-                continue;
-            }
             snprintf(res->why, sizeof res->why, "damaged record at offset %zu (batch at offset "
                      "%zu)", bad_at, pos);
         }
@@ -533,14 +577,15 @@ static int parse_v1_trailer(aof_cursor *c, uint64_t *batch_len, uint32_t *crc)
     return 0;
 }
 
-static int load_v1(const char *data, size_t len, size_t pos, const aof_replay *replay,
-                   aof_load_result *res, char *err, size_t errlen)
+/* The same for a version-1 file (records, then a trailer line). */
+static int check_v1(const char *data, size_t len, size_t pos, aof_load_result *res)
 {
     res->good_len = pos;
     while (pos < len) {
         aof_cursor c = {data, len, pos, 0};
         aof_record r;
         size_t at = pos;
+        uint64_t sets = 0;
         int bad = 0;
         while (c.pos < len && data[c.pos] == '*') {
             at = c.pos;
@@ -548,6 +593,7 @@ static int load_v1(const char *data, size_t len, size_t pos, const aof_replay *r
                 bad = 1;
                 break;
             }
+            sets += (uint64_t)r.is_set;
         }
         size_t batch_end = c.pos;
         uint64_t batch_len = 0;
@@ -570,11 +616,7 @@ static int load_v1(const char *data, size_t len, size_t pos, const aof_replay *r
             res->tail_bytes = len - pos;
             return AOF_LOAD_OK;
         }
-        size_t ignored;
-        if (replay_records(data, pos, batch_end, replay, &res->records, &ignored) != 0) {
-            snprintf(err, errlen, "out of memory replaying the batch at offset %zu", pos);
-            return AOF_LOAD_NOMEM;
-        }
+        res->set_records += sets;
         res->batches++;
         pos = c.pos;
         res->good_len = pos;
@@ -596,9 +638,20 @@ int aof_load(const char *data, size_t len, const aof_replay *replay,
         return AOF_LOAD_OK;
     }
     int rc = AOF_LOAD_OK;
-    size_t pos = parse_header(data, len, res, &rc, err, errlen);
-    if (pos == 0)
+    size_t header_len = parse_header(data, len, res, &rc, err, errlen);
+    if (header_len == 0)
         return rc;
-    return res->version == 1 ? load_v1(data, len, pos, replay, res, err, errlen)
-                             : load_v2(data, len, pos, replay, res, err, errlen);
+    /* The whole file is checked before anything is replayed: the replay then
+     * knows how many SETs it will see (the table is sized once, never
+     * rehashed during the load), and replays only what the check accepted. */
+    rc = res->version == 1 ? check_v1(data, len, header_len, res)
+                           : check_v2(data, len, header_len, res, err, errlen);
+    if (replay->reserve != NULL)
+        replay->reserve(replay->ud, res->set_records);
+    size_t at = 0;
+    if (replay_checked(data, header_len, res->good_len, replay, &res->records, &at) != 0) {
+        snprintf(err, errlen, "out of memory replaying the record at offset %zu", at);
+        return AOF_LOAD_NOMEM;
+    }
+    return rc;
 }

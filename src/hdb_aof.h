@@ -50,12 +50,27 @@ size_t aof_format_header(char *out, const uint64_t key[2]);
 size_t aof_format_begin(char *out, const uint64_t key[2], uint64_t seq,
                         const char *records, size_t len);
 
+/* One command of a file, pointing into the caller's bytes. */
+typedef struct aof_record {
+    int is_set;                /* SET key val; else DEL key */
+    const char *key, *val;     /* val: NULL for a DEL */
+    size_t key_len, val_len;
+} aof_record;
+
+/* Records reach the replay in groups of up to this many, so that it can
+ * start fetching the memory of a whole group before it applies the first. */
+#define AOF_REPLAY_GROUP 16
+
 typedef struct aof_replay {
     void *ud;
-    /* Each returns 0, or -1 to stop the load (out of memory). */
-    int (*on_set)(void *ud, const char *key, size_t key_len,
-                  const char *val, size_t val_len);
-    int (*on_del)(void *ud, const char *key, size_t key_len);
+    /* Applies n records (1 <= n <= AOF_REPLAY_GROUP), in order. Returns n,
+     * or the number applied before one failed (out of memory), which stops
+     * the load. */
+    size_t (*apply)(void *ud, const aof_record *r, size_t n);
+    /* Optional (may be NULL): called once, before the first record is
+     * replayed, with the number of SETs the replay holds (an upper bound of
+     * the keys it leaves). */
+    void (*reserve)(void *ud, uint64_t set_records);
 } aof_replay;
 
 /* What follows the last good batch of a file that otherwise loaded. */
@@ -78,6 +93,7 @@ typedef struct aof_load_result {
     uint64_t key[2];    /* version 2: the file's key */
     uint64_t next_seq;  /* version 2: the number of the next batch to write */
     uint64_t records;   /* commands replayed */
+    uint64_t set_records; /* SETs among the commands of the good batches */
     uint64_t batches;
     size_t good_len;    /* bytes made of the header and whole, valid batches */
     enum aof_tail tail;
@@ -96,8 +112,8 @@ enum aof_load_status {
     AOF_LOAD_NOMEM        /* a replay callback failed */
 };
 
-/* Checks and replays a whole file held in memory. Each batch is verified
- * before any of its records is replayed, so replay stops on a batch boundary.
+/* Checks and replays a whole file held in memory. Every batch is verified
+ * before any record is replayed, so replay stops on a batch boundary.
  * A bad batch followed by a valid one is damage: AOF_LOAD_DAMAGED, with
  * everything before res->good_len (== res->damage_at) replayed and err naming
  * the offset. Otherwise the result is AOF_LOAD_OK and res->tail says what, if

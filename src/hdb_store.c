@@ -154,27 +154,41 @@ static void store_random_key(uint64_t seed[2])
     memcpy(&seed[1], bytes + 8, 8);
 }
 
-static int replay_set(void *ud, const char *key, size_t key_len,
-                      const char *val, size_t val_len)
+/* Applies a group of records of the file being loaded. The cache misses of
+ * a load (a random bucket, then the chain's first entry, for each record)
+ * are issued for the whole group before the first record is applied, so
+ * that they overlap. */
+static size_t replay_apply(void *ud, const aof_record *r, size_t n)
 {
     hdb_table *t = ud;
-    uint32_t h;
-    hdb_entry *old = table_lookup(t, key, key_len, &h);
-    if (old != NULL && old->val_len == val_len) {
-        table_update_value(old, val, val_len);
-        return 0;
+    uint32_t hash[AOF_REPLAY_GROUP];
+    for (size_t i = 0; i < n; i++) {
+        hash[i] = table_hash_key(t, r[i].key, r[i].key_len);
+        table_prefetch(t, hash[i], 0);
     }
-    hdb_entry *e = table_entry_new(t, h, key, key_len, val, val_len);
-    if (e == NULL)
-        return -1;
-    table_commit(t, e, old);
-    return 0;
+    for (size_t i = 0; i < n; i++)
+        table_prefetch(t, hash[i], 1);
+    for (size_t i = 0; i < n; i++) {
+        if (!r[i].is_set) {
+            table_remove(t, r[i].key, r[i].key_len);
+            continue;
+        }
+        hdb_entry *old = table_lookup_hashed(t, r[i].key, r[i].key_len, hash[i]);
+        if (old != NULL && old->val_len == r[i].val_len) {
+            table_update_value(old, r[i].val, r[i].val_len);
+            continue;
+        }
+        hdb_entry *e = table_entry_new(t, hash[i], r[i].key, r[i].key_len, r[i].val, r[i].val_len);
+        if (e == NULL)
+            return i;
+        table_commit(t, e, old);
+    }
+    return n;
 }
 
-static int replay_del(void *ud, const char *key, size_t key_len)
+static void replay_reserve(void *ud, uint64_t set_records)
 {
-    table_remove(ud, key, key_len);
-    return 0;
+    table_reserve(ud, set_records);
 }
 
 /* Opens the file at path for reading and writing, creating it (mode 0600)
@@ -422,9 +436,10 @@ static int store_load(hdb_store *s, int fd, uint64_t *size_io, int repair,
         return -1;
     }
     posix_madvise(map, (size_t)size, POSIX_MADV_SEQUENTIAL);
-    aof_replay replay = {&s->table, replay_set, replay_del};
+    aof_replay replay = {&s->table, replay_apply, replay_reserve};
     char why[HDB_ERRLEN];
     int rc = aof_load(map, (size_t)size, &replay, res, why, sizeof why);
+    table_fit(&s->table);
     size_t keep = (size_t)size;
     char *side = NULL;
     if (rc == AOF_LOAD_DAMAGED && repair) {

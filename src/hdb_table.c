@@ -99,9 +99,69 @@ static void table_rehash_step(hdb_table *t)
     }
 }
 
+/* The smallest power of two, at least TABLE_MIN_BUCKETS, not below n; 0 if
+ * it would not fit a size_t of bucket pointers. */
+static size_t buckets_for(uint64_t n)
+{
+    size_t size = TABLE_MIN_BUCKETS;
+    while (size < n) {
+        if (size > SIZE_MAX / 2 / sizeof(hdb_entry *))
+            return 0;
+        size *= 2;
+    }
+    return size;
+}
+
+/* Moves every entry into a new bucket array of `size` buckets at once. On a
+ * failed allocation the table stays as it is. */
+static void table_rebuild(hdb_table *t, size_t size)
+{
+    hdb_entry **b = calloc(size, sizeof *b);
+    if (b == NULL)
+        return;
+    for (int i = 0; i < 2; i++) {
+        table_index *ix = &t->idx[i];
+        if (ix->buckets == NULL)
+            continue;
+        for (size_t j = 0; j <= ix->mask; j++) {
+            for (hdb_entry *e = ix->buckets[j], *next; e != NULL; e = next) {
+                next = e->next;
+                e->next = b[e->hash & (size - 1)];
+                b[e->hash & (size - 1)] = e;
+            }
+        }
+        t->bytes -= (ix->mask + 1) * sizeof *ix->buckets;
+        free(ix->buckets);
+        ix->buckets = NULL;
+        ix->mask = 0;
+        ix->used = 0;
+    }
+    t->idx[0].buckets = b;
+    t->idx[0].mask = size - 1;
+    t->idx[0].used = t->count;
+    t->rehash_pos = 0;
+    t->bytes += size * sizeof *b;
+}
+
+void table_reserve(hdb_table *t, uint64_t n)
+{
+    size_t size = buckets_for(n);
+    if (t->count == 0 && size > 0 && size > t->idx[0].mask + 1)
+        table_rebuild(t, size);
+    t->reserved = 1;
+}
+
+void table_fit(hdb_table *t)
+{
+    t->reserved = 0;
+    size_t want = buckets_for(t->count);
+    if (!table_is_rehashing(t) && t->idx[0].buckets != NULL && t->idx[0].mask + 1 > want)
+        table_rebuild(t, want);
+}
+
 /* SipHash-1-3 of the key under the store's seed, folded to the 32 bits an
  * entry keeps. */
-static inline uint32_t table_hash(const hdb_table *t, const char *key, size_t len)
+uint32_t table_hash_key(const hdb_table *t, const char *key, size_t len)
 {
     uint64_t h = siphash13(t->seed, key, len);
     return (uint32_t)(h ^ (h >> 32));
@@ -117,6 +177,24 @@ static inline table_index *table_index_for(hdb_table *t, uint32_t h)
     if (table_is_rehashing(t) && (h & t->idx[0].mask) < t->rehash_pos)
         return &t->idx[1];
     return &t->idx[0];
+}
+
+void table_prefetch(const hdb_table *t, uint32_t hash, int depth)
+{
+#if defined(__GNUC__)
+    const table_index *ix = table_index_for((hdb_table *)t, hash);
+    if (ix->buckets == NULL)
+        return;
+    hdb_entry *const *bucket = &ix->buckets[hash & ix->mask];
+    if (depth == 0)
+        __builtin_prefetch(bucket);
+    else if (*bucket != NULL)
+        __builtin_prefetch(*bucket);
+#else
+    (void)t;
+    (void)hash;
+    (void)depth;
+#endif
 }
 
 /* Returns the link that points at the entry for key (so that the caller can
@@ -140,8 +218,12 @@ static hdb_entry **table_find_link(hdb_table *t, uint32_t h, const char *key,
 
 hdb_entry *table_lookup(hdb_table *t, const char *key, size_t key_len, uint32_t *hash)
 {
-    uint32_t h = table_hash(t, key, key_len);
-    *hash = h;
+    *hash = table_hash_key(t, key, key_len);
+    return table_lookup_hashed(t, key, key_len, *hash);
+}
+
+hdb_entry *table_lookup_hashed(hdb_table *t, const char *key, size_t key_len, uint32_t h)
+{
     if (t->count == 0)
         return NULL;
     if (table_is_rehashing(t))
@@ -234,7 +316,7 @@ static void table_maybe_resize(hdb_table *t)
     size_t size = t->idx[0].mask + 1;
     if (t->count > size) {
         table_start_rehash(t, size * 2);
-    } else if (size > TABLE_MIN_BUCKETS && t->count < size / 8) {
+    } else if (!t->reserved && size > TABLE_MIN_BUCKETS && t->count < size / 8) {
         size_t want = TABLE_MIN_BUCKETS;
         while (want < t->count * 2)
             want *= 2;
@@ -292,7 +374,7 @@ int table_remove(hdb_table *t, const char *key, size_t key_len)
     if (table_is_rehashing(t))
         table_rehash_step(t);
     table_index *ix;
-    hdb_entry **link = table_find_link(t, table_hash(t, key, key_len), key,
+    hdb_entry **link = table_find_link(t, table_hash_key(t, key, key_len), key,
                                        key_len, &ix);
     if (link == NULL)
         return 0;

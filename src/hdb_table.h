@@ -51,6 +51,7 @@ typedef struct hdb_table {
     uint32_t slot_high;  /* slots handed out so far (live or free) */
     uint32_t slot_free;  /* 1 + index of the first free slot, 0 if none */
     size_t bytes;        /* memory held by the table, for stats */
+    int reserved;        /* between table_reserve and table_fit: never shrink */
 } hdb_table;
 
 /* Per operation, a rehash moves at most this many non-empty buckets and
@@ -65,9 +66,32 @@ void table_init(hdb_table *t, const uint64_t seed[2]);
 /* Frees every entry and array. The table may be reinitialised afterwards. */
 void table_free(hdb_table *t);
 
+/* Sizes the bucket array of an empty table for n keys, so that inserting up
+ * to n keys starts no rehash, and until table_fit removals start none either:
+ * for the load of a file, whose number of SETs is known before its replay.
+ * A failed allocation is not an error: the table grows as usual. */
+void table_reserve(hdb_table *t, uint64_t n);
+
+/* Ends a table_reserve: if the bucket array is larger than the one the
+ * table's count would have grown to, it is rebuilt at that size at once (one
+ * pass over the entries; the caller is loading, not serving calls). */
+void table_fit(hdb_table *t);
+
 /* Returns the entry holding `key`, or NULL, and the key's hash in *hash for a
  * following table_entry_new. Advances a pending rehash by a bounded step. */
 hdb_entry *table_lookup(hdb_table *t, const char *key, size_t key_len, uint32_t *hash);
+
+/* The same as table_lookup, for a hash from table_hash_key. */
+hdb_entry *table_lookup_hashed(hdb_table *t, const char *key, size_t key_len, uint32_t hash);
+
+/* The hash table_lookup computes for key. */
+uint32_t table_hash_key(const hdb_table *t, const char *key, size_t key_len);
+
+/* Hints the processor to fetch, for a key of this hash, its bucket (depth 0)
+ * or the first entry of its chain (depth 1, which reads the bucket): a
+ * caller about to look up many keys issues these for all of them first, so
+ * that their cache misses overlap instead of following one another. */
+void table_prefetch(const hdb_table *t, uint32_t hash, int depth);
 
 /* Builds an entry for (key, value) without touching the table, so that the
  * caller can do fallible work (the AOF append) before anything changes.
