@@ -20,28 +20,6 @@
 
 static const char hex_digits[] = "0123456789abcdef";
 
-static size_t decimal_len(uint64_t n)
-{
-    size_t d = 1;
-    while (n >= 10) {
-        n /= 10;
-        d++;
-    }
-    return d;
-}
-
-/* Writes n in decimal at p, returns the end. */
-static char *put_decimal(char *p, uint64_t n)
-{
-    size_t d = decimal_len(n);
-    char *end = p + d;
-    do {
-        *--end = (char)('0' + n % 10);
-        n /= 10;
-    } while (n);
-    return p + d;
-}
-
 static char *put_hex(char *p, uint64_t v, int digits)
 {
     for (int i = digits - 1; i >= 0; i--)
@@ -49,7 +27,35 @@ static char *put_hex(char *p, uint64_t v, int digits)
     return p;
 }
 
-static char *put_bulk(char *p, const char *s, size_t len)
+static inline size_t decimal_len(uint64_t n)
+{
+    size_t d = 1;
+    for (; n >= 100; n /= 100)
+        d += 2;
+    return d + (n >= 10);
+}
+
+/* Writes n in decimal at p and returns the end. Record lengths are mostly
+ * below 100: those take no loop. */
+static inline char *put_decimal(char *p, uint64_t n)
+{
+    if (n < 10) {
+        *p = (char)('0' + n);
+        return p + 1;
+    }
+    if (n < 100) {
+        p[0] = (char)('0' + n / 10);
+        p[1] = (char)('0' + n % 10);
+        return p + 2;
+    }
+    char *end = p + decimal_len(n);
+    for (char *q = end; n != 0; n /= 10)
+        *--q = (char)('0' + n % 10);
+    return end;
+}
+
+/* "$<len>\r\n<bytes>\r\n" */
+static inline char *put_bulk(char *p, const char *s, size_t len)
 {
     *p++ = '$';
     p = put_decimal(p, len);
@@ -63,33 +69,33 @@ static char *put_bulk(char *p, const char *s, size_t len)
     return p;
 }
 
-static size_t bulk_len(size_t len)
+static inline size_t bulk_len(size_t len)
 {
     return 1 + decimal_len(len) + 2 + len + 2;
 }
 
 size_t aof_set_record_len(size_t key_len, size_t val_len)
 {
-    return 4 + bulk_len(3) + bulk_len(key_len) + bulk_len(val_len);
+    return 13 + bulk_len(key_len) + bulk_len(val_len);
 }
 
 int aof_append_set(hdb_buf *b, const char *key, size_t key_len,
                    const char *val, size_t val_len)
 {
     size_t n = aof_set_record_len(key_len, val_len);
-    if (hdb_buf_reserve(b, n) != 0)
+    if (n > b->cap - b->len && hdb_buf_reserve(b, n) != 0)
         return -1;
     char *p = b->data + b->len;
     memcpy(p, "*3\r\n$3\r\nSET\r\n", 13);
     p = put_bulk(p + 13, key, key_len);
-    p = put_bulk(p, val, val_len);
+    put_bulk(p, val, val_len);
     b->len += n;
     return 0;
 }
 
 int aof_append_del(hdb_buf *b, const char *key, size_t key_len)
 {
-    size_t n = 4 + bulk_len(3) + bulk_len(key_len);
+    size_t n = 13 + bulk_len(key_len);
     if (hdb_buf_reserve(b, n) != 0)
         return -1;
     char *p = b->data + b->len;

@@ -1,12 +1,11 @@
 #include "hdb_siphash.h"
 
-#include <string.h>
 
 #define ROTL64(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
 
 /* Reads 8 bytes as little-endian regardless of host order, so that a store's
  * bucket layout does not depend on the machine (only on the random key). */
-static uint64_t load_le64(const unsigned char *p)
+static inline uint64_t load_le64(const unsigned char *p)
 {
     return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 |
            (uint64_t)p[3] << 24 | (uint64_t)p[4] << 32 | (uint64_t)p[5] << 40 |
@@ -39,9 +38,19 @@ static inline uint64_t siphash_rounds(const uint64_t key[2], const void *data,
         v0 ^= m;
     }
 
-    unsigned char tail[8] = {0};
-    memcpy(tail, p, len % 8);
-    uint64_t last = load_le64(tail) | (uint64_t)len << 56;
+    /* The last 0 to 7 bytes, little-endian, without a call to memcpy: keys
+     * are short, so this is a good part of each hash. */
+    uint64_t last = (uint64_t)len << 56;
+    switch (len % 8) {
+    case 7: last |= (uint64_t)p[6] << 48; /* fall through */
+    case 6: last |= (uint64_t)p[5] << 40; /* fall through */
+    case 5: last |= (uint64_t)p[4] << 32; /* fall through */
+    case 4: last |= (uint64_t)p[3] << 24; /* fall through */
+    case 3: last |= (uint64_t)p[2] << 16; /* fall through */
+    case 2: last |= (uint64_t)p[1] << 8;  /* fall through */
+    case 1: last |= (uint64_t)p[0];       /* fall through */
+    default: break;
+    }
     v3 ^= last;
     for (int r = 0; r < c_rounds; r++)
         SIP_ROUND(v0, v1, v2, v3);

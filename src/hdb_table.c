@@ -7,6 +7,17 @@
 #define TABLE_MIN_BUCKETS 16
 #define SLOTS_PER_CHUNK 4096
 
+/* A hint that *e (which may be NULL) will be read soon. */
+static inline void prefetch_entry(const hdb_entry *e)
+{
+#if defined(__GNUC__)
+    if (e != NULL)
+        __builtin_prefetch(e);
+#else
+    (void)e;
+#endif
+}
+
 static inline int table_is_rehashing(const hdb_table *t)
 {
     return t->idx[1].buckets != NULL;
@@ -87,6 +98,17 @@ static void table_rehash_step(hdb_table *t)
         }
         from->buckets[t->rehash_pos++] = NULL;
         moved++;
+    }
+    if (t->rehash_pos <= from->mask) {
+        /* The entries the next step moves are in no cache yet (each is a
+         * miss when its `next` is read): ask for them now, so that they
+         * arrive while the caller goes on. */
+        size_t ahead = from->mask - t->rehash_pos + 1;
+        if (ahead > REHASH_BUCKETS_PER_OP * 2)
+            ahead = REHASH_BUCKETS_PER_OP * 2;
+        for (size_t i = 0; i < ahead; i++)
+            prefetch_entry(from->buckets[t->rehash_pos + i]);
+        return;
     }
     if (t->rehash_pos > from->mask) {
         t->bytes -= (from->mask + 1) * sizeof *from->buckets;

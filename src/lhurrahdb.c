@@ -30,8 +30,21 @@ typedef struct lstore {
     hdb_buf scratch;
 } lstore;
 
+/* Upvalue 2 of every method is the stores' metatable (see set_methods):
+ * comparing with it costs a fraction of luaL_checkudata's lookup of the
+ * metatable by name in the registry, on every call. Anything else takes
+ * luaL_checkudata's path, for its error message. */
+#define STORE_MT_UPVALUE 2
+
 static lstore *check_store(lua_State *L)
 {
+    void *p = lua_touserdata(L, 1);
+    if (p != NULL && lua_getmetatable(L, 1)) {
+        int same = lua_rawequal(L, -1, lua_upvalueindex(STORE_MT_UPVALUE));
+        lua_pop(L, 1);
+        if (same)
+            return (lstore *)p;
+    }
     return (lstore *)luaL_checkudata(L, 1, STORE_MT);
 }
 
@@ -737,12 +750,14 @@ static const luaL_Reg module_functions[] = {
 };
 
 /* Sets the functions of l into the table on top, each with
- * copy_push_protected as upvalue 1 (see copy_push). */
-static void set_methods(lua_State *L, const luaL_Reg *l)
+ * copy_push_protected as upvalue 1 (see copy_push) and the metatable at
+ * index mt as upvalue 2 (see check_store). */
+static void set_methods(lua_State *L, const luaL_Reg *l, int mt)
 {
     for (; l->name != NULL; l++) {
         lua_pushcfunction(L, copy_push_protected);
-        lua_pushcclosure(L, l->func, 1);
+        lua_pushvalue(L, mt);
+        lua_pushcclosure(L, l->func, 2);
         lua_setfield(L, -2, l->name);
     }
 }
@@ -754,9 +769,10 @@ __attribute__((visibility("default"))) int luaopen_hurrahdb(lua_State *L);
 int luaopen_hurrahdb(lua_State *L)
 {
     luaL_newmetatable(L, STORE_MT);
-    set_methods(L, store_meta);
+    int mt = lua_gettop(L);
+    set_methods(L, store_meta, mt);
     lua_createtable(L, 0, sizeof store_methods / sizeof *store_methods);
-    set_methods(L, store_methods);
+    set_methods(L, store_methods, mt);
     lua_setfield(L, -2, "__index");
     lua_pushliteral(L, "hurrahdb.store");
     lua_setfield(L, -2, "__name");

@@ -234,27 +234,39 @@ static size_t escaped_len(const char *s, size_t len, size_t bound)
     return n;
 }
 
-/* Length of the longest prefix of s that needs no escape. Eight bytes at a
- * time while none of them is a control character, '"' or '\\' (each test
- * is exact for the word as a whole), then byte by byte. */
-static size_t plain_prefix(const char *s, size_t len)
+/* True if one of the eight bytes of w is a control character, '"' or '\\'
+ * (exact for the word as a whole, not byte by byte). */
+static inline int word_needs_escape(uint64_t w)
 {
     const uint64_t ones = UINT64_C(0x0101010101010101);
     const uint64_t highs = UINT64_C(0x8080808080808080);
+    uint64_t control = (w - ones * 0x20) & ~w & highs;
+    uint64_t quote = w ^ (ones * '"');
+    uint64_t backslash = w ^ (ones * '\\');
+    quote = (quote - ones) & ~quote & highs;
+    backslash = (backslash - ones) & ~backslash & highs;
+    return (control | quote | backslash) != 0;
+}
+
+/* Copies the longest prefix of s that needs no escape to out (which has room
+ * for len bytes) and returns its length. Eight bytes at a time: each word is
+ * stored before it is tested, so a plain string is copied by the same pass
+ * that checks it; a word that holds a byte to escape is then redone byte by
+ * byte, and what was stored past the prefix is overwritten by the caller. */
+static size_t copy_plain(char *out, const char *s, size_t len)
+{
     size_t i = 0;
     for (; len - i >= 8; i += 8) {
         uint64_t w;
         memcpy(&w, s + i, 8);
-        uint64_t control = (w - ones * 0x20) & ~w & highs;
-        uint64_t quote = w ^ (ones * '"');
-        uint64_t backslash = w ^ (ones * '\\');
-        quote = (quote - ones) & ~quote & highs;
-        backslash = (backslash - ones) & ~backslash & highs;
-        if ((control | quote | backslash) != 0)
+        memcpy(out + i, &w, 8);
+        if (word_needs_escape(w))
             break;
     }
-    while (i < len && !needs_escape((unsigned char)s[i]))
+    while (i < len && !needs_escape((unsigned char)s[i])) {
+        out[i] = s[i];
         i++;
+    }
     return i;
 }
 
@@ -265,28 +277,26 @@ static int enc_string(enc_ctx *c, const char *s, size_t len)
      * first: a string too long is refused before any of it is copied (a
      * 100 MiB string of control characters would otherwise fill the buffer
      * to the limit first). The buffer is then sized once for the usual case
-     * of few escapes. */
+     * of few escapes. (A shift, not a division by 6, picks the strings to
+     * count: a few more are counted, none is missed.) */
     size_t room = c->end - c->out->len;
     if (room < 2 || len > room - 2 ||
-        (len > (room - 2) / 6 && escaped_len(s, len, room - 2) > room - 2))
+        (len > (room - 2) / 8 && escaped_len(s, len, room - 2) > room - 2))
         return enc_too_long(c);
     if (len + 2 > c->stop - c->out->len && enc_reserve(c, len + 2) != 0)
         return -1;
-    c->out->data[c->out->len++] = '"';
-    size_t i = plain_prefix(s, len);
+    char *out = c->out->data + c->out->len;
+    out[0] = '"';
     /* Room for the bytes and both quotes is reserved: a string with nothing
      * to escape (the usual one) is copied in one piece. */
-    memcpy(c->out->data + c->out->len, s, i);
-    c->out->len += i;
+    size_t i = copy_plain(out + 1, s, len);
+    if (i == len) {
+        out[len + 1] = '"';
+        c->out->len += len + 2;
+        return 0;
+    }
+    c->out->len += 1 + i;
     while (i < len) {
-        size_t run = i + plain_prefix(s + i, len - i);
-        if (run > i) {
-            if (enc_put(c, s + i, run - i) != 0)
-                return -1;
-            i = run;
-        }
-        if (i == len)
-            break;
         unsigned char ch = (unsigned char)s[i++];
         char esc[6] = {'\\', short_escape(ch), '0', '0', 0, 0};
         size_t n = 2;
@@ -298,6 +308,13 @@ static int enc_string(enc_ctx *c, const char *s, size_t len)
         }
         if (enc_put(c, esc, n) != 0)
             return -1;
+        /* The plain run after the escape, copied the same way, once there
+         * is room for all that is left. */
+        if (len - i > c->stop - c->out->len && enc_reserve(c, len - i) != 0)
+            return -1;
+        size_t run = copy_plain(c->out->data + c->out->len, s + i, len - i);
+        c->out->len += run;
+        i += run;
     }
     return enc_putc(c, '"');
 }
