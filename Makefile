@@ -68,7 +68,7 @@ LDFLAGS_ALL := -shared $(MODULE_LDFLAGS) $(SAN_FLAGS) $(LDFLAGS)
 # test program). A new engine file is added to ENGINE_SRC, and only there.
 # The engine is compiled without Lua's headers, the binding with them.
 ENGINE_SRC := src/hdb_buf.c src/hdb_siphash.c src/hdb_crc32c.c src/hdb_table.c \
-	src/hdb_aof.c src/hdb_file.c src/hdb_flusher.c src/hdb_lock.c src/hdb_store.c
+	src/hdb_aof.c src/hdb_file.c src/hdb_flusher.c src/hdb_lock.c src/hdb_store.c src/hdb_dtoa.c
 BINDING_SRC := src/lvalue.c src/lhurrahdb.c
 HEADERS := $(wildcard src/*.h)
 ENGINE_OBJ := $(ENGINE_SRC:src/%.c=$(BUILD)/%.o)
@@ -108,7 +108,7 @@ $(MODULE): $(ENGINE_OBJ) $(BINDING_OBJ)
 
 # The engine's own checks, run by spec/00-engine_spec.lua.
 $(ENGINE_TEST): spec/engine_test.c $(ENGINE_OBJ) $(HEADERS)
-	@echo "LD $@"; $(CC) $(filter-out -fPIC,$(CFLAGS_ALL)) -Isrc -o $@ spec/engine_test.c $(ENGINE_OBJ) -pthread $(SAN_FLAGS)
+	@echo "LD $@"; $(CC) $(filter-out -fPIC,$(CFLAGS_ALL)) -Isrc -o $@ spec/engine_test.c $(ENGINE_OBJ) -pthread -lm $(SAN_FLAGS)
 
 # Test-only: write faults for *.aof files (LD_PRELOAD), and fork for specs.
 # The shim is built without sanitizers: it must load into any process.
@@ -260,5 +260,5 @@ deps-fuzz:
 
 deps-bench:
 	@$(MAKE) --no-print-directory deps PKGS="lua-cjson lua-socket redis-server redis-tools lua-redis \
-		lua-sql-sqlite3 gnuplot-nox nginx libnginx-mod-http-lua lua-resty-core wrk \
+		lua-sql-sqlite3 gnuplot-nox nginx libnginx-mod-http-lua lua-resty-core wrk valgrind \
 		luajit2 libluajit2-5.1-dev $(LUA_PKGS)"

@@ -2,11 +2,15 @@
  * hdb_benchlib: what bench/bench.lua needs below Lua: a monotonic clock with
  * nanosecond resolution (per-call latencies of a few hundred nanoseconds),
  * and the disk's own limit for a synchronous store, a plain C loop of
- * write + fdatasync of fixed-size records. Built by `make bench`; not part
- * of hurrahdb.
+ * write + fdatasync of fixed-size records, and the cost of a page fault on
+ * this machine (what first touching fresh memory costs). Built by `make
+ * bench`; not part of hurrahdb.
  */
+/* MAP_ANONYMOUS (Linux, the BSDs; POSIX only since 2024). */
+#define _DEFAULT_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -78,9 +82,36 @@ static int l_fsync_loop(lua_State *L)
     return 1;
 }
 
+/* fault_seconds(pages) --> seconds per page | nil, err
+ * Maps `pages` fresh anonymous pages and writes one byte in each: every
+ * write is a page fault, the kernel's zeroing of the page included, which
+ * is what a process pays the first time it uses memory it has grown by. */
+static int l_fault_seconds(lua_State *L)
+{
+    long pages = (long)luaL_checknumber(L, 1);
+    long page = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || page <= 0)
+        return luaL_error(L, "fault_seconds: pages must be positive");
+    size_t len = (size_t)pages * (size_t)page;
+    char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "mmap: %s", strerror(errno));
+        return 2;
+    }
+    double t0 = monotonic_seconds();
+    for (size_t off = 0; off < len; off += (size_t)page)
+        ((volatile char *)p)[off] = 1;
+    double dt = monotonic_seconds() - t0;
+    munmap(p, len);
+    lua_pushnumber(L, (lua_Number)(dt / (double)pages));
+    return 1;
+}
+
 static const luaL_Reg benchlib[] = {
     {"now", l_now},
     {"fsync_loop", l_fsync_loop},
+    {"fault_seconds", l_fault_seconds},
     {NULL, NULL},
 };
 
@@ -88,7 +119,7 @@ __attribute__((visibility("default"))) int luaopen_hdb_benchlib(lua_State *L);
 
 int luaopen_hdb_benchlib(lua_State *L)
 {
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 3);
     luaL_setfuncs(L, benchlib, 0);
     return 1;
 }
