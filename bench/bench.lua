@@ -928,6 +928,11 @@ local elapsed = now() - started
 
 local out = {}
 local function say(fmt, ...) out[#out + 1] = select("#", ...) > 0 and fmt:format(...) or fmt end
+-- Stretches of the report that README.md's summary repeats: marks[name] =
+-- { first line, last line } of out.
+local marks = {}
+local function mark_start(name) marks[name] = { #out + 1 } end
+local function mark_end(name) marks[name][2] = #out end
 
 local function rate(s)
   if not s then return "n/a" end
@@ -952,6 +957,7 @@ say("")
 say("Written by `make bench` (bench/bench.lua) in one run; the plot is [results.png](results.png).")
 say("The machine is shared: compare the ratios within this run, not absolute figures across runs.")
 say("")
+mark_start("machine")
 say("| machine | |")
 say("|---|---|")
 say("| CPU | %s, %s cores, %s RAM; load average %s at the start |", machine.cpu, machine.cores,
@@ -970,6 +976,7 @@ do
   say("| code | %s |", commit ~= "" and ("commit " .. commit .. (dirty ~= "" and ", with uncommitted changes to src/ or lua/" or ""))
     or "not a git checkout")
 end
+mark_end("machine")
 say("")
 say("How the cases are run:")
 say("")
@@ -1101,21 +1108,27 @@ if nginx_report then
   say("(a Lua handler that prints a fixed 10-byte body), and get and set of random keys among %d", http.keys)
   say("preloaded ones (small mixed values) through `hurrahdb.worker` (one store per worker, AOF,")
   say("sync_time = 1000) and through `ngx.shared.DICT` + cjson; every location answers the same")
-  say("10-byte body, every request is the same length. Cost beyond the no-op = 1/rate - 1/rate of")
-  say("the no-op in the same round (median of rounds): the inverse throughput the store adds, with")
-  say("wrk and both workers sharing the machine's %s cores, not a CPU time.", machine.cores)
+  say("10-byte body, every request is the same length. The cost of a request is the CPU time both")
+  say("workers used during the run (every thread, a store's flusher included; from the kernel's")
+  say("schedstat) divided by the requests served; the store's part is that cost less the no-op's")
+  say("in the same round (median of rounds). It does not depend on which of nginx or wrk, which")
+  say("share the machine's %s cores, sets the rate. The inverse-throughput difference (1/rate -", machine.cores)
+  say("1/rate of the no-op) is given beside it: it shows the store only while nginx, not wrk, is")
+  say("the bottleneck.")
   say("")
-  say("| location | req/s | latency p50 / p99 ms | cost beyond the no-op, µs per request | DICT's cost / this cost |")
-  say("|---|---:|---:|---:|---:|")
+  say("| location | req/s | latency p50 / p99 ms | worker CPU per request, µs | beyond the no-op, µs | DICT's cost / this cost | 1/rate beyond the no-op, µs |")
+  say("|---|---:|---:|---:|---:|---:|---:|")
   for _, loc in ipairs(http.locations) do
     local vs = ""
-    if loc.cost and loc.peer then
+    if loc.cpu_cost and loc.peer then
       local peer
       for _, l in ipairs(http.locations) do if l.id == loc.peer then peer = l end end
-      vs = (loc.cost > 0 and peer.cost > 0) and ("%.2f"):format(peer.cost / loc.cost) or "n/a"
+      vs = (loc.cpu_cost > 0 and peer.cpu_cost > 0) and ("%.2f"):format(peer.cpu_cost / loc.cpu_cost) or "n/a"
     end
-    say("| %s | %s | %.2f / %.2f | %s | %s |", loc.name, rate(loc.rate), loc.p50 / 1e3, loc.p99 / 1e3,
-      loc.cost and ("%.2f"):format(loc.cost * 1e6) or "-", vs)
+    say("| %s | %s | %.2f / %.2f | %.2f ±%.0f%% | %s | %s | %s |", loc.name, rate(loc.rate), loc.p50 / 1e3,
+      loc.p99 / 1e3, loc.cpu.median * 1e6, loc.cpu.spread * 100,
+      loc.cpu_cost and ("%.2f"):format(loc.cpu_cost * 1e6) or "-", vs,
+      loc.cost and ("%.2f"):format(loc.cost * 1e6) or "-")
   end
   if http_errors > 0 or http.error_log > 0 then
     local e = http.errors
@@ -1257,13 +1270,17 @@ for _, op in ipairs({ "get", "set" }) do
       if l.id == "hurrahdb-" .. op then h = l elseif l.id == "dict-" .. op then d = l end
     end
   end
-  if h and d and h.cost and d.cost and http_errors == 0 and http.error_log == 0 then
-    if h.cost > 0 and d.cost > 0 then
-      target(text, ("%.2fx (%.2f vs %.2f µs)"):format(d.cost / h.cost, h.cost * 1e6, d.cost * 1e6),
-        d.cost >= 1.3 * h.cost)
+  if h and d and h.cpu_cost and d.cpu_cost and http_errors == 0 and http.error_log == 0 then
+    if h.cpu_cost > 0 and d.cpu_cost > 0 then
+      target(text, ("%.2fx (%.2f vs %.2f µs of worker CPU)"):format(d.cpu_cost / h.cpu_cost,
+        h.cpu_cost * 1e6, d.cpu_cost * 1e6), d.cpu_cost >= 1.3 * h.cpu_cost, function()
+          return ("hurrahdb.worker added %.2f µs of worker CPU time per %s request to the no-op's %.2f µs,"
+            .. "\nngx.shared.DICT + cjson %.2f µs."):format(h.cpu_cost * 1e6, op, http.locations[1].cpu.median * 1e6,
+            d.cpu_cost * 1e6)
+        end)
     else -- within the no-op's own variation: no ratio to speak of
-      target(text, ("n/a (%.2f vs %.2f µs: not above the no-op's variation)"):format(h.cost * 1e6,
-        d.cost * 1e6), nil)
+      target(text, ("n/a (%.2f vs %.2f µs: not above the no-op's variation)"):format(h.cpu_cost * 1e6,
+        d.cpu_cost * 1e6), nil)
     end
   else
     target(text, "n/a", nil)
@@ -1273,6 +1290,7 @@ end
 say("")
 say("## Targets")
 say("")
+mark_start("targets")
 say("| target | measured | |")
 say("|---|---|---|")
 local missed = 0
@@ -1280,6 +1298,7 @@ for _, t in ipairs(targets) do
   say("| %s | %s | %s |", t[1], t[2], check(t[3]))
   if t[3] == false then missed = missed + 1 end
 end
+mark_end("targets")
 say("")
 if missed == 0 then
   say("Every target is met in this run.")
@@ -1363,19 +1382,18 @@ say("  then replays the records in groups whose memory it asks for ahead; %.0f%%
 say("  faults here (%.0f, at %.1f µs each). Redis parses the same commands through its command table.", open.faults, open.fault_cost * 1e6)
 if http then
   local noop = http.locations[1]
-  say("- **Over HTTP** most of a request's cost is nginx, the HTTP exchange and wrk, which the no-op")
-  say("  location measures (%.0f req/s, %.1f µs per request as inverse throughput, with wrk and both", noop.rate.median,
-    1e6 / noop.rate.median)
+  say("- **Over HTTP** most of a request's cost is nginx and the HTTP exchange, which the no-op")
+  say("  location measures (%.1f µs of worker CPU per request); the store's part is the cost beyond", noop.cpu.median * 1e6)
   local lo, hi = math.huge, -math.huge
   for _, loc in ipairs(http.locations) do
-    if loc.cost then
-      lo, hi = math.min(lo, loc.cost * noop.rate.median), math.max(hi, loc.cost * noop.rate.median)
+    if loc.cpu_cost then
+      lo, hi = math.min(lo, loc.cpu_cost / noop.cpu.median), math.max(hi, loc.cpu_cost / noop.cpu.median)
     end
   end
-  say("  workers on the same %s cores); the store's part is the cost beyond it, %.0f%% to %.0f%% of that", machine.cores,
-    lo * 100, hi * 100)
-  say("  here, so a few percent of noise in the no-op's rate moves it much. In a loop inside a worker")
-  say("  the store calls alone are compared, without that fixed cost.")
+  say("  it, %.0f%% to %.0f%% of that here, so a few percent of noise in the no-op's cost moves it much.", lo * 100, hi * 100)
+  say("  The request rate is set by whichever of nginx and wrk runs out of CPU first, on the same %s", machine.cores)
+  say("  cores: where it is wrk, every location gets about the same rate whatever the store costs.")
+  say("  In a loop inside a worker the store calls alone are compared, without that fixed cost.")
 end
 
 say("")
@@ -1407,6 +1425,143 @@ local f = assert(io.open(results_md, "w"))
 f:write(table.concat(out, "\n"), "\n")
 f:close()
 
+---------------------------------------------------------------------------
+-- README.md's summary of this run: between its two bench markers, when the
+-- run writes into bench/ itself (a run with --out elsewhere leaves it be),
+-- so that every figure the README gives is one of the last full run.
+---------------------------------------------------------------------------
+
+local function readme_summary()
+  local lines = {}
+  local function put(fmt, ...) lines[#lines + 1] = select("#", ...) > 0 and fmt:format(...) or fmt end
+  local function copy(name)
+    for i = marks[name][1], marks[name][2] do lines[#lines + 1] = out[i] end
+  end
+  local function x(a, b) return a.median / b.median end
+  local labels = {}
+  for _, kind in ipairs(kinds) do labels[#labels + 1] = kind.label end
+  local function per_kind(field)
+    local t = {}
+    for _, kind in ipairs(kinds) do t[#t + 1] = ("%.2f"):format(x(aofs[kind.name][field], ceil[kind.name][field])) end
+    return table.concat(t, ", ")
+  end
+  put("The run in [bench/RESULTS.md](bench/RESULTS.md) (%s, seed %d) shows:", machine.date, seed)
+  put("")
+  put("- **Against a Lua table + cjson**, hurrahdb with its AOF (`sync_time = 1000`) sets %s", per_kind("set"))
+  put("  times as fast and gets %s times as fast (%s).", per_kind("get"), table.concat(labels, ", "))
+  local slower = {}
+  for _, kind in ipairs(kinds) do
+    for _, op in ipairs({ "set", "get" }) do
+      if x(aofs[kind.name][op], ceil[kind.name][op]) < 1 then
+        slower[#slower + 1] = ("%s of %s (%.2fx)"):format(op, kind.label, x(aofs[kind.name][op], ceil[kind.name][op]))
+      end
+    end
+  end
+  if #slower > 0 then
+    put("  It is **slower** at the %s: RESULTS.md says what bounds it, from the run's own", table.concat(slower, ", "))
+    put("  figures (instructions per set, the collector).")
+  end
+  if instructions then
+    local t = {}
+    for _, kind in ipairs(kinds) do
+      local r = instructions[kind.name]
+      t[#t + 1] = ("%.0f against %.0f"):format(r.hurrahdb, r.table)
+    end
+    put("  Counted by callgrind, a set takes %s instructions (%s).", table.concat(t, ", "),
+      table.concat(labels, ", "))
+  end
+  put("- **A Lua table of the values** is faster than either by far (%.1f to %.1f times the Lua", math.min(
+    x(bound.mixed.set, ceil.mixed.set), x(bound.strings.set, ceil.strings.set), x(bound.large.set, ceil.large.set)),
+    math.max(x(bound.mixed.set, ceil.mixed.set), x(bound.strings.set, ceil.strings.set), x(bound.large.set, ceil.large.set)))
+  put("  table + cjson at set, %.1f to %.1f at get): it serialises nothing and hands out the stored", math.min(
+    x(bound.mixed.get, ceil.mixed.get), x(bound.strings.get, ceil.strings.get), x(bound.large.get, ceil.large.get)),
+    math.max(x(bound.mixed.get, ceil.mixed.get), x(bound.strings.get, ceil.strings.get), x(bound.large.get, ceil.large.get)))
+  put("  table. hurrahdb is for data that must outlive the process and come back as an exact copy.")
+  put("- **Redis** answers a command at a time after a round trip on loopback (%.0f sets a second", redis1.set.median)
+  put("  through lua-redis here, %.0f with redis-benchmark's C client). Pipelined by %d, Redis's own", rb1.set.median, PIPELINE)
+  put("  figure (redis-benchmark) is %.0f sets and %.0f gets of small values a second; lua-redis", rbp.set.median, rbp.get.median)
+  put("  reaches %.0f and %.0f, bounded by the client. hurrahdb's AOF store, in the same process, did", redisp.set.median,
+    redisp.get.median)
+  put("  %.0f sets and %.0f gets a second: %.1f and %.1f times Redis's pipelined figures. Redis serves",
+    aofs.mixed.set.median, aofs.mixed.get.median, x(aofs.mixed.set, rbp.set), x(aofs.mixed.get, rbp.get))
+  put("  many processes; a hurrahdb store serves the one that opened it.")
+  if http then
+    local by = {}
+    for _, loc in ipairs(http.locations) do by[loc.id] = loc end
+    local function cost(id) return by[id].cpu_cost and by[id].cpu_cost * 1e6 or 0 end
+    put("- **In nginx over HTTP** (2 workers, wrk on the same %s cores), a request to the location", machine.cores)
+    put("  that does nothing costs the workers %.2f µs of CPU. The store adds %.2f µs to a get through",
+      by.noop.cpu.median * 1e6, cost("hurrahdb-get"))
+    put("  `hurrahdb.worker` and %.2f µs through `ngx.shared.DICT` + cjson; %.2f and %.2f µs to a set.",
+      cost("dict-get"), cost("hurrahdb-set"), cost("dict-set"))
+    put("  Whole requests ran at %.0f (no-op), %.0f and %.0f (get), %.0f and %.0f (set) a second.",
+      by.noop.rate.median, by["hurrahdb-get"].rate.median, by["dict-get"].rate.median,
+      by["hurrahdb-set"].rate.median, by["dict-set"].rate.median)
+    local w = nginx_report.worker.mixed
+    local wby = {}
+    for _, r in ipairs(w.cases) do wby[r.name] = r end
+    local hw, dw = wby[AOF], wby["ngx.shared.DICT + cjson"]
+    put("  In a loop inside one worker, without HTTP, the store calls alone set %.2f and get %.2f", x(hw.set, dw.set),
+      x(hw.get, dw.get))
+    put("  times as fast as the shared dictionary's with cjson (small mixed values).")
+  end
+  put("- **Opening** the %d-key file takes %.3f s, %.2f times less than Redis takes to load the", M, open.hurrahdb,
+    open.redis / open.hurrahdb)
+  put("  same file; %.0f%% of it is page faults on this machine (%.1f µs each). With glibc's malloc on",
+    100 * open.faults * open.fault_cost / open.hurrahdb, open.fault_cost * 1e6)
+  put("  transparent huge pages (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`) it takes %.3f s (%.2fx).", open.thp,
+    open.redis / open.thp)
+  put("  The store holds %.1f B per key (RSS), %.2f of Redis's %.1f B.", open.h_rss, open.h_rss / open.r_mem, open.r_mem)
+  local met, missed_list = 0, {}
+  for _, t in ipairs(targets) do
+    if t[3] then met = met + 1 elseif t[3] == false then missed_list[#missed_list + 1] = t[1] .. " (" .. t[2] .. ")" end
+  end
+  put("- **Targets**: %d of %d are met%s.", met, #targets, #missed_list > 0 and ("; missed: " .. table.concat(missed_list, "; ")
+    .. ". RESULTS.md gives the cause of each, measured in the same run") or "")
+  put("")
+  put("![operations per second of each case, log scale](bench/results.png)")
+  put("")
+  copy("machine")
+  put("")
+  put("hurrahdb and the bounds against the Lua table + cjson (ratios of the medians of operations per")
+  put("second in this run; the rates themselves are in RESULTS.md):")
+  put("")
+  put("| case | small mixed set | get | small strings set | get | 1 KB set | get |")
+  put("|---|---:|---:|---:|---:|---:|---:|")
+  for _, name in ipairs({ CEILING, BOUND, cjson_alone_case.name, "hurrahdb memory-only", AOF }) do
+    local cells = {}
+    for _, kind in ipairs(kinds) do
+      local r, c = find(results[kind.name].rows, name), ceil[kind.name]
+      cells[#cells + 1] = ratio(r.set, c.set)
+      cells[#cells + 1] = ratio(r.get, c.get)
+    end
+    put("| %s | %s |", name, table.concat(cells, " | "))
+  end
+  put("")
+  put("Targets:")
+  put("")
+  copy("targets")
+  return lines
+end
+
+local readme = script_dir() .. "/../README.md"
+if opts.out == script_dir() then
+  local rf = io.open(readme)
+  local text = rf and rf:read("a")
+  if rf then rf:close() end
+  local BEGIN, END = "<!-- bench:begin (written by make bench) -->", "<!-- bench:end -->"
+  local a, b = text and text:find(BEGIN, 1, true), text and text:find(END, 1, true)
+  if a and b and b > a then
+    text = text:sub(1, a + #BEGIN) .. table.concat(readme_summary(), "\n") .. "\n" .. text:sub(b)
+    rf = assert(io.open(readme, "w"))
+    rf:write(text)
+    rf:close()
+    io.stderr:write("updated the summary in README.md\n")
+  else
+    io.stderr:write("README.md has no bench markers: its summary is not updated\n")
+  end
+end
+
 -- The plot: operations per second per case, log scale, a panel per kind of
 -- value, and requests per second over HTTP.
 local gp_plots = {}
@@ -1428,16 +1583,16 @@ if http then
   local dat = tmp .. ".http.dat"
   local d = assert(io.open(dat, "w"))
   for _, loc in ipairs(http.locations) do
-    d:write(('"%s"\t%s\n'):format((loc.short:gsub("\\n", " ")), loc.rate.median))
+    d:write(('"%s"\t%s\n'):format((loc.short:gsub("\\n", " ")), loc.cpu.median * 1e6))
   end
   d:close()
   gp_plots[#gp_plots + 1] = ([[
 unset logscale y
 set format y "%%.0f"
 set yrange [0:*]
-set ylabel "requests per second"
+set ylabel "worker CPU time per request, µs (lower is better)"
 set title "nginx over HTTP, 2 workers, wrk (small mixed values)"
-plot '%s' using 2:xtic(1) title "req/s" lc rgb "#5a9e5a"
+plot '%s' using 2:xtic(1) title "µs per request" lc rgb "#5a9e5a"
 ]]):format(dat)
 end
 local png = opts.out .. "/results.png"

@@ -252,6 +252,48 @@ for _, loc in ipairs(locations) do
   end
 end
 
+-- The CPU time the workers have used so far, all their threads (a store's
+-- flusher included), in seconds: the first field of each thread's
+-- schedstat (nanoseconds on a CPU), or the process's utime + stime in clock
+-- ticks where the kernel keeps no schedstat.
+local function read_first_line(path)
+  local f = io.open(path)
+  if not f then return nil end
+  local line = f:read("l")
+  f:close()
+  return line
+end
+local function worker_pids()
+  local master = tonumber(read_first_line(prefix .. "/logs/nginx.pid") or "")
+  local pids = {}
+  for pid in sh("pgrep -P " .. tostring(master)):gmatch("%d+") do pids[#pids + 1] = pid end
+  return pids
+end
+local TICK = 1 / (tonumber(sh("getconf CLK_TCK")) or 100)
+local function workers_cpu(pids)
+  local total = 0
+  for _, pid in ipairs(pids) do
+    local tasks = sh("ls /proc/" .. pid .. "/task")
+    local sched = 0
+    for tid in tasks:gmatch("%d+") do
+      local line = read_first_line(("/proc/%s/task/%s/schedstat"):format(pid, tid))
+      if not line then sched = nil break end
+      sched = sched + tonumber(line:match("^(%d+)")) / 1e9
+    end
+    if sched and tasks:match("%d") then
+      total = total + sched
+    else
+      local stat = read_first_line("/proc/" .. pid .. "/stat") or ""
+      local fields = {}
+      for w in stat:gsub("^.*%) ", ""):gmatch("%S+") do fields[#fields + 1] = w end
+      total = total + ((tonumber(fields[12]) or 0) + (tonumber(fields[13]) or 0)) * TICK
+    end
+  end
+  return total
+end
+local pids = worker_pids()
+if #pids ~= 2 then fail(("expected 2 nginx workers, found %d"):format(#pids), server) end
+
 local seconds = opts["http-seconds"]
 local max_requests = WRK_MAX_PER_SECOND * seconds
 local ERROR_KINDS = { "connect", "read", "write", "status", "timeout" }
@@ -260,6 +302,7 @@ local runs = {} -- runs[id][round] = { rate, p50, p99 }
 for _, loc in ipairs(locations) do runs[loc.id] = {} end
 local orders = rounds_lib.run(locations, opts["http-rounds"], function(loc, round)
   log("nginx over HTTP, round %d: %s", round, loc.path)
+  local cpu0 = workers_cpu(pids)
   local out = sh(("timeout -k 5 %d wrk -t 1 -c %d -d %ds --timeout 5s -s %s http://127.0.0.1:%d%s -- %s %d %d %d")
     :format(seconds + 30, WRK_CONNECTIONS, seconds, quote(bench_dir .. "/nginx_wrk.lua"), server.port,
       loc.path, loc.path, N, opts.seed + round, max_requests))
@@ -268,6 +311,7 @@ local orders = rounds_lib.run(locations, opts["http-rounds"], function(loc, roun
   local f = {}
   for x in line:gmatch("%d+") do f[#f + 1] = tonumber(x) end
   local requests, duration, p50, p99 = f[1], f[2], f[3], f[4]
+  local cpu = workers_cpu(pids) - cpu0
   if requests == 0 or duration == 0 then fail("wrk made no requests:\n" .. out, server) end
   local errs = 0
   for i, kind in ipairs(ERROR_KINDS) do
@@ -279,7 +323,8 @@ local orders = rounds_lib.run(locations, opts["http-rounds"], function(loc, roun
       sh("ss -ltnp 'sport = :" .. server.port .. "'"))
   end
   if requests >= max_requests then bounded = bounded + 1 end
-  runs[loc.id][round] = { rate = requests / (duration / 1e6), p50 = tonumber(p50), p99 = tonumber(p99) }
+  runs[loc.id][round] = { rate = requests / (duration / 1e6), p50 = tonumber(p50), p99 = tonumber(p99),
+                          cpu = cpu / math.max(requests, 1) }
 end)
 -- Lines of the error log at level error or worse: none is expected.
 local error_log = prefix .. "/logs/error.log"
@@ -293,14 +338,19 @@ stop(server)
 local median = rounds_lib.median
 
 for _, loc in ipairs(locations) do
-  local rates, p50s, p99s, costs = {}, {}, {}, {}
+  local rates, p50s, p99s, costs, cpus, cpu_costs = {}, {}, {}, {}, {}, {}
   for r, run in ipairs(runs[loc.id]) do
-    rates[r], p50s[r], p99s[r] = run.rate, run.p50, run.p99
-    if loc.id ~= "noop" then costs[r] = 1 / run.rate - 1 / runs.noop[r].rate end
+    rates[r], p50s[r], p99s[r], cpus[r] = run.rate, run.p50, run.p99, run.cpu
+    if loc.id ~= "noop" then
+      costs[r] = 1 / run.rate - 1 / runs.noop[r].rate
+      cpu_costs[r] = run.cpu - runs.noop[r].cpu
+    end
   end
   loc.rate = rounds_lib.summarize(rates)
   loc.p50, loc.p99 = median(p50s), median(p99s)
   loc.cost = #costs > 0 and median(costs) or nil
+  loc.cpu = rounds_lib.summarize(cpus)
+  loc.cpu_cost = #cpu_costs > 0 and median(cpu_costs) or nil
   loc.path = nil
 end
 
