@@ -317,6 +317,89 @@ static void check_dtoa(void)
           "%ld of %ld", all.exact, all.tried);
 }
 
+typedef struct parse_tally {
+    long tried, exact, wrong;
+    char first[64];
+    double got, want;
+} parse_tally;
+
+static void parse_try(parse_tally *t, const char *text)
+{
+    double got, want = strtod(text, NULL);
+    t->tried++;
+    if (!dtoa_parse(text, strlen(text), &got))
+        return;
+    t->exact++;
+    if (memcmp(&got, &want, sizeof got) != 0 && t->wrong++ == 0) {
+        snprintf(t->first, sizeof t->first, "%s", text);
+        t->got = got;
+        t->want = want;
+    }
+}
+
+/* Every number dtoa_parse reads must be strtod's double, bit for bit:
+ * decimals of 1 to 19 digits with every exponent it takes, the texts of
+ * random doubles (as the codec writes them, and with 17 digits), integers
+ * around 2^53 and 2^64 times powers of ten (where ties to even decide),
+ * zeros and leading zeros. */
+static void check_dtoa_parse(void)
+{
+    parse_tally all;
+    memset(&all, 0, sizeof all);
+    char text[64], digits[24];
+    for (int i = 0; i < 400000; i++) {
+        int ndig = 1 + (int)(rng_next() % 19);
+        for (int k = 0; k < ndig; k++)
+            digits[k] = (char)('0' + rng_next() % 10);
+        digits[ndig] = '\0';
+        int point = (int)(rng_next() % (unsigned)(ndig + 1));
+        int exp10 = (int)(rng_next() % 60) - 30;
+        snprintf(text, sizeof text, "%s%.*s.%s0e%d", (rng_next() & 1) ? "-" : "", point > 0 ? point : 1,
+                 point > 0 ? digits : "0", digits + point, exp10);
+        parse_try(&all, text);
+    }
+    for (int i = 0; i < 300000; i++) {
+        double d = from_bits(rng_next());
+        if (d != d || d == 0.0)
+            continue;
+        snprintf(text, sizeof text, "%.17g", d);
+        parse_try(&all, text);
+        char g[DTOA_BUF];
+        if (dtoa_shortest_g(g, d) > 0)
+            parse_try(&all, g);
+    }
+    for (int i = 1; i <= 200000; i++) {
+        snprintf(text, sizeof text, "%.17g", i / 7.0);
+        parse_try(&all, text);
+        snprintf(text, sizeof text, "%.15g", i * 0.1);
+        parse_try(&all, text);
+    }
+    for (int e = 0; e <= 19; e++) {
+        for (uint64_t base = (UINT64_C(1) << 53) - 3; base < (UINT64_C(1) << 53) + 40; base++) {
+            snprintf(text, sizeof text, "%llue%d", (unsigned long long)base, e);
+            parse_try(&all, text);
+        }
+        for (int k = 0; k < 2000; k++) {
+            uint64_t big = rng_next() | (UINT64_C(1) << 63);
+            snprintf(text, sizeof text, "%llue%d", (unsigned long long)(big % UINT64_C(10000000000000000000)), e);
+            parse_try(&all, text);
+            snprintf(text, sizeof text, "%llue-%d", (unsigned long long)(big % UINT64_C(10000000000000000000)), e);
+            parse_try(&all, text);
+        }
+    }
+    static const char *fixed[] = {"0", "-0", "0.0", "-0.0", "0e5", "0.000", "00.5e1", "0.0001",
+                                  "1e-21", "1e-22", "9.999999999999999e22", "1e19", "1e20",
+                                  "18446744073709551615", "18446744073709551616", "123456789012345678.9",
+                                  "4.9406564584124654e-324", "2.2250738585072014e-308"};
+    for (size_t k = 0; k < sizeof fixed / sizeof *fixed; k++)
+        parse_try(&all, fixed[k]);
+    CHECK("numbers read by dtoa_parse are strtod's doubles", all.wrong == 0,
+          "%ld of %ld differ; first %s: got %.17g, strtod %.17g", all.wrong, all.exact, all.first,
+          all.got, all.want);
+    CHECK("dtoa_parse reads most of the numbers tried", all.exact > all.tried / 2, "%ld of %ld",
+          all.exact, all.tried);
+}
+
 /* ---- the load: sized once, never rehashed ---- */
 
 typedef struct load_check {
@@ -534,5 +617,6 @@ int main(int argc, char **argv)
     check_format_example();
     check_load_sizing();
     check_dtoa();
+    check_dtoa_parse();
     return failures ? 1 : 0;
 }

@@ -187,7 +187,118 @@ size_t dtoa_shortest_g(char *buf, double d)
     return 0; /* not reached: 17 digits always read back */
 }
 
+/* The double nearest to mant * 2^exp2 (mant < 2^53, the result normal),
+ * built from its bits: exact, no rounding. */
+static double make_double(uint64_t mant, int exp2, int negative)
+{
+    /* normalise to 2^52 <= mant < 2^53 */
+    while (mant < (UINT64_C(1) << 52)) {
+        mant <<= 1;
+        exp2--;
+    }
+    uint64_t bits = ((uint64_t)(exp2 + 52 + 1023) << 52) | (mant & ((UINT64_C(1) << 52) - 1));
+    bits |= (uint64_t)negative << 63;
+    double d;
+    memcpy(&d, &bits, sizeof d);
+    return d;
+}
+
+/* Rounds v * 2^exp2 (plus a fraction below v's last bit, present when
+ * `sticky`) to 53 bits, ties to even; v >= 2^53. */
+static double round_to_double(u128 v, int exp2, int sticky, int negative)
+{
+    int shift = bit_length(v) - 53;
+    uint64_t mant = (uint64_t)(v >> shift);
+    u128 rest = v & (((u128)1 << shift) - 1), half = (u128)1 << (shift - 1);
+    if (rest > half || (rest == half && (sticky || (mant & 1) != 0))) {
+        mant++;
+        if (mant == (UINT64_C(1) << 53)) {
+            mant >>= 1;
+            shift++;
+        }
+    }
+    return make_double(mant, exp2 + shift, negative);
+}
+
+int dtoa_parse(const char *s, size_t n, double *out)
+{
+    size_t i = 0;
+    int negative = 0;
+    if (i < n && s[i] == '-') {
+        negative = 1;
+        i++;
+    }
+    uint64_t m = 0;
+    int digits = 0, exp10 = 0, seen_point = 0;
+    for (; i < n; i++) {
+        char ch = s[i];
+        if (ch == '.') {
+            seen_point = 1;
+            continue;
+        }
+        if (ch < '0' || ch > '9')
+            break;
+        if (m == 0 && ch == '0') { /* leading zeros count for nothing */
+            if (seen_point)
+                exp10--;
+            continue;
+        }
+        if (digits == 19)
+            return 0;
+        m = m * 10 + (uint64_t)(ch - '0');
+        digits++;
+        if (seen_point)
+            exp10--;
+    }
+    if (i < n) { /* 'e' or 'E' */
+        i++;
+        int exp_negative = 0;
+        if (i < n && (s[i] == '+' || s[i] == '-'))
+            exp_negative = s[i++] == '-';
+        int e = 0;
+        for (; i < n; i++) {
+            if (e > 10000)
+                return 0;
+            e = e * 10 + (s[i] - '0');
+        }
+        exp10 += exp_negative ? -e : e;
+    }
+    if (m == 0) {
+        *out = negative ? -0.0 : 0.0;
+        return 1;
+    }
+    if (exp10 >= 0) {
+        if (exp10 > 19) /* m * 10^19 < 2^128 */
+            return 0;
+        u128 v = (u128)m * pow10_u64[exp10];
+        if (v < ((u128)1 << 53)) {
+            *out = make_double((uint64_t)v, 0, negative);
+            return 1;
+        }
+        *out = round_to_double(v, 0, 0, negative);
+        return 1;
+    }
+    if (-exp10 > 21) /* 10^21 < 2^70, so the quotient keeps 54 bits or more */
+        return 0;
+    u128 divisor = pow10_u64[-exp10 > 19 ? 19 : -exp10];
+    if (-exp10 > 19)
+        divisor *= pow10_u64[-exp10 - 19];
+    int shift = 127 - bit_length(m);
+    u128 num = (u128)m << shift;
+    u128 q = num / divisor, r = num % divisor;
+    *out = round_to_double(q, -shift, r != 0, negative);
+    return 1;
+}
+
 #else
+
+int dtoa_parse(const char *s, size_t n, double *out)
+{
+    (void)s;
+    (void)n;
+    (void)out;
+    return 0;
+}
 
 size_t dtoa_shortest_g(char *buf, double d)
 {

@@ -8,8 +8,9 @@
  * of encoding a value with a float in it. This unit computes the same text
  * with exact 128-bit integer arithmetic for the doubles whose digits fit it
  * (magnitudes from about 1e-5 to 1e21, where nearly all stored floats are),
- * and says when it cannot, so that the caller falls back to printf. It does
- * no I/O and needs no locale: its text always has '.' as decimal point.
+ * and says when it cannot, so that the caller falls back to printf. Reading
+ * numbers back is done the same way (strtod where it cannot). It does no I/O
+ * and needs no locale: its text always has '.' as decimal point.
  */
 #ifndef HDB_DTOA_H
 #define HDB_DTOA_H
@@ -25,5 +26,13 @@
  * path covers (zero, subnormal, infinite or NaN included): the caller then
  * formats it with printf. */
 size_t dtoa_shortest_g(char *buf, double d);
+
+/* Reads the n bytes at s, a number in JSON's syntax (already checked: an
+ * optional '-', digits, an optional fraction, an optional exponent), into
+ * *out, rounded to the nearest double (ties to even) exactly as strtod
+ * would, and returns 1; or returns 0 when the number is outside what the
+ * exact path covers (more than 19 significant digits, or a magnitude far
+ * from 1): the caller then reads it with strtod. */
+int dtoa_parse(const char *s, size_t n, double *out);
 
 #endif

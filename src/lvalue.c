@@ -258,6 +258,21 @@ static inline int word_needs_escape(uint64_t w)
  * stored before it is tested, so a plain string is copied by the same pass
  * that checks it; a word that holds a byte to escape is then redone byte by
  * byte, and what was stored past the prefix is overwritten by the caller. */
+#if defined(__SSE2__)
+/* A mask with a bit set for each of the 16 bytes of v that is a control
+ * character, '"' or '\\'. */
+static inline int sse_special_bytes(__m128i v)
+{
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\');
+    const __m128i last_control = _mm_set1_epi8(0x1f);
+    /* a byte is a control character when max(byte, 0x1f) is 0x1f */
+    __m128i special = _mm_or_si128(
+        _mm_cmpeq_epi8(_mm_max_epu8(v, last_control), last_control),
+        _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)));
+    return _mm_movemask_epi8(special);
+}
+#endif
+
 static size_t copy_plain(char *out, const char *s, size_t len)
 {
     size_t i = 0;
@@ -265,16 +280,10 @@ static size_t copy_plain(char *out, const char *s, size_t len)
     /* Sixteen bytes at a time where the processor has SSE2 (every x86-64):
      * a long string costs a few instructions per 16 bytes instead of per
      * byte. The same store-then-test as the words below. */
-    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\');
-    const __m128i last_control = _mm_set1_epi8(0x1f);
     for (; len - i >= 16; i += 16) {
         __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
         _mm_storeu_si128((__m128i *)(void *)(out + i), v);
-        /* a byte is a control character when max(byte, 0x1f) is 0x1f */
-        __m128i special = _mm_or_si128(
-            _mm_cmpeq_epi8(_mm_max_epu8(v, last_control), last_control),
-            _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)));
-        if (_mm_movemask_epi8(special) != 0)
+        if (sse_special_bytes(v) != 0)
             break;
     }
 #endif
@@ -289,6 +298,30 @@ static size_t copy_plain(char *out, const char *s, size_t len)
         out[i] = s[i];
         i++;
     }
+    return i;
+}
+
+/* Length of the longest prefix of s that needs no escape: copy_plain's
+ * test without the copy, for the decoder, which looks for the end of a
+ * string's plain run. */
+static size_t plain_span(const char *s, size_t len)
+{
+    size_t i = 0;
+#if defined(__SSE2__)
+    for (; len - i >= 16; i += 16) {
+        int mask = sse_special_bytes(_mm_loadu_si128((const __m128i *)(const void *)(s + i)));
+        if (mask != 0)
+            return i + (size_t)__builtin_ctz((unsigned)mask);
+    }
+#endif
+    for (; len - i >= 8; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        if (word_needs_escape(w))
+            break;
+    }
+    while (i < len && !needs_escape((unsigned char)s[i]))
+        i++;
     return i;
 }
 
@@ -745,9 +778,7 @@ static void add_utf8(luaL_Buffer *b, unsigned cp)
 static int dec_string(dec_ctx *d)
 {
     const char *s = d->s;
-    size_t start = ++d->pos, p = start;
-    while (p < d->len && s[p] != '"' && s[p] != '\\' && (unsigned char)s[p] >= 0x20)
-        p++;
+    size_t start = ++d->pos, p = start + plain_span(s + start, d->len - start);
     if (p < d->len && s[p] == '"') {
         lua_pushlstring(d->L, s + start, p - start);
         d->pos = p + 1;
@@ -768,10 +799,7 @@ static int dec_string(dec_ctx *d)
         if (ch < 0x20)
             return dec_fail(d, "control character in string");
         if (ch != '\\') {
-            size_t run = d->pos;
-            while (run < d->len && s[run] != '"' && s[run] != '\\' &&
-                   (unsigned char)s[run] >= 0x20)
-                run++;
+            size_t run = d->pos + plain_span(s + d->pos, d->len - d->pos);
             luaL_addlstring(&b, s + d->pos, run - d->pos);
             d->pos = run;
             continue;
@@ -888,6 +916,12 @@ static int dec_number(dec_ctx *d)
 #endif
     }
 
+    double exact;
+    if (dtoa_parse(s + start, n, &exact)) {
+        d->pos = p;
+        lua_pushnumber(d->L, (lua_Number)exact);
+        return 0;
+    }
     char buf[64];
     if (n >= sizeof buf)
         return dec_fail(d, "number too long");
