@@ -115,11 +115,12 @@ if arg[1] == "--count-sets" or arg[1] == "--count-gets" then
   if case == "hurrahdb" then
     local db = assert(hurrahdb.new { path = arg[6], sync_time = 1000 })
     for i = 1, sets do db:set(keys[i], values[i]) end
+    assert(db:sync()) -- the records written: part of what a set costs
     if arg[1] == "--count-gets" then
-      assert(db:sync())
       for i = 1, loops do assert(db:get(keys[order[i]])) end
     end
-    assert(db:close())
+    -- no close: freeing the store is not part of a set or a get, and the
+    -- Lua table is not freed either (os.exit below skips lua_close)
   else
     local t = {}
     for i = 1, sets do t[keys[i]] = encode(values[i]) end
@@ -1094,11 +1095,13 @@ if instructions then
   say("")
   say("## Instructions per set and per get")
   say("")
-  say("Counted by callgrind (valgrind), which counts what the processor is asked to do and is the")
-  say("same in every run of the same code, whatever else the machine does; cache misses and page")
-  say("faults are not in it (they are in the timed figures above). Each count is the difference")
-  say("between two runs that set n/2 and n new keys (after building the same n keys and values),")
-  say("divided by n/2, with the collector running: the whole loop, Lua's own work included.")
+  say("Counted by callgrind (valgrind), which counts what the processor is asked to do: the count")
+  say("moves little from run to run of the same code (the flusher thread's wake-ups, Lua's random")
+  say("string seed), whatever else the machine does; cache misses and page faults are not in it")
+  say("(they are in the timed figures above). Each count is the difference between two runs that")
+  say("set n/2 and n new keys (after building the same n keys and values), divided by n/2, with the")
+  say("collector running: the whole loop, Lua's own work and the writing of the AOF records")
+  say("included, the freeing of the store or table at the end not.")
   say("")
   say("| kind | n | Lua table + cjson | hurrahdb AOF sync_time=1000 | hurrahdb / Lua table + cjson | encoder (lvalue_encode) | key lookup (table_lookup) | entry (table_entry_new, table_commit) | AOF record (flusher_append) | the rest of db:set (checks, hdb_set) | Lua and the flusher thread |")
   say("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -1141,13 +1144,16 @@ if nginx_report then
   say("10-byte body, every request is the same length. The cost of a request is the CPU time both")
   say("workers used during the run (every thread, a store's flusher included; from the kernel's")
   say("schedstat) divided by the requests served; the store's part is that cost less the no-op's")
-  say("in the same round (median of rounds). It does not depend on which of nginx or wrk, which")
-  say("share the machine's %s cores, sets the rate. The inverse-throughput difference (1/rate -", machine.cores)
+  say("in the same round (median of rounds). The kernel's own writeback of the AOF (its flusher")
+  say("threads, not the workers') is not in it. CPU per request is higher when the workers are idle")
+  say("more of the time (fewer requests per wake-up), so locations compare only as far as the")
+  say("workers are about as busy in each: the busy column (CPU seconds per second of the run, both")
+  say("workers together, out of the %s cores) says how busy. The inverse-throughput difference (1/rate -", machine.cores)
   say("1/rate of the no-op) is given beside it: it shows the store only while nginx, not wrk, is")
   say("the bottleneck.")
   say("")
-  say("| location | req/s | latency p50 / p99 ms | worker CPU per request, µs | beyond the no-op, µs | DICT's cost / this cost | 1/rate beyond the no-op, µs |")
-  say("|---|---:|---:|---:|---:|---:|---:|")
+  say("| location | req/s | latency p50 / p99 ms | workers busy | worker CPU per request, µs | beyond the no-op, µs | DICT's cost / this cost | 1/rate beyond the no-op, µs |")
+  say("|---|---:|---:|---:|---:|---:|---:|---:|")
   for _, loc in ipairs(http.locations) do
     local vs = ""
     if loc.cpu_cost and loc.peer then
@@ -1155,8 +1161,8 @@ if nginx_report then
       for _, l in ipairs(http.locations) do if l.id == loc.peer then peer = l end end
       vs = (loc.cpu_cost > 0 and peer.cpu_cost > 0) and ("%.2f"):format(peer.cpu_cost / loc.cpu_cost) or "n/a"
     end
-    say("| %s | %s | %.2f / %.2f | %.2f ±%.0f%% | %s | %s | %s |", loc.name, rate(loc.rate), loc.p50 / 1e3,
-      loc.p99 / 1e3, loc.cpu.median * 1e6, loc.cpu.spread * 100,
+    say("| %s | %s | %.2f / %.2f | %.2f | %.2f ±%.0f%% | %s | %s | %s |", loc.name, rate(loc.rate), loc.p50 / 1e3,
+      loc.p99 / 1e3, loc.busy, loc.cpu.median * 1e6, loc.cpu.spread * 100,
       loc.cpu_cost and ("%.2f"):format(loc.cpu_cost * 1e6) or "-", vs,
       loc.cost and ("%.2f"):format(loc.cost * 1e6) or "-")
   end
@@ -1261,12 +1267,13 @@ local function why_open()
   return table.concat({
     ("hurrahdb opened the file in %.3f s and Redis loaded it in %.3f s. The open made %.0f page"):format(open.hurrahdb,
       open.redis, open.faults),
-    ("faults, and a C loop that touches as many fresh pages takes %.1f µs for each here, %.3f s in"):format(
-      open.fault_cost * 1e6, faults_s),
-    ("all: %.0f%% of the open is the first touch of the memory that malloc hands out for the entries"):format(
-      100 * faults_s / open.hurrahdb),
-    "and the table (the kernel's fault and its zeroing of each 4 KiB page; what a fault costs depends",
-    "on the machine, and on a virtual one on its hypervisor). With glibc's malloc on transparent huge pages (one",
+    ("faults; a C loop that touches as many fresh pages takes %.1f µs for each here, so they come to"):format(
+      open.fault_cost * 1e6),
+    ("about %.3f s, %.0f%% of the open (an estimate: the loop's faults are write faults on pages of its"):format(
+      faults_s, 100 * faults_s / open.hurrahdb),
+    "own): the first touch of the memory that malloc hands out for the entries and the table (the",
+    "kernel's fault and its zeroing of each 4 KiB page; what a fault costs depends on the machine, and",
+    "on a virtual one on its hypervisor). With glibc's malloc on transparent huge pages (one",
     ("fault per 2 MiB), the same open took %.3f s, %.2fx faster than Redis; that is a setting of the"):format(open.thp,
       open.redis / open.thp),
     "process (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1` in its environment), not one a library can make.",
@@ -1299,9 +1306,8 @@ local function why_memory()
       open.h_rss),
     ("%.1f B on average (its size rounded up to 16 bytes, plus 8 of its own), %.1f B more than the"):format(chunk,
       chunk - entry),
-    ("entry. Chunks, buckets and slots make %.1f B; the RSS growth is %.1f B. This layout is the one"):format(
+    ("entry. Chunks, buckets and slots make %.1f B; the RSS growth is %.1f B."):format(
       chunk + (buckets * 8 + slots) / M, open.h_rss),
-    "the 112 B target was measured on: the target asks that it not grow.",
   }, "\n")
 end
 
@@ -1440,8 +1446,10 @@ say("- **Memory per key** counts the same %d keys and values: hurrahdb's RSS gro
 say("  malloc's overhead; Redis's used_memory is its allocator's own count (its RSS is higher).")
 say("- **Opening**: hurrahdb maps the file, checks all of it (each batch's line by its SipHash tag,")
 say("  its records by their CRC-32C and their framing), sizes its table once for the SETs it holds,")
-say("  then replays the records in groups whose memory it asks for ahead; %.0f%% of the open is page", 100 * open.faults * open.fault_cost / open.hurrahdb)
-say("  faults here (%.0f, at %.1f µs each). Redis parses the same commands through its command table.", open.faults, open.fault_cost * 1e6)
+say("  then replays the records in groups whose memory it asks for ahead; its %.0f page faults, at", open.faults)
+say("  the %.1f µs a fresh page costs a C loop here, would be about %.0f%% of the open. Redis parses the", open.fault_cost * 1e6,
+  100 * open.faults * open.fault_cost / open.hurrahdb)
+say("  same commands through its command table.")
 if http then
   local noop = http.locations[1]
   say("- **Over HTTP** most of a request's cost is nginx and the HTTP exchange, which the no-op")
@@ -1550,12 +1558,21 @@ local function readme_summary()
   if http then
     local by = {}
     for _, loc in ipairs(http.locations) do by[loc.id] = loc end
-    local function cost(id) return by[id].cpu_cost and by[id].cpu_cost * 1e6 or 0 end
+    local function cost(id)
+      local c = by[id].cpu_cost
+      if not c or c <= 0 then return "no more than the no-op's own variation" end
+      return ("%.2f µs"):format(c * 1e6)
+    end
     put("- **In nginx over HTTP** (2 workers, wrk on the same %s cores), a request to the location", machine.cores)
-    put("  that does nothing costs the workers %.2f µs of CPU. The store adds %.2f µs to a get through",
+    put("  that does nothing costs the workers %.2f µs of CPU. The store adds %s to a get through",
       by.noop.cpu.median * 1e6, cost("hurrahdb-get"))
-    put("  `hurrahdb.worker` and %.2f µs through `ngx.shared.DICT` + cjson; %.2f and %.2f µs to a set.",
+    put("  `hurrahdb.worker` and %s through `ngx.shared.DICT` + cjson; %s and %s to a set",
       cost("dict-get"), cost("hurrahdb-set"), cost("dict-set"))
+    put("  (the workers used %.2f to %.2f of the %s cores in these runs: CPU per request is higher when",
+      math.min(by.noop.busy, by["hurrahdb-get"].busy, by["dict-get"].busy, by["hurrahdb-set"].busy, by["dict-set"].busy),
+      math.max(by.noop.busy, by["hurrahdb-get"].busy, by["dict-get"].busy, by["hurrahdb-set"].busy, by["dict-set"].busy),
+      machine.cores)
+    put("  they are idle more, so locations compare only as far as they are equally busy).")
     put("  Whole requests ran at %.0f (no-op), %.0f and %.0f (get), %.0f and %.0f (set) a second.",
       by.noop.rate.median, by["hurrahdb-get"].rate.median, by["dict-get"].rate.median,
       by["hurrahdb-set"].rate.median, by["dict-set"].rate.median)
@@ -1569,8 +1586,9 @@ local function readme_summary()
   end
   put("- **Opening** the %d-key file takes %.3f s, %.2f times less than Redis takes to load the", M, open.hurrahdb,
     open.redis / open.hurrahdb)
-  put("  same file; %.0f%% of it is page faults on this machine (%.1f µs each). With glibc's malloc on",
-    100 * open.faults * open.fault_cost / open.hurrahdb, open.fault_cost * 1e6)
+  put("  same file; its %.0f page faults would take about %.0f%% of that at what a fresh page costs a C", open.faults,
+    100 * open.faults * open.fault_cost / open.hurrahdb)
+  put("  loop here (%.1f µs). With glibc's malloc on", open.fault_cost * 1e6)
   put("  transparent huge pages (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`) it takes %.3f s (%.2fx).", open.thp,
     open.redis / open.thp)
   put("  The store holds %.1f B per key (RSS), %.2f of Redis's %.1f B.", open.h_rss, open.h_rss / open.r_mem, open.r_mem)

@@ -324,7 +324,7 @@ local orders = rounds_lib.run(locations, opts["http-rounds"], function(loc, roun
   end
   if requests >= max_requests then bounded = bounded + 1 end
   runs[loc.id][round] = { rate = requests / (duration / 1e6), p50 = tonumber(p50), p99 = tonumber(p99),
-                          cpu = cpu / math.max(requests, 1) }
+                          cpu = cpu / math.max(requests, 1), busy = cpu / (duration / 1e6) }
 end)
 -- Lines of the error log at level error or worse: none is expected.
 local error_log = prefix .. "/logs/error.log"
@@ -338,9 +338,9 @@ stop(server)
 local median = rounds_lib.median
 
 for _, loc in ipairs(locations) do
-  local rates, p50s, p99s, costs, cpus, cpu_costs = {}, {}, {}, {}, {}, {}
+  local rates, p50s, p99s, costs, cpus, cpu_costs, busy = {}, {}, {}, {}, {}, {}, {}
   for r, run in ipairs(runs[loc.id]) do
-    rates[r], p50s[r], p99s[r], cpus[r] = run.rate, run.p50, run.p99, run.cpu
+    rates[r], p50s[r], p99s[r], cpus[r], busy[r] = run.rate, run.p50, run.p99, run.cpu, run.busy
     if loc.id ~= "noop" then
       costs[r] = 1 / run.rate - 1 / runs.noop[r].rate
       cpu_costs[r] = run.cpu - runs.noop[r].cpu
@@ -350,6 +350,7 @@ for _, loc in ipairs(locations) do
   loc.p50, loc.p99 = median(p50s), median(p99s)
   loc.cost = #costs > 0 and median(costs) or nil
   loc.cpu = rounds_lib.summarize(cpus)
+  loc.busy = median(busy)
   loc.cpu_cost = #cpu_costs > 0 and median(cpu_costs) or nil
   loc.path = nil
 end

@@ -667,6 +667,21 @@ describe("methods called without a store", function()
         assert.matches("bad argument", err)
       end)
     end
+    -- Light userdata share one metatable, which the debug library can make
+    -- the stores' own: a pointer that is no store must still be refused.
+    it("db." .. name .. "() raises bad argument when self is a light userdata given the stores' metatable", function()
+      local ok_lib, testlib = pcall(require, "hdb_testlib")
+      if not ok_lib then
+        pending("needs make test (hdb_testlib)")
+        return
+      end
+      local lud = testlib.light_userdata()
+      debug.setmetatable(lud, getmetatable(db))
+      local ok, err = pcall(db[name], lud, helpers.unpack(args))
+      debug.setmetatable(lud, nil)
+      assert.is_false(ok)
+      assert.matches("bad argument", err)
+    end)
   end
 end)
 

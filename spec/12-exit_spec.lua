@@ -92,21 +92,18 @@ describe("records pending at exit", function()
   end)
 
   it("are not written by a forked child that exits, whose store is its parent's", function()
-    local testlib = require "hdb_testlib"
     local path = dir .. "/data.aof"
-    local db = assert(hurrahdb.open(path))
-    assert(db:set("parent", 1))
-    local size_before = #helpers.read_file(path)
-    local pid = testlib.fork()
-    if pid == 0 then
-      -- exit(), not _exit(): the exit handlers run in the child
-      os.exit(0)
-    end
-    assert.equals(0, testlib.waitpid(pid))
-    assert.equals(size_before, #helpers.read_file(path))
-    assert.is_true(db:close())
+    -- The child's exit runs the leak check where the sanitizers are on; it
+    -- has nothing to say about a child that never frees its parent's store.
+    local env = {}
+    if os.getenv("ASAN_OPTIONS") then env.ASAN_OPTIONS = "detect_leaks=0:abort_on_error=1" end
+    local out = helpers.capture(helpers.lua_command_env(env, "spec/support/fork_exit.lua", path) .. " 2>&1")
+    local before, after, status = out:match("^(%d+) (%d+) (%d+)\n$")
+    assert(before, "fork_exit.lua printed: " .. out)
+    assert.equals("0", status)
+    assert.equals(before, after) -- the child wrote nothing
     local again = assert(hurrahdb.open(path))
-    assert.equals(1, again:get("parent"))
+    assert.equals(1, again:get("parent")) -- the parent did, at its close
     again:close()
   end)
 end)

@@ -57,6 +57,15 @@ static int l_crc32c(lua_State *L)
 
 /* decimal_point() --> the decimal point of the current LC_NUMERIC, the one
  * printf and strtod use */
+/* light_userdata() --> a light userdata that is not NULL (Lua code cannot
+ * make one), for the specs of methods called on the wrong object. */
+static int l_light_userdata(lua_State *L)
+{
+    static char somewhere;
+    lua_pushlightuserdata(L, &somewhere);
+    return 1;
+}
+
 static int l_decimal_point(lua_State *L)
 {
     lua_pushstring(L, localeconv()->decimal_point);
@@ -65,6 +74,7 @@ static int l_decimal_point(lua_State *L)
 
 static const luaL_Reg testlib[] = {
     {"crc32c", l_crc32c},
+    {"light_userdata", l_light_userdata},
     {"decimal_point", l_decimal_point},
     {"fork", l_fork},
     {"waitpid", l_waitpid},

@@ -5,6 +5,8 @@
 #include <string.h>
 
 #define TABLE_MIN_BUCKETS 16
+/* The most buckets table_reserve asks for: 2^27, 1 GiB of address space. */
+#define TABLE_RESERVE_MAX (UINT64_C(1) << 27)
 #define SLOTS_PER_CHUNK 4096
 
 /* A hint that *e (which may be NULL) will be read soon. */
@@ -134,25 +136,26 @@ static size_t buckets_for(uint64_t n)
     return size;
 }
 
-/* Moves every entry into a new bucket array of `size` buckets at once. On a
- * failed allocation the table stays as it is. */
+/* Moves every entry into a new bucket array of `size` buckets at once, found
+ * through the slot array: the work is in proportion to the entries, not to
+ * the old buckets, which are never read (a bucket array reserved for many
+ * more keys than the file left is mostly pages never touched, and reading
+ * them would make the kernel back them). On a failed allocation the table
+ * stays as it is. */
 static void table_rebuild(hdb_table *t, size_t size)
 {
     hdb_entry **b = calloc(size, sizeof *b);
     if (b == NULL)
         return;
+    uint32_t cursor = 0;
+    for (hdb_entry *e; (e = table_next(t, &cursor)) != NULL;) {
+        e->next = b[e->hash & (size - 1)];
+        b[e->hash & (size - 1)] = e;
+    }
     for (int i = 0; i < 2; i++) {
         table_index *ix = &t->idx[i];
-        if (ix->buckets == NULL)
-            continue;
-        for (size_t j = 0; j <= ix->mask; j++) {
-            for (hdb_entry *e = ix->buckets[j], *next; e != NULL; e = next) {
-                next = e->next;
-                e->next = b[e->hash & (size - 1)];
-                b[e->hash & (size - 1)] = e;
-            }
-        }
-        t->bytes -= (ix->mask + 1) * sizeof *ix->buckets;
+        if (ix->buckets != NULL)
+            t->bytes -= (ix->mask + 1) * sizeof *ix->buckets;
         free(ix->buckets);
         ix->buckets = NULL;
         ix->mask = 0;
@@ -167,6 +170,12 @@ static void table_rebuild(hdb_table *t, size_t size)
 
 void table_reserve(hdb_table *t, uint64_t n)
 {
+    /* A file of many SETs may hold few keys: the reservation is capped, so
+     * that its array (untouched but for the buckets the keys use) stays a
+     * reservation of address space a 64-bit process can afford. Past the
+     * cap the table grows as usual. */
+    if (n > TABLE_RESERVE_MAX)
+        n = TABLE_RESERVE_MAX;
     size_t size = buckets_for(n);
     if (t->count == 0 && size > 0 && size > t->idx[0].mask + 1)
         table_rebuild(t, size);

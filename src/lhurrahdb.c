@@ -32,20 +32,21 @@ typedef struct lstore {
 
 /* Upvalue 2 of every method is the stores' metatable (see set_methods):
  * comparing with it costs a fraction of luaL_checkudata's lookup of the
- * metatable by name in the registry, on every call. Anything else takes
- * luaL_checkudata's path, for its error message. */
+ * metatable by name in the registry, on every call. Only a full userdata is
+ * taken: light userdata share one metatable, which debug.setmetatable can
+ * make the stores' own (luaL_checkudata of Lua 5.4 would take one). */
 #define STORE_MT_UPVALUE 2
 
 static lstore *check_store(lua_State *L)
 {
-    void *p = lua_touserdata(L, 1);
-    if (p != NULL && lua_getmetatable(L, 1)) {
+    if (lua_type(L, 1) == LUA_TUSERDATA && lua_getmetatable(L, 1)) {
         int same = lua_rawequal(L, -1, lua_upvalueindex(STORE_MT_UPVALUE));
         lua_pop(L, 1);
         if (same)
-            return (lstore *)p;
+            return (lstore *)lua_touserdata(L, 1);
     }
-    return (lstore *)luaL_checkudata(L, 1, STORE_MT);
+    luaL_argerror(L, 1, lua_pushfstring(L, "%s expected, got %s", STORE_MT, luaL_typename(L, 1)));
+    return NULL;
 }
 
 static void require_open(lua_State *L, const lstore *s)
