@@ -1210,6 +1210,15 @@ end
 -- What bounds a missed target, in this run's figures.
 local function x_ratio(a, b) return a.median / b.median end
 
+-- The same op with the collector stopped, in words ("" if not measured).
+local function with_collector_stopped(kind, op)
+  local rows = results[kind.name].rows
+  local a, c = find(rows, AOF, "stopped"), find(rows, CEILING, "stopped")
+  if not (a and c) then return nil end
+  return ("With the collector stopped the ratio is %.2f (%.0f against %.0f %ss a second)"):format(
+    x_ratio(a[op], c[op]), a[op].median, c[op].median, op)
+end
+
 local function why_set(kind, aof, ceiling)
   local lines = {}
   local function add(fmt, ...) lines[#lines + 1] = fmt:format(...) end
@@ -1229,11 +1238,8 @@ local function why_set(kind, aof, ceiling)
   else
     add("(valgrind was not installed: no instruction counts in this run.)")
   end
-  local a_stopped, c_stopped = find(results[kind.name].rows, AOF, "stopped"), find(results[kind.name].rows, CEILING, "stopped")
-  if a_stopped and c_stopped then
-    add("With the collector stopped the ratio is %.2f (%.0f against %.0f sets a second).",
-      x_ratio(a_stopped.set, c_stopped.set), a_stopped.set.median, c_stopped.set.median)
-  end
+  local stopped = with_collector_stopped(kind, "set")
+  if stopped then add("%s.", stopped) end
   return table.concat(lines, "\n")
 end
 
@@ -1248,12 +1254,10 @@ local function why_get(kind, aof, ceiling)
       r.table, r.lvalue_decode)
     add("%.0f (SipHash-1-3 of the key, its bucket and its entry).", r.hdb_get)
   end
-  local a_stopped, c_stopped = find(results[kind.name].rows, AOF, "stopped"), find(results[kind.name].rows, CEILING, "stopped")
-  if a_stopped and c_stopped then
-    add("With the collector stopped the ratio is %.2f (%.0f against %.0f gets a second): the", x_ratio(a_stopped.get, c_stopped.get),
-      a_stopped.get.median, c_stopped.get.median)
-    add("collector's work, which both make garbage for (the tables and strings a get returns), weighs")
-    add("on the two differently.")
+  local stopped = with_collector_stopped(kind, "get")
+  if stopped then
+    add("%s: the collector's work, which both make garbage for (the tables and strings a get", stopped)
+    add("returns), weighs on the two differently.")
   end
   add("What the instruction counts leave out is memory latency: a get of a random key among %d", kind.n)
   add("reads the key's bucket and then its entry (the Lua table: its node, then the text), and both")

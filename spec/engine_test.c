@@ -446,6 +446,33 @@ static void add_batch(hdb_buf *file, const uint64_t key[2], uint64_t seq, hdb_bu
     records->len = 0;
 }
 
+/* Ends a file being built: its last batch, or the run if memory ran out. */
+static void end_file(hdb_buf *file, const uint64_t key[2], uint64_t seq, hdb_buf *records, int ok)
+{
+    if (ok && records->len > 0)
+        add_batch(file, key, seq, records);
+    if (!ok) {
+        printf("not ok out of memory\n");
+        exit(1);
+    }
+}
+
+/* Loads a file into lc's table as the store does: the SETs announced and
+ * reserved, the records replayed, the table fitted. Returns aof_load's
+ * status. */
+static int load_into(load_check *lc, const hdb_buf *file, uint64_t seed)
+{
+    uint64_t table_seed[2] = {seed, seed + 1};
+    memset(lc, 0, sizeof *lc);
+    table_init(&lc->table, table_seed);
+    aof_replay replay = {lc, load_apply, load_reserve};
+    aof_load_result res;
+    char err[256];
+    int rc = aof_load(file->data, file->len, &replay, &res, err, sizeof err);
+    table_fit(&lc->table);
+    return rc;
+}
+
 /* A file of 200000 keys, then one of 2000 keys each set 100 times and half
  * of them deleted: the loader announces the SETs before the first record,
  * the table takes them with no rehash, and after table_fit its bucket
@@ -478,21 +505,9 @@ static void check_load_sizing(void)
             int len = snprintf(k, sizeof k, "k%zu", i * 2);
             ok = aof_append_del(&records, k, (size_t)len) == 0;
         }
-        if (ok && records.len > 0)
-            add_batch(&file, key, seq++, &records);
-        if (!ok) {
-            printf("not ok out of memory\n");
-            exit(1);
-        }
+        end_file(&file, key, seq, &records, ok);
         load_check lc;
-        uint64_t seed[2] = {3, 4};
-        memset(&lc, 0, sizeof lc);
-        table_init(&lc.table, seed);
-        aof_replay replay = {&lc, load_apply, load_reserve};
-        aof_load_result res;
-        char err[256];
-        int rc = aof_load(file.data, file.len, &replay, &res, err, sizeof err);
-        table_fit(&lc.table);
+        int rc = load_into(&lc, &file, 3);
         size_t buckets = lc.table.idx[0].mask + 1;
         const char *name = shape == 0 ? "a load of 200000 keys" : "a load of 1000 keys set 200000 times";
         char title[160];
@@ -570,19 +585,8 @@ static void check_load_of_few_keys(void)
         if (ok && records.len > (1u << 20))
             add_batch(&file, key, seq++, &records);
     }
-    if (ok && records.len > 0)
-        add_batch(&file, key, seq++, &records);
-    if (!ok) {
-        printf("not ok out of memory\n");
-        exit(1);
-    }
+    end_file(&file, key, seq, &records, ok);
     load_check lc;
-    uint64_t seed[2] = {7, 8};
-    memset(&lc, 0, sizeof lc);
-    table_init(&lc.table, seed);
-    aof_replay replay = {&lc, load_apply, load_reserve};
-    aof_load_result res;
-    char err[256];
     /* Under AddressSanitizer, its allocator and shadow memory are in the
      * peak too: the memory is measured only without it. */
 #if defined(__SANITIZE_ADDRESS__)
@@ -592,8 +596,7 @@ static void check_load_of_few_keys(void)
 #endif
     measured = measured && reset_peak() == 0;
     long before = status_kib("VmRSS");
-    int rc = aof_load(file.data, file.len, &replay, &res, err, sizeof err);
-    table_fit(&lc.table);
+    int rc = load_into(&lc, &file, 7);
     long peak = status_kib("VmHWM");
     measured = measured && before >= 0 && peak >= 0;
     CHECK("a load of 2000000 SETs of 4 keys keeps the memory of 4 keys",
