@@ -9,14 +9,14 @@
 #define TABLE_RESERVE_MAX (UINT64_C(1) << 27)
 #define SLOTS_PER_CHUNK 4096
 
-/* A hint that *e (which may be NULL) will be read soon. */
-static inline void prefetch_entry(const hdb_entry *e)
+/* A hint to the processor that *p (p may be NULL) will be read soon. */
+static inline void prefetch(const void *p)
 {
 #if defined(__GNUC__)
-    if (e != NULL)
-        __builtin_prefetch(e);
+    if (p != NULL)
+        __builtin_prefetch(p);
 #else
-    (void)e;
+    (void)p;
 #endif
 }
 
@@ -109,18 +109,17 @@ static void table_rehash_step(hdb_table *t)
         if (ahead > REHASH_BUCKETS_PER_OP * 2)
             ahead = REHASH_BUCKETS_PER_OP * 2;
         for (size_t i = 0; i < ahead; i++)
-            prefetch_entry(from->buckets[t->rehash_pos + i]);
+            prefetch(from->buckets[t->rehash_pos + i]);
         return;
     }
-    if (t->rehash_pos > from->mask) {
-        t->bytes -= (from->mask + 1) * sizeof *from->buckets;
-        free(from->buckets);
-        *from = *to;
-        to->buckets = NULL;
-        to->mask = 0;
-        to->used = 0;
-        t->rehash_pos = 0;
-    }
+    /* Every bucket has moved: idx[1] becomes the table's only array. */
+    t->bytes -= (from->mask + 1) * sizeof *from->buckets;
+    free(from->buckets);
+    *from = *to;
+    to->buckets = NULL;
+    to->mask = 0;
+    to->used = 0;
+    t->rehash_pos = 0;
 }
 
 /* The smallest power of two, at least TABLE_MIN_BUCKETS, not below n; 0 if
@@ -212,20 +211,11 @@ static inline table_index *table_index_for(hdb_table *t, uint32_t h)
 
 void table_prefetch(const hdb_table *t, uint32_t hash, int depth)
 {
-#if defined(__GNUC__)
     const table_index *ix = table_index_for((hdb_table *)t, hash);
     if (ix->buckets == NULL)
         return;
     hdb_entry *const *bucket = &ix->buckets[hash & ix->mask];
-    if (depth == 0)
-        __builtin_prefetch(bucket);
-    else if (*bucket != NULL)
-        __builtin_prefetch(*bucket);
-#else
-    (void)t;
-    (void)hash;
-    (void)depth;
-#endif
+    prefetch(depth == 0 ? (const void *)bucket : (const void *)*bucket);
 }
 
 /* Returns the link that points at the entry for key (so that the caller can
