@@ -1233,9 +1233,15 @@ local function why_set(kind, aof, ceiling)
     add("uses the hash Lua stored in each key string when the bench made it, outside the timed loop),")
     add("the entry %.0f (malloc, and the copy of key and value) and the AOF record %.0f (formatted", r.table_entry_new + r.table_commit,
       r.flusher_append)
-    add("into the buffer under its lock). Where hurrahdb executes more instructions per set than the")
-    add("Lua table + cjson, its set is slower; where fewer, the collector (which the Lua table's")
-    add("strings keep busy and hurrahdb's set does not) and the cache misses decide.")
+    add("into the buffer under its lock).")
+    if r.hurrahdb > r.table then
+      add("hurrahdb's set does %.0f%% more work here than the Lua table's; the collector (which the Lua", 100 * (r.hurrahdb / r.table - 1))
+      add("table's strings keep busy and hurrahdb's set does not) and the cache misses move the timed")
+      add("ratio from there.")
+    else
+      add("hurrahdb's set does %.0f%% less work here than the Lua table's: what makes it slower is outside", 100 * (1 - r.hurrahdb / r.table))
+      add("the count (cache misses, the collector).")
+    end
   else
     add("(valgrind was not installed: no instruction counts in this run.)")
   end
