@@ -778,9 +778,13 @@ for _, kind in ipairs(kinds) do
       .. (case.gc and ", GC stopped" or ""), n, n)
     collectgarbage() -- every case starts from the same collected heap
     local ctx = case.open(("%s-%d-%d"):format(kind.name, round, case.id), shared)
+    local faults0 = minor_faults()
     local dt, rate = timed(case, case.set, ctx, keys, values, n)
+    local faults = minor_faults() - faults0
     local r = row(case)
     r.set[#r.set + 1] = rate or n / dt
+    r.set_faults = r.set_faults or {}
+    r.set_faults[#r.set_faults + 1] = faults / n
     if ctx.raw_rate then raw_rates[round] = ctx.raw_rate end
     if case.settle then case.settle(ctx) end
     local gkeys, order = gets(math.min(kind.n, n))
@@ -1036,16 +1040,18 @@ local function kind_table(kind)
   say("")
   say("Lua heap before the rounds (the bench's keys and values): %.0f MB.", res.heap / 1e6)
   say("")
-  say("| case | n | set/s | get/s | set vs %s | get vs %s | set p50 µs | p99 µs | p99.9 µs | bytes on disk per key |",
+  say("| case | n | set/s | get/s | set vs %s | get vs %s | set p50 µs | p99 µs | p99.9 µs | bytes on disk per key | page faults per 1000 sets (this process) |",
     CEILING, CEILING)
-  say("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+  say("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
   for _, r in ipairs(rows) do
     if not r.case.gc then
-      say("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |", r.case.name, r.n, rate(r.set), rate(r.get),
+      local in_process = r.case.group == "hurrahdb" or r.case.group == "lua" or r.case.group == "sqlite"
+      say("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |", r.case.name, r.n, rate(r.set), rate(r.get),
         ratio(r.set, ceiling.set), ratio(r.get, ceiling.get), us(r.p50), us(r.p99), us(r.p999),
-        r.disk and ("%.0f"):format(r.disk) or "-")
+        r.disk and ("%.0f"):format(r.disk) or "-",
+        (in_process and r.set_faults) and ("%.1f"):format(1000 * rounds_lib.median(r.set_faults)) or "-")
       if r.case.name == SYNC0 and res.raw then
-        say("| %s | %d | %s | n/a | %s | n/a | n/a | n/a | n/a | %d |", RAW, r.n, rate(res.raw),
+        say("| %s | %d | %s | n/a | %s | n/a | n/a | n/a | n/a | %d | - |", RAW, r.n, rate(res.raw),
           ratio(res.raw, ceiling.set), r.raw_record)
       end
     end
@@ -1247,6 +1253,21 @@ local function why_set(kind, aof, ceiling)
   end
   local stopped = with_collector_stopped(kind, "set")
   if stopped then add("%s.", stopped) end
+  -- Fresh memory: page faults in the timed loops, at what one costs here.
+  local rows = results[kind.name].rows
+  if aof.set_faults and ceiling.set_faults then
+    local af, cf = rounds_lib.median(aof.set_faults), rounds_lib.median(ceiling.set_faults)
+    add("Its timed set loops took %.1f page faults per 1000 sets (the Lua table + cjson's: %.1f); at", 1000 * af, 1000 * cf)
+    add("the %.1f µs a fresh page costs a C loop here, that is about %.2f µs per set (%.2f µs).",
+      open.fault_cost * 1e6, af * open.fault_cost * 1e6, cf * open.fault_cost * 1e6)
+  end
+  local memory, no_fsync = find(rows, "hurrahdb memory-only"), find(rows, "hurrahdb AOF sync_time=1000, fsync=false")
+  if memory and no_fsync then
+    add("In the same run the memory-only store set %.2fx and the AOF store without fsync %.2fx the",
+      x_ratio(memory.set, ceiling.set), x_ratio(no_fsync.set, ceiling.set))
+    add("Lua table + cjson; they run the same encoder and the same table as this row (its spread: ±%.0f%%).",
+      aof.set.spread * 100)
+  end
   return table.concat(lines, "\n")
 end
 
