@@ -2,6 +2,7 @@
  * declares it only outside strict POSIX mode. */
 #define _DEFAULT_SOURCE
 #include "hdb_file.h"
+#include "hdb_aof.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -55,6 +56,17 @@ int file_write2_all_at(int fd, const void *a, size_t alen, const void *b, size_t
         return file_write_all_at(fd, (const char *)b + into_b, blen - into_b, offset);
     }
     return file_write_all_at(fd, b, blen, offset);
+}
+
+int file_write_batch(int fd, const uint64_t key[2], uint64_t seq, const char *records,
+                     size_t len, uint64_t *offset)
+{
+    char line[AOF_BEGIN_MAX];
+    size_t line_len = aof_format_begin(line, key, seq, records, len);
+    int e = file_write2_all_at(fd, line, line_len, records, len, *offset);
+    if (e == 0)
+        *offset += line_len + len;
+    return e;
 }
 
 int file_sync_parent_dir(const char *path, char *err, size_t errlen)

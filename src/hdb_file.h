@@ -21,6 +21,12 @@ int file_write_all_at(int fd, const void *buf, size_t len, uint64_t offset);
 int file_write2_all_at(int fd, const void *a, size_t alen, const void *b, size_t blen,
                        uint64_t offset);
 
+/* Writes one batch of the AOF (its announcing line, then the records) at
+ * *offset, and moves *offset past it. Returns 0, or an errno value with
+ * *offset unchanged (bytes may have reached the file past it). */
+int file_write_batch(int fd, const uint64_t key[2], uint64_t seq, const char *records,
+                     size_t len, uint64_t *offset);
+
 /* fsyncs the directory holding path, so that a file created or renamed there
  * keeps its name after a power loss. Returns 0, or -1 with err filled. */
 int file_sync_parent_dir(const char *path, char *err, size_t errlen);

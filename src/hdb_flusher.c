@@ -3,18 +3,16 @@
 #include "hdb_buf.h"
 #include "hdb_file.h"
 #include "hdb_lock.h"
+#include "hdb_thread.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#if defined(__linux__)
-#include <sys/prctl.h>
-#endif
 
 /* A written buffer keeps up to this much capacity, or four times its last
  * batch if more, for the next turn. */
@@ -58,6 +56,15 @@ struct hdb_flusher {
     uint64_t file_size;     /* end of the last complete batch on disk */
     uint64_t next_seq;      /* number of the next batch written */
     int tail_dirty;         /* a failed write may have left bytes past file_size */
+
+    /* While a rewrite runs (see hdb_rewrite.h), every record appended is
+     * also copied into `tail`, which the rewrite takes from time to time;
+     * guarded by buf_lock. */
+    int tail_on;
+    int tail_overflowed;    /* the tail passed max_pending and was dropped */
+    int tail_switching;     /* flusher_switch is installing the new file */
+    size_t tail_last_len;   /* bytes of the last record copied, for a withdrawal */
+    hdb_buf tail;
 
     uint64_t max_pending;   /* unwritten bytes before appends wait for the disk */
     size_t early_bytes;     /* pending bytes that wake the thread before its time */
@@ -150,11 +157,9 @@ static int flusher_flush_locked(hdb_flusher *f, char *err, size_t errlen)
         }
     }
 
-    char line[AOF_BEGIN_MAX];
-    size_t line_len = aof_format_begin(line, f->file_key, f->next_seq, f->writing.data,
-                                       f->writing.len);
-    int e = file_write2_all_at(f->fd, line, line_len, f->writing.data, f->writing.len,
-                               f->file_size);
+    uint64_t end = f->file_size;
+    int e = file_write_batch(f->fd, f->file_key, f->next_seq, f->writing.data, f->writing.len,
+                             &end);
     const char *what = "cannot write";
     if (e == 0 && f->use_fsync && fdatasync(f->fd) != 0) {
         e = errno;
@@ -173,7 +178,7 @@ static int flusher_flush_locked(hdb_flusher *f, char *err, size_t errlen)
         return -1;
     }
 
-    f->file_size += line_len + f->writing.len;
+    f->file_size = end;
     f->next_seq++;
     /* The two buffers take turns; each keeps its capacity so that a steady
      * write rate appends into memory that is already mapped. Only a buffer
@@ -196,9 +201,7 @@ static void *flusher_thread_main(void *arg)
 {
     hdb_flusher *f = arg;
     struct timespec deadline;
-#if defined(__linux__)
-    prctl(PR_SET_NAME, "hdb-flusher", 0, 0, 0); /* shows in top -H, perf, gdb */
-#endif
+    thread_set_name("hdb-flusher");
 
     pthread_mutex_lock(&f->buf_lock);
     clock_gettime(CLOCK_MONOTONIC, &deadline);
@@ -235,20 +238,8 @@ static void *flusher_thread_main(void *arg)
 
 static int flusher_start_thread(hdb_flusher *f, char *err, size_t errlen)
 {
-    sigset_t all, old;
-    sigfillset(&all);
-    int e = pthread_sigmask(SIG_SETMASK, &all, &old);
-    if (e != 0) {
-        snprintf(err, errlen, "cannot block signals for the flusher thread: %s", strerror(e));
+    if (thread_start_quiet(&f->thread, flusher_thread_main, f, "flusher", err, errlen) != 0)
         return -1;
-    }
-    /* The new thread inherits the full mask; the caller gets its own back. */
-    e = pthread_create(&f->thread, NULL, flusher_thread_main, f);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (e != 0) {
-        snprintf(err, errlen, "cannot start the flusher thread: %s", strerror(e));
-        return -1;
-    }
     f->has_thread = 1;
     return 0;
 }
@@ -284,6 +275,7 @@ int flusher_start(hdb_flusher **out, int fd, const char *path, uint64_t size,
                                                            : FLUSHER_EARLY_BYTES;
     hdb_buf_init(&f->pending);
     hdb_buf_init(&f->writing);
+    hdb_buf_init(&f->tail);
 
     pthread_condattr_t ca;
     int e = pthread_condattr_init(&ca);
@@ -355,6 +347,11 @@ static void flusher_withdraw_failed(hdb_flusher *f)
 {
     f->writing.len = 0;
     pthread_mutex_lock(&f->buf_lock);
+    /* The record is the tail's last too, if it was copied there: the
+     * rewrite takes the tail only while no write call is under way. */
+    if (f->tail_on && f->tail_last_len <= f->tail.len)
+        f->tail.len -= f->tail_last_len;
+    f->tail_last_len = 0;
     f->inflight_bytes = 0;
     f->failing = 0;
     pthread_mutex_unlock(&f->buf_lock);
@@ -365,6 +362,28 @@ static void flusher_withdraw_failed(hdb_flusher *f)
 static int flusher_after_append(hdb_flusher *f, char *err, size_t errlen)
 {
     return f->sync_time_ms > 0 ? 0 : flusher_sync(f, err, errlen);
+}
+
+/* Copies a record just appended into the rewrite's tail. A tail the rewrite
+ * does not take fast enough (its disk is slower than the writers) is
+ * dropped, which fails that rewrite, rather than holding memory without
+ * bound or making writers wait for it; but not while the rewrite is
+ * installing its file, whose last records the tail is. Returns -1 when
+ * there is no memory for the copy: the caller refuses the write. Caller
+ * holds buf_lock. */
+static int flusher_copy_to_tail(hdb_flusher *f, const char *rec, size_t len)
+{
+    if (!f->tail_switching && f->tail.len + len > f->max_pending) {
+        f->tail_on = 0;
+        f->tail_overflowed = 1;
+        f->tail_last_len = 0;
+        hdb_buf_free(&f->tail);
+        return 0;
+    }
+    if (hdb_buf_append(&f->tail, rec, len) != 0)
+        return -1;
+    f->tail_last_len = len;
+    return 0;
 }
 
 /* Appends one record (val == NULL: a DEL). When the bytes not yet written
@@ -391,9 +410,15 @@ static int flusher_append(hdb_flusher *f, const char *key, size_t key_len,
         f->backpressure_waits++;
     }
     if (rc == 0) {
+        size_t before = f->pending.len;
         int ok = val != NULL ? aof_append_set(&f->pending, key, key_len, val, val_len)
                              : aof_append_del(&f->pending, key, key_len);
         if (ok != 0) {
+            snprintf(err, errlen, "out of memory appending to %s", f->path);
+            rc = -1;
+        } else if (f->tail_on &&
+                   flusher_copy_to_tail(f, f->pending.data + before, f->pending.len - before) != 0) {
+            f->pending.len = before;
             snprintf(err, errlen, "out of memory appending to %s", f->path);
             rc = -1;
         }
@@ -507,6 +532,7 @@ void flusher_free(hdb_flusher *f)
     }
     hdb_buf_free(&f->pending);
     hdb_buf_free(&f->writing);
+    hdb_buf_free(&f->tail);
     free(f->path);
     free(f);
 }
@@ -538,7 +564,110 @@ void flusher_get_stats(hdb_flusher *f, flusher_stats *st)
 size_t flusher_memory(hdb_flusher *f)
 {
     int locked = flusher_lock_stats(f);
-    size_t n = sizeof *f + f->pending.cap + f->writing_cap;
+    size_t n = sizeof *f + f->pending.cap + f->writing_cap + f->tail.cap;
+    if (locked)
+        pthread_mutex_unlock(&f->buf_lock);
+    return n;
+}
+
+/* ---- the rewrite's side (see hdb_flusher.h) ---- */
+
+int flusher_tail_take(hdb_flusher *f, hdb_buf *out, char *err, size_t errlen)
+{
+    int rc = 0;
+    pthread_mutex_lock(&f->buf_lock);
+    if (f->tail_overflowed) {
+        snprintf(err, errlen, "writes outpaced the rewrite (more than %" PRIu64 " bytes "
+                 "written meanwhile waited for it)", f->max_pending);
+        rc = -1;
+    } else if (f->exiting) {
+        snprintf(err, errlen, "the process is exiting");
+        rc = -1;
+    } else if (!f->tail_on) {
+        f->tail_on = 1;
+    } else if (out->len == 0) {
+        hdb_buf_swap(out, &f->tail);
+    } else if (hdb_buf_append(out, f->tail.data, f->tail.len) == 0) {
+        f->tail.len = 0;
+    } else {
+        snprintf(err, errlen, "out of memory");
+        rc = -1;
+    }
+    f->tail_last_len = 0;
+    pthread_mutex_unlock(&f->buf_lock);
+    return rc;
+}
+
+void flusher_tail_stop(hdb_flusher *f)
+{
+    pthread_mutex_lock(&f->buf_lock);
+    f->tail_on = 0;
+    f->tail_overflowed = 0;
+    f->tail_switching = 0;
+    f->tail_last_len = 0;
+    hdb_buf_free(&f->tail);
+    pthread_mutex_unlock(&f->buf_lock);
+}
+
+int flusher_switch(hdb_flusher *f, int fd, uint64_t size, const uint64_t file_key[2],
+                   uint64_t next_seq, int (*install)(void *ud, char *err, size_t errlen),
+                   void *ud, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&f->io_lock);
+    pthread_mutex_lock(&f->buf_lock);
+    int refuse = f->exiting || f->tail_overflowed || !f->tail_on;
+    if (f->exiting)
+        snprintf(err, errlen, "the process is exiting");
+    else if (refuse)
+        snprintf(err, errlen, "writes outpaced the rewrite (more than %" PRIu64 " bytes "
+                 "written meanwhile waited for it)", f->max_pending);
+    f->tail_switching = !refuse;
+    pthread_mutex_unlock(&f->buf_lock);
+    /* io_lock keeps the flusher off the old file from here on: nothing is
+     * written to it while the new one takes its name. */
+    int installed = !refuse && install(ud, err, errlen) == 0;
+    pthread_mutex_lock(&f->buf_lock);
+    f->tail_switching = 0;
+    if (!installed) {
+        pthread_mutex_unlock(&f->buf_lock);
+        pthread_mutex_unlock(&f->io_lock);
+        return -1;
+    }
+    /* Everything appended before the tail's last take is in the new file;
+     * what was appended since is the tail, which becomes the pending
+     * records of the new file. The old file's unwritten records are covered
+     * by the new file, so they are dropped with it. */
+    hdb_buf_swap(&f->pending, &f->tail);
+    hdb_buf_free(&f->tail);
+    f->tail_on = 0;
+    f->tail_last_len = 0;
+    f->writing.len = 0;
+    f->inflight_bytes = 0;
+    f->failing = 0;
+    f->tail_dirty = 0;
+    int old_fd = f->fd;
+    f->fd = fd;
+    f->file_size = size;
+    f->file_bytes = size;
+    f->file_key[0] = file_key[0];
+    f->file_key[1] = file_key[1];
+    f->next_seq = next_seq;
+    f->last_sync_ms = wall_clock_ms();
+    flusher_wake_if_full(f);
+    pthread_mutex_unlock(&f->buf_lock);
+    /* Openers waiting for the old file's lock get it, see that it is no
+     * longer the file at the path, and retry on the new one, which this
+     * store locked before it took the name. */
+    lock_release(old_fd);
+    close(old_fd);
+    pthread_mutex_unlock(&f->io_lock);
+    return 0;
+}
+
+uint64_t flusher_file_size(hdb_flusher *f)
+{
+    int locked = flusher_lock_stats(f);
+    uint64_t n = f->file_bytes;
     if (locked)
         pthread_mutex_unlock(&f->buf_lock);
     return n;

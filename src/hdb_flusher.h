@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hdb_buf.h"
+
 typedef struct hdb_flusher hdb_flusher;
 
 typedef struct flusher_stats {
@@ -75,6 +77,32 @@ void flusher_get_stats(hdb_flusher *f, flusher_stats *st);
 
 /* Memory held by the buffers, for stats. */
 size_t flusher_memory(hdb_flusher *f);
+
+/* The rewrite's side (hdb_rewrite.h). While a rewrite runs, every record
+ * appended is also copied into a tail that the rewrite takes.
+ * flusher_tail_take: the first call starts the copying; each later one moves
+ * what was copied since into out (appending). Fails when the tail passed
+ * max_pending bytes (it was dropped: writes outpaced the rewrite) or the
+ * process is exiting. The caller must make sure that no write call is
+ * under way (see hdb_rewrite.c), so that the tail never holds a record
+ * that is still to be withdrawn. */
+int flusher_tail_take(hdb_flusher *f, hdb_buf *out, char *err, size_t errlen);
+
+/* Stops the copying and drops the tail (a rewrite that failed). */
+void flusher_tail_stop(hdb_flusher *f);
+
+/* Moves the store onto its rewritten file: with the flusher kept off the
+ * old file, calls install (which gives the new file its name durably); if
+ * that succeeds, the new file (fd, locked, `size` bytes, file_key,
+ * next_seq) becomes the flusher's, the tail becomes its pending records,
+ * and the old file is unlocked and closed. Fails, changing nothing, if the
+ * tail overflowed, the process is exiting, or install fails. */
+int flusher_switch(hdb_flusher *f, int fd, uint64_t size, const uint64_t file_key[2],
+                   uint64_t next_seq, int (*install)(void *ud, char *err, size_t errlen),
+                   void *ud, char *err, size_t errlen);
+
+/* Bytes written to the file so far, header included. */
+uint64_t flusher_file_size(hdb_flusher *f);
 
 /* True in a child process forked after the flusher started. */
 int flusher_in_forked_child(const hdb_flusher *f);

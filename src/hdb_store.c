@@ -5,6 +5,7 @@
 #include "hdb_file.h"
 #include "hdb_flusher.h"
 #include "hdb_lock.h"
+#include "hdb_rewrite.h"
 #include "hdb_table.h"
 
 #include <errno.h>
@@ -35,6 +36,16 @@ struct hdb_store {
     uint64_t dropped_bytes; /* torn final batch cut off at open */
     char *warning;      /* what the open repaired (malloc'd: it names two paths
                            in full), NULL if nothing */
+    hdb_rewriter *rw;    /* NULL for a memory-only store */
+    uint64_t live_bytes; /* the SET records of the live keys, as a rewrite writes them */
+    /* Automatic rewrites. */
+    unsigned auto_percentage;
+    uint64_t auto_min_size;
+    uint64_t base_size;     /* file size after the last rewrite or the open */
+    uint64_t since_check;   /* about the bytes appended since growth was last checked */
+    unsigned auto_failures; /* automatic rewrites failed in a row */
+    struct timespec auto_not_before; /* backing off after a failed one */
+    int auto_started;       /* the running rewrite was started automatically */
     /* Membership of the list of stores flushed at exit. */
     int registered;
     struct hdb_store *reg_prev, *reg_next;
@@ -160,7 +171,8 @@ static void store_random_key(uint64_t seed[2])
  * that they overlap. */
 static size_t replay_apply(void *ud, const aof_record *r, size_t n)
 {
-    hdb_table *t = ud;
+    hdb_store *s = ud;
+    hdb_table *t = &s->table;
     uint32_t hash[AOF_REPLAY_GROUP];
     for (size_t i = 0; i < n; i++) {
         hash[i] = table_hash_key(t, r[i].key, r[i].key_len);
@@ -169,11 +181,15 @@ static size_t replay_apply(void *ud, const aof_record *r, size_t n)
     for (size_t i = 0; i < n; i++)
         table_prefetch(t, hash[i], 1);
     for (size_t i = 0; i < n; i++) {
+        hdb_entry *old = table_lookup_hashed(t, r[i].key, r[i].key_len, hash[i]);
+        if (old != NULL)
+            s->live_bytes -= aof_set_record_len(old->key_len, old->val_len);
         if (!r[i].is_set) {
-            table_remove(t, r[i].key, r[i].key_len);
+            if (old != NULL)
+                table_remove(t, r[i].key, r[i].key_len);
             continue;
         }
-        hdb_entry *old = table_lookup_hashed(t, r[i].key, r[i].key_len, hash[i]);
+        s->live_bytes += aof_set_record_len(r[i].key_len, r[i].val_len);
         if (old != NULL && old->val_len == r[i].val_len) {
             table_update_value(old, r[i].val, r[i].val_len);
             continue;
@@ -188,7 +204,7 @@ static size_t replay_apply(void *ud, const aof_record *r, size_t n)
 
 static void replay_reserve(void *ud, uint64_t set_records)
 {
-    table_reserve(ud, set_records);
+    table_reserve(&((hdb_store *)ud)->table, set_records);
 }
 
 /* Opens the file at path for reading and writing, creating it (mode 0600)
@@ -436,7 +452,7 @@ static int store_load(hdb_store *s, int fd, uint64_t *size_io, int repair,
         return -1;
     }
     posix_madvise(map, (size_t)size, POSIX_MADV_SEQUENTIAL);
-    aof_replay replay = {&s->table, replay_apply, replay_reserve};
+    aof_replay replay = {s, replay_apply, replay_reserve};
     char why[HDB_ERRLEN];
     int rc = aof_load(map, (size_t)size, &replay, res, why, sizeof why);
     table_fit(&s->table);
@@ -519,122 +535,61 @@ static int store_init_file(hdb_store *s, int fd, int created, uint64_t key[2],
     return 0;
 }
 
-/* Batches of a rewritten file are about this large. */
-#define REWRITE_BATCH_BYTES (4u << 20)
-
-static int rewrite_flush_batch(int fd, const uint64_t key[2], uint64_t *seq, hdb_buf *batch,
-                               uint64_t *offset)
-{
-    char line[AOF_BEGIN_MAX];
-    size_t line_len = aof_format_begin(line, key, *seq, batch->data, batch->len);
-    int e = file_write2_all_at(fd, line, line_len, batch->data, batch->len, *offset);
-    if (e != 0)
-        return e;
-    *offset += line_len + batch->len;
-    (*seq)++;
-    batch->len = 0;
-    return 0;
-}
+/* Batches of a file converted at open are about this large. */
+#define CONVERT_BATCH_BYTES (4u << 20)
 
 /* Writes the table as a new file in the current format (one SET per key),
- * under a temporary name beside the store's file, locked before anyone can
- * know it, made durable, then renamed over the store's file and the
- * directory synced: a crash at any point leaves either the old file or the
- * new one whole. On success *fd is the new file (the old one is closed),
- * and *size, key and *next_seq describe it. On failure the old file is as
- * it was and *fd still open. */
-static int store_rewrite(hdb_store *s, int *fd, uint64_t *size, uint64_t key[2],
+ * at once, for the conversion of an old file at open (nothing else runs
+ * yet; hdb_rewrite does it in the background for an open store). The new
+ * file is made durable before it takes the name: a crash at any point
+ * leaves either the old file or the new one whole. On success *fd is the
+ * new file (the old one is closed), and *size, key and *next_seq describe
+ * it. On failure the old file is as it was and *fd still open. */
+static int store_convert(hdb_store *s, int *fd, uint64_t *size, uint64_t key[2],
                          uint64_t *next_seq, char *err, size_t errlen)
 {
-    size_t tmp_len = strlen(s->file_path) + sizeof ".rewrite";
-    char *tmp = malloc(tmp_len);
-    if (tmp == NULL) {
-        snprintf(err, errlen, "out of memory");
+    char *tmp;
+    int nfd;
+    store_random_key(key);
+    if (rewrite_file_create(s->file_path, key, &tmp, &nfd, err, errlen) != 0)
         return -1;
-    }
-    snprintf(tmp, tmp_len, "%s.rewrite", s->file_path);
-    /* Left by a rewrite a crash interrupted (this store holds the lock). */
-    if (unlink(tmp) != 0 && errno != ENOENT) {
-        snprintf(err, errlen, "cannot remove %s: %s", tmp, strerror(errno));
-        free(tmp);
-        return -1;
-    }
     hdb_buf batch;
     hdb_buf_init(&batch);
+    uint64_t offset = AOF_HEADER_LEN, seq = 1;
+    uint32_t cursor = 0;
+    hdb_entry *entry;
     int e = 0;
     const char *what = "write";
-    int nfd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (nfd < 0) {
-        e = errno;
-        what = "create";
-        goto fail;
+    while (e == 0 && (entry = table_next(&s->table, &cursor)) != NULL) {
+        if (aof_append_set(&batch, entry_key(entry), entry->key_len, entry_val(entry),
+                           entry->val_len) != 0)
+            e = ENOMEM;
+        else if (batch.len >= CONVERT_BATCH_BYTES &&
+                 (e = file_write_batch(nfd, key, seq, batch.data, batch.len, &offset)) == 0) {
+            seq++;
+            batch.len = 0;
+        }
     }
-    if (lock_acquire(nfd, tmp, 0, err, errlen) != 0) {
-        close(nfd);
-        unlink(tmp);
+    if (e == 0 && batch.len > 0 &&
+        (e = file_write_batch(nfd, key, seq, batch.data, batch.len, &offset)) == 0)
+        seq++;
+    if (e == 0 && fdatasync(nfd) != 0) {
+        e = errno;
+        what = "fdatasync";
+    }
+    hdb_buf_free(&batch);
+    if (e != 0) {
+        snprintf(err, errlen, "cannot %s %s: %s", what, tmp, strerror(e));
+        rewrite_file_discard(nfd, tmp);
         free(tmp);
         return -1;
     }
-    /* The new file takes the old one's owner and permissions: a rewrite
-     * run by another user (root, say) must not lock the store's own user
-     * out. Only the owner can be refused (giving a file away needs
-     * privilege); then the rewrite is refused too. */
-    struct stat old;
-    if (fstat(*fd, &old) != 0) {
-        e = errno;
-        what = "stat the file for";
-        goto fail;
+    if (rewrite_file_install(tmp, s->file_path, err, errlen) != 0) {
+        rewrite_file_discard(nfd, tmp);
+        free(tmp);
+        return -1;
     }
-    if ((old.st_uid != geteuid() || old.st_gid != getegid()) &&
-        fchown(nfd, old.st_uid, old.st_gid) != 0) {
-        e = errno;
-        what = "give the owner of the file to";
-        goto fail;
-    }
-    if (fchmod(nfd, old.st_mode & 07777) != 0) {
-        e = errno;
-        what = "give the permissions of the file to";
-        goto fail;
-    }
-    char header[AOF_HEADER_LEN + 1];
-    store_random_key(key);
-    aof_format_header(header, key);
-    uint64_t offset = 0, seq = 1;
-    if ((e = file_write_all_at(nfd, header, AOF_HEADER_LEN, 0)) != 0)
-        goto fail;
-    offset = AOF_HEADER_LEN;
-    uint32_t cursor = 0;
-    hdb_entry *entry;
-    while ((entry = table_next(&s->table, &cursor)) != NULL) {
-        if (aof_append_set(&batch, entry_key(entry), entry->key_len, entry_val(entry),
-                           entry->val_len) != 0) {
-            e = ENOMEM;
-            goto fail;
-        }
-        if (batch.len >= REWRITE_BATCH_BYTES &&
-            (e = rewrite_flush_batch(nfd, key, &seq, &batch, &offset)) != 0)
-            goto fail;
-    }
-    if (batch.len > 0 && (e = rewrite_flush_batch(nfd, key, &seq, &batch, &offset)) != 0)
-        goto fail;
-    if (fdatasync(nfd) != 0) {
-        e = errno;
-        what = "fdatasync";
-        goto fail;
-    }
-    if (rename(tmp, s->file_path) != 0) {
-        e = errno;
-        what = "rename";
-        goto fail;
-    }
-    hdb_buf_free(&batch);
     free(tmp);
-    if (file_sync_parent_dir(s->file_path, err, errlen) != 0) {
-        /* The new file is in place and whole; only its name's durability is
-         * in doubt: the store goes on with it, the next sync of the
-         * directory (any later rename or create) makes it durable. */
-        err[0] = '\0';
-    }
     /* Openers waiting for the old file's lock get it, see that it is no
      * longer the file at the path, and retry on the new one. */
     lock_release(*fd);
@@ -643,15 +598,17 @@ static int store_rewrite(hdb_store *s, int *fd, uint64_t *size, uint64_t key[2],
     *size = offset;
     *next_seq = seq;
     return 0;
-fail:
-    snprintf(err, errlen, "cannot %s %s: %s", what, tmp, strerror(e));
-    if (nfd >= 0) {
-        close(nfd);
+}
+
+/* Removes the temporary file of a rewrite that a crash interrupted. The
+ * caller holds the lock: no rewrite of this file is running. */
+static void store_remove_stale_rewrite(hdb_store *s)
+{
+    char *tmp = rewrite_temp_name(s->file_path);
+    if (tmp != NULL) {
         unlink(tmp);
+        free(tmp);
     }
-    hdb_buf_free(&batch);
-    free(tmp);
-    return -1;
 }
 
 hdb_store *hdb_open(const hdb_options *opt, char *err, size_t errlen)
@@ -680,6 +637,7 @@ hdb_store *hdb_open(const hdb_options *opt, char *err, size_t errlen)
         goto fail;
     aof_load_result res;
     uint64_t key[2], next_seq;
+    store_remove_stale_rewrite(s);
     if (store_load(s, fd, &size, opt->repair, &res, err, errlen) != 0)
         goto fail_fd;
     if (size == 0) {
@@ -691,7 +649,7 @@ hdb_store *hdb_open(const hdb_options *opt, char *err, size_t errlen)
         /* A file of hurrahdb 0.2.0: rewritten in the current format, so
          * that everything appended to it is framed the current way. */
         char why[HDB_ERRLEN];
-        if (store_rewrite(s, &fd, &size, key, &next_seq, why, sizeof why) != 0) {
+        if (store_convert(s, &fd, &size, key, &next_seq, why, sizeof why) != 0) {
             snprintf(err, errlen, "%.200s: cannot convert it from format version %d: %.250s",
                      s->path, res.version, why);
             goto fail_fd;
@@ -705,6 +663,15 @@ hdb_store *hdb_open(const hdb_options *opt, char *err, size_t errlen)
                       opt->use_fsync, opt->max_pending ? opt->max_pending : HDB_DEFAULT_MAX_PENDING,
                       err, errlen) != 0)
         goto fail_fd;
+    if ((s->rw = rewrite_new(&s->table, s->aof, s->path, s->file_path)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        flusher_free(s->aof); /* releases and closes fd */
+        s->aof = NULL;
+        goto fail;
+    }
+    s->auto_percentage = opt->auto_rewrite_percentage;
+    s->auto_min_size = opt->auto_rewrite_min_size;
+    s->base_size = size;
     registry_add(s);
     return s;
 
@@ -728,6 +695,7 @@ int hdb_close(hdb_store *s, char *err, size_t errlen)
 {
     if (s->aof == NULL)
         return HDB_OK;
+    rewrite_cancel(s->rw);
     /* Everything pending is written while the store is still on the exit
      * list, so that exit() in another thread meanwhile writes it too; then
      * it leaves the list, so that exit() never touches a flusher this call
@@ -750,6 +718,7 @@ void hdb_free(hdb_store *s)
     if (s == NULL)
         return;
     registry_remove(s);
+    rewrite_free(s->rw); /* first: its thread reads the table and the flusher */
     flusher_free(s->aof);
     table_free(&s->table);
     free(s->path);
@@ -773,6 +742,79 @@ static int check_lengths(size_t key_len, size_t val_len, char *err, size_t errle
     return 0;
 }
 
+/* About how many bytes of records between two checks of the file's growth
+ * for an automatic rewrite: the check takes the flusher's lock. */
+#define AUTO_CHECK_BYTES (256u << 10)
+
+/* The first automatic retry after a failed automatic rewrite waits this
+ * long; each further failure in a row doubles it, up to the maximum. */
+#define AUTO_BACKOFF_FIRST_S 60
+#define AUTO_BACKOFF_MAX_S 3600
+
+static int store_start_rewrite(hdb_store *s, char *err, size_t errlen)
+{
+    uint64_t key[2];
+    store_random_key(key);
+    return rewrite_start(s->rw, key, err, errlen);
+}
+
+/* Takes the outcome of a rewrite that ended: a new base size, or, for an
+ * automatic one that failed, the time before the next automatic one. */
+static void store_after_rewrite(hdb_store *s, int outcome)
+{
+    if (outcome == 0)
+        return;
+    int was_auto = s->auto_started;
+    s->auto_started = 0;
+    if (outcome > 0) {
+        rewrite_stats st;
+        rewrite_get_stats(s->rw, &st);
+        s->base_size = st.last_size;
+        s->auto_failures = 0;
+        return;
+    }
+    if (!was_auto)
+        return;
+    unsigned delay = AUTO_BACKOFF_FIRST_S;
+    for (unsigned i = 1; i < s->auto_failures + 1 && delay < AUTO_BACKOFF_MAX_S; i++)
+        delay *= 2;
+    if (delay > AUTO_BACKOFF_MAX_S)
+        delay = AUTO_BACKOFF_MAX_S;
+    s->auto_failures++;
+    clock_gettime(CLOCK_MONOTONIC, &s->auto_not_before);
+    s->auto_not_before.tv_sec += delay;
+}
+
+/* After a write: reaps an ended rewrite, and now and then starts an
+ * automatic one when the file has grown enough. */
+static void store_after_write(hdb_store *s, size_t bytes)
+{
+    if (s->rw == NULL)
+        return;
+    s->since_check += bytes + 32;
+    if (s->since_check < AUTO_CHECK_BYTES)
+        return;
+    s->since_check = 0;
+    store_after_rewrite(s, rewrite_poll(s->rw));
+    if (s->auto_percentage == 0 || rewrite_running(s->rw) || flusher_in_forked_child(s->aof))
+        return;
+    uint64_t size = flusher_file_size(s->aof);
+    if (size < s->auto_min_size || size < s->base_size ||
+        (size - s->base_size) / (double)(s->base_size ? s->base_size : 1) * 100.0 <
+            (double)s->auto_percentage)
+        return;
+    if (s->auto_failures > 0) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec < s->auto_not_before.tv_sec ||
+            (now.tv_sec == s->auto_not_before.tv_sec && now.tv_nsec < s->auto_not_before.tv_nsec))
+            return;
+    }
+    char ignored[HDB_ERRLEN];
+    if (store_start_rewrite(s, ignored, sizeof ignored) == 0)
+        s->auto_started = 1;
+}
+
 int hdb_set(hdb_store *s, const char *key, size_t key_len,
             const char *val, size_t val_len, char *err, size_t errlen)
 {
@@ -780,24 +822,37 @@ int hdb_set(hdb_store *s, const char *key, size_t key_len,
         return HDB_ERR;
     uint32_t h;
     hdb_entry *old = table_lookup(&s->table, key, key_len, &h);
+    int locked = rewrite_enter(s->rw);
+    int rc = HDB_OK;
     if (old != NULL && old->val_len == val_len) {
         /* Same size: overwrite in place, once the record is appended. */
         if (s->aof && flusher_append_set(s->aof, key, key_len, val, val_len, err, errlen) != 0)
-            return HDB_ERR;
-        table_update_value(old, val, val_len);
-        return HDB_OK;
+            rc = HDB_ERR;
+        else
+            table_update_value(old, val, val_len);
+        goto out;
     }
     hdb_entry *e = table_entry_new(&s->table, h, key, key_len, val, val_len);
     if (e == NULL) {
         snprintf(err, errlen, "out of memory");
-        return HDB_ERR;
+        rc = HDB_ERR;
+        goto out;
     }
     if (s->aof && flusher_append_set(s->aof, key, key_len, val, val_len, err, errlen) != 0) {
         table_entry_discard(&s->table, e);
-        return HDB_ERR;
+        rc = HDB_ERR;
+        goto out;
     }
+    if (old != NULL)
+        s->live_bytes -= aof_set_record_len(key_len, old->val_len);
+    s->live_bytes += aof_set_record_len(key_len, val_len);
     table_commit(&s->table, e, old);
-    return HDB_OK;
+out:
+    if (locked)
+        rewrite_leave(s->rw);
+    if (rc == HDB_OK)
+        store_after_write(s, key_len + val_len);
+    return rc;
 }
 
 int hdb_delete(hdb_store *s, const char *key, size_t key_len, int *existed,
@@ -805,12 +860,53 @@ int hdb_delete(hdb_store *s, const char *key, size_t key_len, int *existed,
 {
     uint32_t h;
     *existed = 0;
-    if (table_lookup(&s->table, key, key_len, &h) == NULL)
+    hdb_entry *old = table_lookup(&s->table, key, key_len, &h);
+    if (old == NULL)
         return HDB_OK;
-    if (s->aof && flusher_append_del(s->aof, key, key_len, err, errlen) != 0)
+    int locked = rewrite_enter(s->rw);
+    int rc = HDB_OK;
+    if (s->aof && flusher_append_del(s->aof, key, key_len, err, errlen) != 0) {
+        rc = HDB_ERR;
+    } else {
+        s->live_bytes -= aof_set_record_len(key_len, old->val_len);
+        *existed = table_remove(&s->table, key, key_len);
+    }
+    if (locked)
+        rewrite_leave(s->rw);
+    if (rc == HDB_OK)
+        store_after_write(s, key_len);
+    return rc;
+}
+
+int hdb_rewrite(hdb_store *s, int wait, char *err, size_t errlen)
+{
+    if (s->aof == NULL) {
+        snprintf(err, errlen, "a memory-only store has no file to rewrite");
         return HDB_ERR;
-    *existed = table_remove(&s->table, key, key_len);
-    return HDB_OK;
+    }
+    if (flusher_in_forked_child(s->aof)) {
+        snprintf(err, errlen, "store %s was opened by another process (before a fork); "
+                 "it cannot be rewritten from this process", s->path);
+        return HDB_ERR;
+    }
+    store_after_rewrite(s, rewrite_poll(s->rw));
+    if (!rewrite_running(s->rw)) {
+        if (store_start_rewrite(s, err, errlen) != 0)
+            return HDB_ERR;
+    } else if (!wait) {
+        snprintf(err, errlen, "a rewrite of %s is already running", s->path);
+        return HDB_ERR;
+    }
+    if (!wait)
+        return HDB_OK;
+    int was_running = rewrite_running(s->rw);
+    int rc = rewrite_wait(s->rw, err, errlen);
+    if (was_running) {
+        rewrite_stats st;
+        rewrite_get_stats(s->rw, &st);
+        store_after_rewrite(s, st.last_status);
+    }
+    return rc == 0 ? HDB_OK : HDB_ERR;
 }
 
 int hdb_get(hdb_store *s, const char *key, size_t key_len,
@@ -855,6 +951,18 @@ void hdb_get_stats(hdb_store *s, hdb_stats *st)
         st->errors = fs.errors;
         st->backpressure_waits = fs.backpressure_waits;
         memcpy(st->last_error, fs.last_error, sizeof st->last_error);
+        store_after_rewrite(s, rewrite_poll(s->rw));
+        rewrite_stats rs;
+        rewrite_get_stats(s->rw, &rs);
+        st->memory_bytes += rs.memory;
+        st->rewrite_running = rs.running;
+        st->rewrites = rs.completed;
+        st->rewrites_failed = rs.failed;
+        st->last_rewrite_status = rs.last_status;
+        st->last_rewrite_seconds = rs.last_seconds;
+        memcpy(st->last_rewrite_error, rs.last_error, sizeof st->last_rewrite_error);
+        st->rewrite_base_bytes = s->base_size;
+        st->live_bytes = AOF_HEADER_LEN + s->live_bytes;
     }
 }
 

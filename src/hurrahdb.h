@@ -32,6 +32,8 @@
 
 #define HDB_DEFAULT_SYNC_TIME_MS 1000u
 #define HDB_DEFAULT_MAX_PENDING (64u * 1024u * 1024u)
+#define HDB_DEFAULT_AUTO_REWRITE_PERCENTAGE 100u
+#define HDB_DEFAULT_AUTO_REWRITE_MIN_SIZE (64u * 1024u * 1024u)
 
 typedef struct hdb_store hdb_store;
 
@@ -42,6 +44,9 @@ typedef struct hdb_options {
     int repair;            /* damage mid-file: keep the good prefix, move the rest aside */
     unsigned lock_timeout_ms; /* how long to wait for another store to release the file */
     uint64_t max_pending;  /* bytes appended but not written before set waits for the disk */
+    unsigned auto_rewrite_percentage; /* rewrite when the file grew by this much over its
+                                         size after the last rewrite or open; 0: never */
+    uint64_t auto_rewrite_min_size;   /* ... and is at least this large */
 } hdb_options;
 
 typedef struct hdb_stats {
@@ -55,6 +60,15 @@ typedef struct hdb_stats {
     uint64_t errors;            /* failed writes or syncs so far */
     uint64_t backpressure_waits; /* writes that waited for the disk (max_pending) */
     char last_error[256];       /* "" if none */
+    int rewrite_running;
+    uint64_t rewrites;          /* rewrites that replaced the file */
+    uint64_t rewrites_failed;   /* rewrites that failed or were cancelled */
+    int last_rewrite_status;    /* 0: none yet; 1: the last one succeeded; -1: it failed */
+    double last_rewrite_seconds;
+    char last_rewrite_error[256];
+    uint64_t rewrite_base_bytes; /* file size after the last rewrite or the open: what
+                                    automatic rewrites measure growth against */
+    uint64_t live_bytes;        /* about what a rewrite now would write */
     const char *warning;        /* what the open dropped or repaired; "" if nothing
                                    (points into the store; valid until it is freed) */
 } hdb_stats;
@@ -100,6 +114,14 @@ uint64_t hdb_count(const hdb_store *s);
 int hdb_sync(hdb_store *s, char *err, size_t errlen);
 
 void hdb_get_stats(hdb_store *s, hdb_stats *st);
+
+/* Rewrites the file in the background: one SET per live key (see
+ * hdb_rewrite.h). Returns at once (wait == 0) or when it ended. Fails when
+ * the store is memory-only, one is running (wait == 0), the process is a
+ * forked child, or (wait) the rewrite failed: the store then goes on with
+ * its old file. With wait and a rewrite already running, waits for that
+ * one. */
+int hdb_rewrite(hdb_store *s, int wait, char *err, size_t errlen);
 
 /* The file of the store, or NULL if memory only. */
 const char *hdb_path(const hdb_store *s);

@@ -189,6 +189,8 @@ enum {
     OPT_REPAIR,
     OPT_LOCK_TIMEOUT,
     OPT_MAX_PENDING,
+    OPT_AUTO_REWRITE_PERCENTAGE,
+    OPT_AUTO_REWRITE_MIN_SIZE,
     OPT_ON_WARNING,
     OPT_COUNT
 };
@@ -209,6 +211,10 @@ static const struct option_def {
     [OPT_LOCK_TIMEOUT] = {"lock_timeout", LUA_TNUMBER, 0, 86400000.0, 0},
     [OPT_MAX_PENDING] = {"max_pending", LUA_TNUMBER, 4096.0, 1099511627776.0,
                          HDB_DEFAULT_MAX_PENDING},
+    [OPT_AUTO_REWRITE_PERCENTAGE] = {"auto_rewrite_percentage", LUA_TNUMBER, 0, 1000000.0,
+                                     HDB_DEFAULT_AUTO_REWRITE_PERCENTAGE},
+    [OPT_AUTO_REWRITE_MIN_SIZE] = {"auto_rewrite_min_size", LUA_TNUMBER, 0, 1125899906842624.0,
+                                   HDB_DEFAULT_AUTO_REWRITE_MIN_SIZE},
     [OPT_ON_WARNING] = {"on_warning", LUA_TFUNCTION, 0, 0, 0},
 };
 
@@ -314,6 +320,8 @@ static void fill_options(hdb_options *opt, const double num[OPT_COUNT])
     opt->repair = num[OPT_REPAIR] != 0;
     opt->lock_timeout_ms = (unsigned)num[OPT_LOCK_TIMEOUT];
     opt->max_pending = (uint64_t)num[OPT_MAX_PENDING];
+    opt->auto_rewrite_percentage = (unsigned)num[OPT_AUTO_REWRITE_PERCENTAGE];
+    opt->auto_rewrite_min_size = (uint64_t)num[OPT_AUTO_REWRITE_MIN_SIZE];
 }
 
 /* The one close path. Returns HDB_OK, or HDB_ERR with err filled and the
@@ -615,6 +623,35 @@ static int l_sync(lua_State *L)
     return 1;
 }
 
+/* db:rewrite([{ wait = true }]) */
+static int l_rewrite(lua_State *L)
+{
+    lstore *s = check_open(L);
+    int wait = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        lua_pushnil(L);
+        while (lua_next(L, 2) != 0) {
+            lua_pop(L, 1);
+            if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "wait") != 0)
+                return luaL_error(L, "rewrite: unknown option '%s' (known: wait)",
+                                  lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                                                                 : luaL_typename(L, -1));
+        }
+        lua_getfield(L, 2, "wait");
+        if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TBOOLEAN)
+            return luaL_error(L, "rewrite: option 'wait' must be a boolean (got %s)",
+                              luaL_typename(L, -1));
+        wait = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    char err[HDB_ERRLEN];
+    if (hdb_rewrite(s->db, wait, err, sizeof err) != HDB_OK)
+        return push_error(L, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static void set_count_field(lua_State *L, const char *name, int64_t v)
 {
 #if LCOMPAT_HAS_INTEGERS
@@ -645,7 +682,7 @@ static int l_stats(lua_State *L)
      * allocations below may close: copied first, like the path. */
     if (copy_take(&warning, st.warning, strlen(st.warning), NULL, 0) != 0)
         luaL_error(L, "out of memory");
-    lua_createtable(L, 0, 12);
+    lua_createtable(L, 0, 20);
     set_count_field(L, "keys", (int64_t)st.keys);
     set_count_field(L, "memory", memory);
     set_count_field(L, "aof_bytes", (int64_t)st.aof_bytes);
@@ -655,6 +692,24 @@ static int l_stats(lua_State *L)
     set_count_field(L, "dropped_bytes", (int64_t)st.dropped_bytes);
     set_count_field(L, "errors", (int64_t)st.errors);
     set_count_field(L, "backpressure_waits", (int64_t)st.backpressure_waits);
+    if (path.has_str) {
+        lua_pushboolean(L, st.rewrite_running);
+        lua_setfield(L, -2, "rewrite_running");
+        set_count_field(L, "rewrites", (int64_t)st.rewrites);
+        set_count_field(L, "rewrites_failed", (int64_t)st.rewrites_failed);
+        set_count_field(L, "rewrite_base_bytes", (int64_t)st.rewrite_base_bytes);
+        set_count_field(L, "live_bytes", (int64_t)st.live_bytes);
+        if (st.last_rewrite_status != 0) {
+            lua_pushstring(L, st.last_rewrite_status > 0 ? "ok" : "failed");
+            lua_setfield(L, -2, "last_rewrite_status");
+            lua_pushnumber(L, (lua_Number)st.last_rewrite_seconds);
+            lua_setfield(L, -2, "last_rewrite_seconds");
+        }
+        if (st.last_rewrite_error[0] != '\0') {
+            lua_pushstring(L, st.last_rewrite_error);
+            lua_setfield(L, -2, "last_rewrite_error");
+        }
+    }
     if (warning.slen > 0) {
         copy_push(L, &warning, NULL, 0);
         lua_setfield(L, -2, "warning");
@@ -732,6 +787,7 @@ static const luaL_Reg store_methods[] = {
     {"pairs", l_pairs},
     {"sync", l_sync},
     {"stats", l_stats},
+    {"rewrite", l_rewrite},
     {"close", l_close},
     {NULL, NULL},
 };

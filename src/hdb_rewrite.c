@@ -1,0 +1,518 @@
+#include "hdb_rewrite.h"
+#include "hdb_aof.h"
+#include "hdb_buf.h"
+#include "hdb_file.h"
+#include "hdb_lock.h"
+#include "hdb_thread.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* One chunk, read under the lock: at most this many entries, and it stops
+ * once this many bytes were copied (a single larger entry is copied
+ * whole). The owner waits for at most one chunk. */
+#define REWRITE_CHUNK_KEYS 256
+#define REWRITE_CHUNK_BYTES (64u << 10)
+
+/* Records go to the new file in batches of about this size. */
+#define REWRITE_BATCH_BYTES (1u << 20)
+
+/* The new file is synced every this many bytes, so that the sync before
+ * it takes the name has little left to do. */
+#define REWRITE_SYNC_BYTES (64u << 20)
+
+struct hdb_rewriter {
+    hdb_table *table;
+    hdb_flusher *aof;
+    char *path;
+    char *file_path;
+
+    /* `lock` is what the owner's changes of the table and the thread's
+     * chunks take; it also guards the fields from `cancel` on. */
+    pthread_mutex_t lock;
+    /* The owner tells the thread it is waiting for `lock`, so that the
+     * thread, which takes it again right after letting it go, lets the
+     * owner in first. */
+    pthread_mutex_t gate;
+    pthread_cond_t gate_cv;
+    int owner_waiting;
+    pthread_cond_t done_cv;
+
+    int running;        /* the thread exists; the owner's field */
+    pthread_t thread;
+    unsigned long fork_gen;
+
+    int cancel;
+    int finished;       /* the thread is done; set by it */
+    int ok;
+    char error[256];
+    uint64_t key[2];
+    uint64_t size;      /* of the new file when it took the name */
+    uint64_t keys;
+    struct timespec started, ended;
+    size_t buf_cap;
+
+    rewrite_stats st;   /* the owner's: updated when a rewrite is reaped */
+};
+
+/* ---- the file ---- */
+
+char *rewrite_temp_name(const char *file_path)
+{
+    size_t len = strlen(file_path) + sizeof ".rewrite";
+    char *tmp = malloc(len);
+    if (tmp != NULL)
+        snprintf(tmp, len, "%s.rewrite", file_path);
+    return tmp;
+}
+
+int rewrite_file_create(const char *file_path, const uint64_t key[2], char **tmp_out,
+                        int *fd_out, char *err, size_t errlen)
+{
+    char *tmp = rewrite_temp_name(file_path);
+    if (tmp == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    const char *what = "create";
+    int e = 0;
+    /* One a crash left (the caller holds the store's lock, so no live
+     * rewrite is writing it). */
+    if (unlink(tmp) != 0 && errno != ENOENT) {
+        e = errno;
+        what = "remove";
+        goto fail;
+    }
+    int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        e = errno;
+        goto fail;
+    }
+    if (lock_acquire(fd, tmp, 0, err, errlen) != 0) {
+        close(fd);
+        unlink(tmp);
+        free(tmp);
+        return -1;
+    }
+    /* The new file takes the old one's owner and permissions: a rewrite
+     * run by another user (root, say) must not lock the store's own user
+     * out. Only the owner can be refused (giving a file away needs
+     * privilege); then the rewrite is refused too. */
+    struct stat old;
+    if (stat(file_path, &old) != 0) {
+        e = errno;
+        what = "stat the file for";
+    } else if ((old.st_uid != geteuid() || old.st_gid != getegid()) &&
+               fchown(fd, old.st_uid, old.st_gid) != 0) {
+        e = errno;
+        what = "give the owner of the file to";
+    } else if (fchmod(fd, old.st_mode & 07777) != 0) {
+        e = errno;
+        what = "give the permissions of the file to";
+    } else {
+        char header[AOF_HEADER_LEN + 1];
+        aof_format_header(header, key);
+        e = file_write_all_at(fd, header, AOF_HEADER_LEN, 0);
+        what = "write";
+    }
+    if (e != 0) {
+        snprintf(err, errlen, "cannot %s %s: %s", what, tmp, strerror(e));
+        rewrite_file_discard(fd, tmp);
+        free(tmp);
+        return -1;
+    }
+    *tmp_out = tmp;
+    *fd_out = fd;
+    return 0;
+fail:
+    snprintf(err, errlen, "cannot %s %s: %s", what, tmp, strerror(e));
+    free(tmp);
+    return -1;
+}
+
+int rewrite_file_install(const char *tmp, const char *file_path, char *err, size_t errlen)
+{
+    if (rename(tmp, file_path) != 0) {
+        snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, file_path, strerror(errno));
+        return -1;
+    }
+    char ignored[HDB_ERRLEN];
+    /* The new file is in place and whole; only its name's durability is in
+     * doubt if this fails: the next sync of the directory (any later rename
+     * or create there) makes it durable, and until then a crash brings back
+     * the old file, which is whole too. */
+    file_sync_parent_dir(file_path, ignored, sizeof ignored);
+    return 0;
+}
+
+void rewrite_file_discard(int fd, const char *tmp)
+{
+    /* Removed while still locked, so that nobody can be waiting for a lock
+     * on a file that is about to have no name. */
+    unlink(tmp);
+    lock_release(fd);
+    close(fd);
+}
+
+/* ---- the lock shared by the owner and the thread ---- */
+
+/* Counts forks, like the flusher, so that a child never waits for a lock
+ * the parent's thread held at the fork. */
+static volatile unsigned long rewrite_fork_generation;
+static pthread_once_t rewrite_atfork_once = PTHREAD_ONCE_INIT;
+static int rewrite_atfork_status;
+
+static void rewrite_on_fork_child(void) { rewrite_fork_generation++; }
+
+static void rewrite_register_atfork(void)
+{
+    rewrite_atfork_status = pthread_atfork(NULL, NULL, rewrite_on_fork_child);
+}
+
+static int rewrite_in_forked_child(const hdb_rewriter *rw)
+{
+    return rw->fork_gen != rewrite_fork_generation;
+}
+
+int rewrite_enter(hdb_rewriter *rw)
+{
+    if (rw == NULL || !rw->running || rewrite_in_forked_child(rw))
+        return 0;
+    if (pthread_mutex_trylock(&rw->lock) == 0)
+        return 1;
+    pthread_mutex_lock(&rw->gate);
+    rw->owner_waiting = 1;
+    pthread_mutex_unlock(&rw->gate);
+    pthread_mutex_lock(&rw->lock);
+    pthread_mutex_lock(&rw->gate);
+    rw->owner_waiting = 0;
+    pthread_cond_signal(&rw->gate_cv);
+    pthread_mutex_unlock(&rw->gate);
+    return 1;
+}
+
+void rewrite_leave(hdb_rewriter *rw)
+{
+    pthread_mutex_unlock(&rw->lock);
+}
+
+/* The thread's side: after a chunk, lets an owner that is waiting for the
+ * lock have it before the next chunk. */
+static void rewrite_yield_to_owner(hdb_rewriter *rw)
+{
+    pthread_mutex_lock(&rw->gate);
+    while (rw->owner_waiting)
+        pthread_cond_wait(&rw->gate_cv, &rw->gate);
+    pthread_mutex_unlock(&rw->gate);
+}
+
+/* ---- the thread ---- */
+
+typedef struct rewrite_job {
+    hdb_rewriter *rw;
+    char *tmp;
+    int fd;
+    uint64_t offset, synced, seq;
+    hdb_buf out;
+    char err[HDB_ERRLEN];
+} rewrite_job;
+
+/* Copies the next chunk of the table (and first, the tail of records
+ * written since the last one) into job->out. Returns 1 when the table has
+ * been read to its end, 0 if not, -1 on failure. */
+static int rewrite_take_chunk(rewrite_job *job, uint32_t *cursor)
+{
+    hdb_rewriter *rw = job->rw;
+    int rc = 0;
+    pthread_mutex_lock(&rw->lock);
+    if (rw->cancel) {
+        snprintf(job->err, sizeof job->err, "cancelled (the store is closing)");
+        rc = -1;
+    } else if (flusher_tail_take(rw->aof, &job->out, job->err, sizeof job->err) != 0) {
+        rc = -1;
+    }
+    size_t start = job->out.len;
+    for (int n = 0; rc == 0 && n < REWRITE_CHUNK_KEYS && job->out.len - start < REWRITE_CHUNK_BYTES;
+         n++) {
+        hdb_entry *e = table_next(rw->table, cursor);
+        if (e == NULL) {
+            rc = 1;
+            break;
+        }
+        if (aof_append_set(&job->out, entry_key(e), e->key_len, entry_val(e), e->val_len) != 0) {
+            snprintf(job->err, sizeof job->err, "out of memory");
+            rc = -1;
+            break;
+        }
+        rw->keys++;
+    }
+    rw->buf_cap = job->out.cap;
+    pthread_mutex_unlock(&rw->lock);
+    rewrite_yield_to_owner(rw);
+    return rc;
+}
+
+/* Writes what job->out holds as a batch. */
+static int rewrite_write_out(rewrite_job *job)
+{
+    if (job->out.len == 0)
+        return 0;
+    int e = file_write_batch(job->fd, job->rw->key, job->seq, job->out.data, job->out.len,
+                             &job->offset);
+    if (e != 0) {
+        snprintf(job->err, sizeof job->err, "cannot write %s: %s", job->tmp, strerror(e));
+        return -1;
+    }
+    job->seq++;
+    job->out.len = 0;
+    return 0;
+}
+
+static int rewrite_sync(rewrite_job *job)
+{
+    if (fdatasync(job->fd) != 0) {
+        snprintf(job->err, sizeof job->err, "cannot fdatasync %s: %s", job->tmp, strerror(errno));
+        return -1;
+    }
+    job->synced = job->offset;
+    return 0;
+}
+
+static int rewrite_install_cb(void *ud, char *err, size_t errlen)
+{
+    rewrite_job *job = ud;
+    return rewrite_file_install(job->tmp, job->rw->file_path, err, errlen);
+}
+
+static int rewrite_run(rewrite_job *job)
+{
+    hdb_rewriter *rw = job->rw;
+    if (rewrite_file_create(rw->file_path, rw->key, &job->tmp, &job->fd, job->err,
+                            sizeof job->err) != 0)
+        return -1;
+    job->offset = AOF_HEADER_LEN;
+    job->seq = 1;
+    uint32_t cursor = 0;
+    int rc;
+    do {
+        rc = rewrite_take_chunk(job, &cursor);
+        if (rc < 0)
+            return -1;
+        if ((job->out.len >= REWRITE_BATCH_BYTES || rc == 1) && rewrite_write_out(job) != 0)
+            return -1;
+        if (job->offset - job->synced >= REWRITE_SYNC_BYTES && rewrite_sync(job) != 0)
+            return -1;
+    } while (rc == 0);
+    if (rewrite_sync(job) != 0)
+        return -1;
+    /* What was written while the file was synced: a small tail, written and
+     * synced again, so that the switch finds little in the flusher's
+     * pending records. */
+    uint32_t end = cursor;
+    if (rewrite_take_chunk(job, &end) < 0 || rewrite_write_out(job) != 0 || rewrite_sync(job) != 0)
+        return -1;
+    if (flusher_switch(rw->aof, job->fd, job->offset, rw->key, job->seq, rewrite_install_cb, job,
+                       job->err, sizeof job->err) != 0)
+        return -1;
+    job->fd = -1; /* the flusher's now */
+    return 0;
+}
+
+static void *rewrite_thread_main(void *arg)
+{
+    hdb_rewriter *rw = arg;
+    thread_set_name("hdb-rewrite");
+    rewrite_job job;
+    memset(&job, 0, sizeof job);
+    job.rw = rw;
+    job.fd = -1;
+    hdb_buf_init(&job.out);
+    int rc = rewrite_run(&job);
+    if (rc != 0) {
+        flusher_tail_stop(rw->aof);
+        if (job.fd >= 0)
+            rewrite_file_discard(job.fd, job.tmp);
+    }
+    hdb_buf_free(&job.out);
+    free(job.tmp);
+    pthread_mutex_lock(&rw->lock);
+    rw->ok = rc == 0;
+    if (rc == 0)
+        rw->size = job.offset;
+    snprintf(rw->error, sizeof rw->error, "%.*s", (int)sizeof rw->error - 1,
+             rc == 0 ? "" : job.err);
+    clock_gettime(CLOCK_MONOTONIC, &rw->ended);
+    rw->buf_cap = 0;
+    rw->finished = 1;
+    pthread_cond_broadcast(&rw->done_cv);
+    pthread_mutex_unlock(&rw->lock);
+    return NULL;
+}
+
+/* ---- the owner's side ---- */
+
+hdb_rewriter *rewrite_new(hdb_table *t, hdb_flusher *f, const char *path, const char *file_path)
+{
+    pthread_once(&rewrite_atfork_once, rewrite_register_atfork);
+    if (rewrite_atfork_status != 0)
+        return NULL;
+    hdb_rewriter *rw = calloc(1, sizeof *rw);
+    if (rw == NULL)
+        return NULL;
+    rw->table = t;
+    rw->aof = f;
+    rw->fork_gen = rewrite_fork_generation;
+    rw->path = strdup(path);
+    rw->file_path = strdup(file_path);
+    int inited = 0;
+    if (rw->path != NULL && rw->file_path != NULL) {
+        if (pthread_mutex_init(&rw->lock, NULL) == 0) {
+            inited = 1;
+            if (pthread_mutex_init(&rw->gate, NULL) == 0) {
+                inited = 2;
+                if (pthread_cond_init(&rw->gate_cv, NULL) == 0) {
+                    inited = 3;
+                    if (pthread_cond_init(&rw->done_cv, NULL) == 0)
+                        return rw;
+                }
+            }
+        }
+    }
+    if (inited >= 3)
+        pthread_cond_destroy(&rw->gate_cv);
+    if (inited >= 2)
+        pthread_mutex_destroy(&rw->gate);
+    if (inited >= 1)
+        pthread_mutex_destroy(&rw->lock);
+    free(rw->path);
+    free(rw->file_path);
+    free(rw);
+    return NULL;
+}
+
+static double seconds_between(const struct timespec *a, const struct timespec *b)
+{
+    return (double)(b->tv_sec - a->tv_sec) + (double)(b->tv_nsec - a->tv_nsec) / 1e9;
+}
+
+/* Joins an ended thread and moves its outcome into the stats. */
+static int rewrite_reap(hdb_rewriter *rw)
+{
+    pthread_join(rw->thread, NULL);
+    rw->running = 0;
+    /* The thread is gone: its fields can be read without the lock. */
+    rw->st.last_seconds = seconds_between(&rw->started, &rw->ended);
+    rw->st.last_keys = rw->keys;
+    if (rw->ok) {
+        rw->st.completed++;
+        rw->st.last_status = 1;
+        rw->st.last_size = rw->size;
+        rw->st.last_error[0] = '\0';
+        return 1;
+    }
+    rw->st.failed++;
+    rw->st.last_status = -1;
+    snprintf(rw->st.last_error, sizeof rw->st.last_error, "%s", rw->error);
+    return -1;
+}
+
+int rewrite_poll(hdb_rewriter *rw)
+{
+    if (rw == NULL || !rw->running || rewrite_in_forked_child(rw))
+        return 0;
+    pthread_mutex_lock(&rw->lock);
+    int finished = rw->finished;
+    pthread_mutex_unlock(&rw->lock);
+    return finished ? rewrite_reap(rw) : 0;
+}
+
+int rewrite_running(const hdb_rewriter *rw)
+{
+    return rw != NULL && rw->running;
+}
+
+int rewrite_start(hdb_rewriter *rw, const uint64_t key[2], char *err, size_t errlen)
+{
+    rewrite_poll(rw);
+    if (rw->running) {
+        snprintf(err, errlen, "a rewrite of %s is already running", rw->path);
+        return -1;
+    }
+    rw->cancel = 0;
+    rw->finished = 0;
+    rw->ok = 0;
+    rw->error[0] = '\0';
+    rw->keys = 0;
+    rw->size = 0;
+    rw->key[0] = key[0];
+    rw->key[1] = key[1];
+    clock_gettime(CLOCK_MONOTONIC, &rw->started);
+    if (thread_start_quiet(&rw->thread, rewrite_thread_main, rw, "rewrite", err, errlen) != 0)
+        return -1;
+    rw->running = 1;
+    return 0;
+}
+
+int rewrite_wait(hdb_rewriter *rw, char *err, size_t errlen)
+{
+    if (rw->running) {
+        pthread_mutex_lock(&rw->lock);
+        while (!rw->finished)
+            pthread_cond_wait(&rw->done_cv, &rw->lock);
+        pthread_mutex_unlock(&rw->lock);
+        rewrite_reap(rw);
+    }
+    if (rw->st.last_status < 0) {
+        snprintf(err, errlen, "rewrite of %s failed: %s", rw->path, rw->st.last_error);
+        return -1;
+    }
+    return 0;
+}
+
+void rewrite_cancel(hdb_rewriter *rw)
+{
+    if (rw == NULL || !rw->running || rewrite_in_forked_child(rw))
+        return;
+    pthread_mutex_lock(&rw->lock);
+    rw->cancel = 1;
+    pthread_mutex_unlock(&rw->lock);
+    char ignored[HDB_ERRLEN];
+    rewrite_wait(rw, ignored, sizeof ignored);
+}
+
+void rewrite_free(hdb_rewriter *rw)
+{
+    if (rw == NULL)
+        return;
+    if (!rewrite_in_forked_child(rw)) {
+        rewrite_cancel(rw);
+        pthread_cond_destroy(&rw->done_cv);
+        pthread_cond_destroy(&rw->gate_cv);
+        pthread_mutex_destroy(&rw->gate);
+        pthread_mutex_destroy(&rw->lock);
+    }
+    /* In a forked child the parent's thread does not exist here and its
+     * locks may have been held at the fork: touch neither. */
+    free(rw->path);
+    free(rw->file_path);
+    free(rw);
+}
+
+void rewrite_get_stats(hdb_rewriter *rw, rewrite_stats *st)
+{
+    *st = rw->st;
+    st->running = rw->running;
+    st->memory = sizeof *rw;
+    if (rw->running && !rewrite_in_forked_child(rw)) {
+        pthread_mutex_lock(&rw->lock);
+        st->memory += rw->buf_cap;
+        pthread_mutex_unlock(&rw->lock);
+    }
+}
