@@ -30,11 +30,12 @@ local contents = helpers.contents
 -- and returns the last acknowledged and last synced operation numbers.
 -- With `pace` (ms after each write), also returns the highest operation
 -- acknowledged at least `age` seconds before the kill.
-local function run_and_kill(path, sync_time, fsync, prefix, sync_every, target, pace, age)
+local function run_and_kill(path, sync_time, fsync, prefix, sync_every, target, pace, age,
+                            rewrite_every)
   -- exec: the pid the shell prints is the writer's, and no shell is left
   -- to report the kill.
   local cmd = "echo $$; exec " .. helpers.lua_command("spec/support/crash_writer.lua",
-    path, sync_time, prefix, sync_every, tostring(fsync), pace)
+    path, sync_time, prefix, sync_every, tostring(fsync), pace or 0, rewrite_every or 0)
   local child = assert(io.popen(cmd, "r"))
   local pid = assert(tonumber(child:read("l")), "no pid from the writer")
   local acked, synced, killed = 0, 0, false
@@ -80,11 +81,15 @@ local function crash_loop(sync_time, fsync, kills, max_ops, sync_every, options)
       local prefix = "r" .. run .. ":"
       local target = options.pace and max_ops or math.random(0, max_ops)
       local acked, synced, old = run_and_kill(path, sync_time, fsync, prefix, sync_every, target,
-        options.pace, options.age)
+        options.pace, options.age, options.rewrite_every)
 
       local db = assert(hurrahdb.open(path, { on_warning = function() end }))
       local got = contents(db)
       assert(db:close())
+      -- A rewrite the kill interrupted leaves its temporary file; the open
+      -- removes it.
+      assert.is_false(helpers.file_exists(path .. ".rewrite"), "run " .. run
+        .. ": the temporary file of an interrupted rewrite is still there after the open")
 
       -- Earlier runs' data is exactly as it was.
       local mine = {}
@@ -139,6 +144,14 @@ describe("after kill -9 of the writing process", function()
     -- plus a wide margin for a flush on a shared, busy machine) must be in
     -- the file, with no sync() from the writer.
     crash_loop(50, true, 3, 1500, 0, { pace = 1, age = 1.0 })
+  end)
+
+  it("a store with sync_time = 0 rewritten in the background every 7 writes holds every acknowledged write", function()
+    crash_loop(0, true, KILLS or 30, 60, 0, { rewrite_every = 7 })
+  end)
+
+  it("a store with sync_time = 50 rewritten in the background every 20 writes holds a prefix with every synced write", function()
+    crash_loop(50, true, KILLS or 30, 400, 25, { rewrite_every = 20 })
   end)
 
   it("a store with fsync = false and sync_time = 0 holds every acknowledged write", function()

@@ -15,9 +15,14 @@
  *   pread delay <ms>                window between two steps of an open)
  *   fdatasync delay <ms>            fdatasync waits that long first (a slow disk)
  *
+ *   rename EIO                      rename fails (only with the prefix below)
+ *
  * Every interposed call counts itself in the control file's sibling
  * "<control>.hits" so a spec can check that a fault was really hit.
- * Only descriptors whose path ends in ".aof" are affected.
+ * Only descriptors whose path ends in ".aof" are affected; a rule prefixed
+ * with "rewrite " ("rewrite pwrite ENOSPC") affects only the temporary
+ * files of rewrites ("*.rewrite"), so that a rewrite can fail while the
+ * store's own file keeps working.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -36,6 +41,8 @@ typedef int (*fd_fn)(int);
 typedef int (*ftruncate_fn)(int, off_t);
 typedef int (*flock_fn)(int, int);
 typedef ssize_t (*pread_fn)(int, void *, size_t, off_t);
+
+static int ends_with(const char *s, size_t n, const char *suffix);
 
 /* The real close(2), for the shim's own files: the interposed close below
  * must not read the rule while reading the rule. */
@@ -67,7 +74,13 @@ static int fault_rule(char *rule, size_t cap)
     return rule[0] != '\0';
 }
 
-static int is_aof(int fd)
+static int ends_with(const char *s, size_t n, const char *suffix)
+{
+    size_t k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+static int is_target(int fd, int rewrite_only)
 {
     char link[64], target[4096];
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
@@ -75,7 +88,19 @@ static int is_aof(int fd)
     if (n < 4)
         return 0;
     target[n] = '\0';
-    return strcmp(target + n - 4, ".aof") == 0;
+    return ends_with(target, (size_t)n, rewrite_only ? ".rewrite" : ".aof");
+}
+
+/* Reads the current rule into rule (without its "rewrite " prefix) and
+ * returns 1 if there is one and it applies to fd. */
+static int rule_for(int fd, char *rule, size_t cap)
+{
+    if (!fault_rule(rule, cap))
+        return 0;
+    int rewrite_only = strncmp(rule, "rewrite ", 8) == 0;
+    if (rewrite_only)
+        memmove(rule, rule + 8, strlen(rule + 8) + 1);
+    return is_target(fd, rewrite_only);
 }
 
 static void count_hit(void)
@@ -111,7 +136,7 @@ ssize_t pwrite(int fd, const void *buf, size_t len, off_t off)
     if (real == NULL)
         real = (pwrite_fn)dlsym(RTLD_NEXT, "pwrite");
     char rule[128];
-    if (!fault_rule(rule, sizeof rule) || strncmp(rule, "pwrite ", 7) != 0 || !is_aof(fd))
+    if (!rule_for(fd, rule, sizeof rule) || strncmp(rule, "pwrite ", 7) != 0)
         return real(fd, buf, len, off);
     count_hit();
     size_t half = len > 1 ? len / 2 : len;
@@ -131,7 +156,7 @@ ssize_t pwritev(int fd, const struct iovec *iov, int iovcnt, off_t off)
     if (real == NULL)
         real = (pwritev_fn)dlsym(RTLD_NEXT, "pwritev");
     char rule[128];
-    if (!fault_rule(rule, sizeof rule) || strncmp(rule, "pwrite ", 7) != 0 || !is_aof(fd))
+    if (!rule_for(fd, rule, sizeof rule) || strncmp(rule, "pwrite ", 7) != 0)
         return real(fd, iov, iovcnt, off);
     /* Flattened, so that the pwrite rules (half of the bytes) apply as they
      * are; the pwrite above counts the hit. */
@@ -161,7 +186,7 @@ static void maybe_delay(const char *op, int fd)
 {
     char rule[128], want[32];
     snprintf(want, sizeof want, "%s delay ", op);
-    if (!fault_rule(rule, sizeof rule) || strncmp(rule, want, strlen(want)) != 0 || !is_aof(fd))
+    if (!rule_for(fd, rule, sizeof rule) || strncmp(rule, want, strlen(want)) != 0)
         return;
     count_hit();
     usleep((useconds_t)atoi(rule + strlen(want)) * 1000);
@@ -191,7 +216,7 @@ int close(int fd)
     if (real == NULL)
         real = (fd_fn)dlsym(RTLD_NEXT, "close");
     char rule[128];
-    if (!fault_rule(rule, sizeof rule) || !rule_errno(rule, "close") || !is_aof(fd))
+    if (!rule_for(fd, rule, sizeof rule) || !rule_errno(rule, "close"))
         return real(fd);
     count_hit();
     real(fd);
@@ -206,7 +231,7 @@ int fdatasync(int fd)
         real = (fd_fn)dlsym(RTLD_NEXT, "fdatasync");
     maybe_delay("fdatasync", fd);
     char rule[128];
-    if (!fault_rule(rule, sizeof rule) || !rule_errno(rule, "fdatasync") || !is_aof(fd))
+    if (!rule_for(fd, rule, sizeof rule) || !rule_errno(rule, "fdatasync"))
         return real(fd);
     count_hit();
     errno = rule_errno(rule, "fdatasync");
@@ -219,9 +244,23 @@ int ftruncate(int fd, off_t len)
     if (real == NULL)
         real = (ftruncate_fn)dlsym(RTLD_NEXT, "ftruncate");
     char rule[128];
-    if (!fault_rule(rule, sizeof rule) || !rule_errno(rule, "ftruncate") || !is_aof(fd))
+    if (!rule_for(fd, rule, sizeof rule) || !rule_errno(rule, "ftruncate"))
         return real(fd, len);
     count_hit();
     errno = rule_errno(rule, "ftruncate");
+    return -1;
+}
+
+int rename(const char *from, const char *to)
+{
+    static int (*real)(const char *, const char *);
+    if (real == NULL)
+        real = (int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename");
+    char rule[128];
+    if (!fault_rule(rule, sizeof rule) || strcmp(rule, "rewrite rename EIO") != 0 ||
+        !ends_with(from, strlen(from), ".rewrite"))
+        return real(from, to);
+    count_hit();
+    errno = EIO;
     return -1;
 }

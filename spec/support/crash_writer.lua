@@ -5,9 +5,14 @@
 -- arg[5] is the fsync option ("true" or "false"); arg[6], if given, a pause
 -- in ms after each operation, and then each ack also carries the time
 -- (socket.gettime) it returned: "ack N T".
+-- arg[7], if given and not 0, starts a rewrite (db:rewrite(), in the
+-- background) after every arg[7] operations, so that kills land during
+-- rewrites.
 -- Operation N deletes key N-5 when N is a multiple of 10, else sets key N.
 local hurrahdb = require "hurrahdb"
 local pace = tonumber(arg[6] or "")
+if pace == 0 then pace = nil end
+local rewrite_every = tonumber(arg[7] or "") or 0
 local socket = pace and require "socket"
 io.stdout:setvbuf("no")
 
@@ -28,6 +33,10 @@ while true do
     socket.sleep(pace / 1000)
   else
     print("ack " .. n)
+  end
+  if rewrite_every > 0 and n % rewrite_every == 0 then
+    local ok, err = db:rewrite()
+    assert(ok or err:find("already running", 1, true), err)
   end
   if sync_every > 0 and n % sync_every == 0 then
     assert(db:sync())
