@@ -609,11 +609,20 @@ void flusher_tail_stop(hdb_flusher *f)
     pthread_mutex_unlock(&f->buf_lock);
 }
 
-int flusher_switch(hdb_flusher *f, int fd, uint64_t size, const uint64_t file_key[2],
+int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t file_key[2],
                    uint64_t next_seq, int (*install)(void *ud, char *err, size_t errlen),
                    void *ud, char *err, size_t errlen)
 {
+    /* io_lock keeps the flusher off the old file from here on. Records the
+     * old file received since the rewrite's last take of the tail may have
+     * been reported durable (sync_time 0, or a sync): they are taken now and
+     * made durable in the new file before it takes the name. What is
+     * appended after this take was never written anywhere: it becomes the
+     * new file's pending records. */
     pthread_mutex_lock(&f->io_lock);
+    uint64_t size = *size_io;
+    hdb_buf last;
+    hdb_buf_init(&last);
     pthread_mutex_lock(&f->buf_lock);
     int refuse = f->exiting || f->tail_overflowed || !f->tail_on;
     if (f->exiting)
@@ -621,11 +630,31 @@ int flusher_switch(hdb_flusher *f, int fd, uint64_t size, const uint64_t file_ke
     else if (refuse)
         snprintf(err, errlen, "writes outpaced the rewrite (more than %" PRIu64 " bytes "
                  "written meanwhile waited for it)", f->max_pending);
-    f->tail_switching = !refuse;
+    if (!refuse) {
+        hdb_buf_swap(&last, &f->tail);
+        f->tail_last_len = 0;
+        f->tail_switching = 1;
+    }
     pthread_mutex_unlock(&f->buf_lock);
-    /* io_lock keeps the flusher off the old file from here on: nothing is
-     * written to it while the new one takes its name. */
-    int installed = !refuse && install(ud, err, errlen) == 0;
+    int installed = 0;
+    if (!refuse) {
+        int e = 0;
+        const char *what = "write";
+        if (last.len > 0 && (e = file_write_batch(fd, file_key, next_seq, last.data, last.len,
+                                                  &size)) == 0) {
+            next_seq++;
+            if (fdatasync(fd) != 0) {
+                e = errno;
+                what = "fdatasync";
+            }
+        }
+        if (e != 0)
+            snprintf(err, errlen, "cannot %s the rewritten file of %s: %s", what, f->path,
+                     strerror(e));
+        else
+            installed = install(ud, err, errlen) == 0;
+    }
+    hdb_buf_free(&last);
     pthread_mutex_lock(&f->buf_lock);
     f->tail_switching = 0;
     if (!installed) {
@@ -633,10 +662,9 @@ int flusher_switch(hdb_flusher *f, int fd, uint64_t size, const uint64_t file_ke
         pthread_mutex_unlock(&f->io_lock);
         return -1;
     }
-    /* Everything appended before the tail's last take is in the new file;
-     * what was appended since is the tail, which becomes the pending
-     * records of the new file. The old file's unwritten records are covered
-     * by the new file, so they are dropped with it. */
+    /* Everything appended before the take above is in the new file; the
+     * old file's unwritten records are covered by it, so they are dropped
+     * with the old file. */
     hdb_buf_swap(&f->pending, &f->tail);
     hdb_buf_free(&f->tail);
     f->tail_on = 0;
@@ -649,6 +677,7 @@ int flusher_switch(hdb_flusher *f, int fd, uint64_t size, const uint64_t file_ke
     f->fd = fd;
     f->file_size = size;
     f->file_bytes = size;
+    *size_io = size;
     f->file_key[0] = file_key[0];
     f->file_key[1] = file_key[1];
     f->next_seq = next_seq;

@@ -91,13 +91,16 @@ int flusher_tail_take(hdb_flusher *f, hdb_buf *out, char *err, size_t errlen);
 /* Stops the copying and drops the tail (a rewrite that failed). */
 void flusher_tail_stop(hdb_flusher *f);
 
-/* Moves the store onto its rewritten file: with the flusher kept off the
- * old file, calls install (which gives the new file its name durably); if
- * that succeeds, the new file (fd, locked, `size` bytes, file_key,
- * next_seq) becomes the flusher's, the tail becomes its pending records,
- * and the old file is unlocked and closed. Fails, changing nothing, if the
- * tail overflowed, the process is exiting, or install fails. */
-int flusher_switch(hdb_flusher *f, int fd, uint64_t size, const uint64_t file_key[2],
+/* Moves the store onto its rewritten file (fd, locked, *size_io bytes,
+ * file_key, next batch next_seq). With the flusher kept off the old file,
+ * writes the tail (records appended since the rewrite's last take, which
+ * the old file may already have made durable) into the new file and syncs
+ * it, then calls install, which gives the new file its name durably. If
+ * that succeeds, the new file becomes the flusher's (*size_io its size),
+ * the records appended since become its pending records, and the old file
+ * is unlocked and closed. Fails, changing nothing, if the tail overflowed,
+ * the process is exiting, or a write, sync or install fails. */
+int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t file_key[2],
                    uint64_t next_seq, int (*install)(void *ud, char *err, size_t errlen),
                    void *ud, char *err, size_t errlen);
 

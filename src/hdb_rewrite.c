@@ -318,7 +318,7 @@ static int rewrite_run(rewrite_job *job)
     uint32_t end = cursor;
     if (rewrite_take_chunk(job, &end) < 0 || rewrite_write_out(job) != 0 || rewrite_sync(job) != 0)
         return -1;
-    if (flusher_switch(rw->aof, job->fd, job->offset, rw->key, job->seq, rewrite_install_cb, job,
+    if (flusher_switch(rw->aof, job->fd, &job->offset, rw->key, job->seq, rewrite_install_cb, job,
                        job->err, sizeof job->err) != 0)
         return -1;
     job->fd = -1; /* the flusher's now */
