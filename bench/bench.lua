@@ -816,7 +816,7 @@ local M = opts["open-keys"]
 local open_path = tmp .. "/open.aof"
 log("writing a %d-key AOF", M)
 do
-  local db = assert(hurrahdb.new { path = open_path, sync_time = 1000 })
+  local db = assert(hurrahdb.new { path = open_path, sync_time = 1000, auto_rewrite_percentage = 0 })
   local value = kinds[1].value
   for i = 1, M do assert(db:set("user:" .. i, value(i))) end
   assert(db:close())
@@ -879,6 +879,127 @@ local open = {
   r_mem = median_of(r_mem), r_rss = median_of(r_rss),
   faults = median_of(h_faults), fault_cost = median_of(fault_costs), thp = median_of(thp_times),
 }
+
+---------------------------------------------------------------------------
+-- Compaction: the rewrite of the same 1,000,000-key store against the
+-- disk's sequential write speed (dd, in turns with it), the latency of sets
+-- while a rewrite runs against the same sets without one (in turns too),
+-- and a workload of overwrites: its file and open time before and after a
+-- rewrite, and the file automatic rewrites leave
+---------------------------------------------------------------------------
+
+local compaction = { runs = 3 }
+do
+  local dd_rates, rw_rates, rw_keys, rw_bytes = {}, {}, {}, {}
+  local lat_without, lat_with = {}, {}
+  local rewrites_during = 0
+  local copy = tmp .. "/rewrite.aof"
+  os.execute("cp " .. quote(open_path) .. " " .. quote(copy))
+  local db = assert(hurrahdb.new { path = copy, sync_time = 1000, auto_rewrite_percentage = 0 })
+  local value = kinds[1].value
+  -- Latencies of sets overwriting random keys of the store, into lat; with
+  -- `during`, only while a rewrite runs (started first), checking every 256
+  -- sets (the check is not timed); else `count` sets.
+  local function set_latencies(lat, during, count)
+    local n = 0
+    while true do
+      for _ = 1, 256 do
+        n = n + 1
+        local i = math.random(1, M)
+        local v = value(i)
+        local t0 = now()
+        db:set("user:" .. i, v)
+        lat[#lat + 1] = now() - t0
+      end
+      if during then
+        if not db:stats().rewrite_running then return n end
+      elseif n >= count then
+        return n
+      end
+    end
+  end
+  for run = 1, compaction.runs do
+    os.execute("sync")
+    log("compaction %d: dd writes 256 MiB", run)
+    local ddout = sh("LC_ALL=C dd if=/dev/zero of=" .. quote(tmp .. "/dd.bin") ..
+      " bs=1M count=256 conv=fdatasync 2>&1; rm -f " .. quote(tmp .. "/dd.bin"))
+    local secs = tonumber(ddout:match("copied, ([%d.]+) s"))
+    assert(secs, "dd gave no time: " .. ddout)
+    dd_rates[#dd_rates + 1] = 256 * 1024 * 1024 / secs
+    os.execute("sync")
+    log("compaction %d: rewrite of %d keys", run, M)
+    local t0 = now()
+    assert(db:rewrite { wait = true })
+    local dt = now() - t0
+    local st = db:stats()
+    rw_rates[#rw_rates + 1] = st.aof_bytes / dt
+    rw_keys[#rw_keys + 1] = st.keys / dt
+    rw_bytes[#rw_bytes + 1] = st.aof_bytes
+    log("compaction %d: set latency, without and with a rewrite running", run)
+    collectgarbage()
+    local with = {}
+    assert(db:rewrite())
+    local n = set_latencies(with, true)
+    rewrites_during = rewrites_during + 1
+    for _, l in ipairs(with) do lat_with[#lat_with + 1] = l end
+    assert(db:rewrite { wait = true }) -- its outcome
+    collectgarbage()
+    set_latencies(lat_without, false, n)
+  end
+  assert(db:close())
+  table.sort(lat_with)
+  table.sort(lat_without)
+  local function lat_row(l)
+    return { n = #l, p50 = percentile(l, 0.5), p99 = percentile(l, 0.99), p999 = percentile(l, 0.999),
+             max = l[#l] }
+  end
+  compaction.dd = median_of(dd_rates)
+  compaction.rate = median_of(rw_rates)
+  compaction.keys_rate = median_of(rw_keys)
+  compaction.bytes = median_of(rw_bytes)
+  compaction.without = lat_row(lat_without)
+  compaction.with = lat_row(lat_with)
+
+  -- The overwrite workload: 1,000 keys overwritten 2,000 times.
+  local function open_seconds(path)
+    local times = {}
+    for _ = 1, 3 do
+      local line = sh(("%s %s --measure-open %s"):format(arg[-1] or "lua5.4", quote(arg[0]), quote(path)))
+      times[#times + 1] = assert(tonumber(line:match("^(%S+)")), "measuring the open failed: " .. line)
+    end
+    return median_of(times)
+  end
+  local function overwrite(path, options)
+    local w = assert(hurrahdb.new(setmetatable({ path = path, sync_time = 1000 }, { __index = options })))
+    for r = 1, 2000 do
+      for i = 1, 1000 do assert(w:set("key:" .. i, { id = i, round = r, name = "user " .. i })) end
+    end
+    assert(w:sync())
+    return w
+  end
+  log("compaction: 1,000 keys overwritten 2,000 times")
+  local over = tmp .. "/overwrite.aof"
+  local w = overwrite(over, { auto_rewrite_percentage = 0 })
+  assert(w:close())
+  compaction.over_before = file_size(over)
+  compaction.open_before = open_seconds(over)
+  w = assert(hurrahdb.open(over, { auto_rewrite_percentage = 0 }))
+  assert(w:rewrite { wait = true })
+  compaction.live = w:stats().live_bytes
+  assert(w:close())
+  compaction.over_after = file_size(over)
+  compaction.open_after = open_seconds(over)
+  log("compaction: the same with automatic rewrites (default options)")
+  local auto = tmp .. "/overwrite-auto.aof"
+  w = overwrite(auto, {})
+  local st = w:stats()
+  compaction.auto_rewrites = st.rewrites
+  assert(w:close())
+  compaction.auto_size = file_size(auto)
+  os.remove(over)
+  os.remove(auto)
+  os.remove(copy)
+end
 
 ---------------------------------------------------------------------------
 -- Instructions per set, counted by callgrind: the work a set does, which
@@ -1096,6 +1217,34 @@ say("| page faults during the open | %.0f (%.1f µs each here: %.3f s) | | |", o
   open.fault_cost * 1e6, open.faults * open.fault_cost)
 say("| memory per key | %.1f B (RSS growth; %.1f B by stats().memory) | %.1f B (INFO used_memory - used_memory_startup; RSS %.0f B) | %.2f |",
   open.h_rss, open.h_mem, open.r_mem, open.r_rss, open.h_rss / open.r_mem)
+
+say("")
+say("## Compaction")
+say("")
+mark_start("compaction")
+say("| | measured |")
+say("|---|---:|")
+say("| rewrite of the %d-key store (%.1f MB written, median of %d) | %.0f MB/s, %.0f keys/s |", M,
+  compaction.bytes / 1e6, compaction.runs, compaction.rate / 1e6, compaction.keys_rate)
+say("| the disk's sequential write (`dd bs=1M count=256 conv=fdatasync`, in turns with the rewrites) | %.0f MB/s |",
+  compaction.dd / 1e6)
+say("| rewrite / disk | %.2f |", compaction.rate / compaction.dd)
+local function lat(r)
+  return ("%s / %s / %s / %s µs"):format(us(r.p50), us(r.p99), us(r.p999), us(r.max))
+end
+say("| set p50 / p99 / p99.9 / max, no rewrite running (%d sets) | %s |", compaction.without.n, lat(compaction.without))
+say("| set p50 / p99 / p99.9 / max, while a rewrite runs (%d sets, during %d rewrites) | %s |", compaction.with.n,
+  compaction.runs, lat(compaction.with))
+say("| 1,000 keys overwritten 2,000 times: file, open | %.1f MB, %.3f s |", compaction.over_before / 1e6,
+  compaction.open_before)
+say("| the same after `db:rewrite()`: file, open | %.1f KB (live records %.1f KB), %.4f s |",
+  compaction.over_after / 1e3, compaction.live / 1e3, compaction.open_after)
+say("| the same workload with automatic rewrites (default options: 64 MiB, 100%%): file at the end, rewrites | %.1f MB, %d |",
+  compaction.auto_size / 1e6, compaction.auto_rewrites)
+mark_end("compaction")
+say("")
+say("The sets are overwrites of random keys of the store, timed one by one; the rewrite runs on its")
+say("own thread, and a set waits for it at most while it copies one chunk (256 keys or 64 KiB).")
 
 if instructions then
   say("")
@@ -1360,6 +1509,18 @@ for _, kind in ipairs(kinds) do
 end
 target(("opening %d keys ≥ 4x faster than Redis %s loads the same file"):format(M, machine.redis),
   ("%.2fx"):format(open.redis / open.hurrahdb), open.redis >= 4 * open.hurrahdb, why_open)
+target(("rewrite of %d keys ≥ 0.5x the disk's sequential write speed"):format(M),
+  ("%.2fx (%.0f vs %.0f MB/s)"):format(compaction.rate / compaction.dd, compaction.rate / 1e6, compaction.dd / 1e6),
+  compaction.rate >= 0.5 * compaction.dd, function()
+    return ("The rewrite wrote %.1f MB in %.3f s. It copies the table in chunks under a lock, formats"
+      .. "\nthe records and writes batches of 1 MiB, with an fdatasync every 64 MiB and at the end."):format(
+      compaction.bytes / 1e6, compaction.bytes / compaction.rate)
+  end)
+target("longest set while a rewrite runs < 2 ms", ("%s µs"):format(us(compaction.with.max)),
+  compaction.with.max < 0.002, function()
+    return ("Without a rewrite the longest set took %s µs; p99.9 was %s µs with one and %s µs without."):format(
+      us(compaction.without.max), us(compaction.with.p999), us(compaction.without.p999))
+  end)
 target("memory per key ≤ 112 B, small mixed values", ("%.1f B"):format(open.h_rss), open.h_rss <= 112,
   why_memory)
 for _, op in ipairs({ "get", "set" }) do
@@ -1624,6 +1785,16 @@ local function readme_summary()
   put("  transparent huge pages (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`) it takes %.3f s (%.2fx).", open.thp,
     open.redis / open.thp)
   put("  The store holds %.1f B per key (RSS), %.2f of Redis's %.1f B.", open.h_rss, open.h_rss / open.r_mem, open.r_mem)
+  put("- **Compaction**: a rewrite of the %d-key store wrote %.0f MB/s (%.2f of the disk's sequential", M,
+    compaction.rate / 1e6, compaction.rate / compaction.dd)
+  put("  write, %.0f MB/s by dd here), %.0f keys a second. While it ran, sets took %s µs at p50, %s at", compaction.dd / 1e6,
+    compaction.keys_rate, us(compaction.with.p50), us(compaction.with.p999))
+  put("  p99.9 and %s at most (%s, %s and %s without a rewrite). 1,000 keys overwritten 2,000 times", us(compaction.with.max),
+    us(compaction.without.p50), us(compaction.without.p999), us(compaction.without.max))
+  put("  left a %.1f MB file that opened in %.3f s; rewritten, %.1f KB, opened in %.4f s. With the", compaction.over_before / 1e6,
+    compaction.open_before, compaction.over_after / 1e3, compaction.open_after)
+  put("  default automatic rewrites the same workload ended with a %.1f MB file (%d rewrites).", compaction.auto_size / 1e6,
+    compaction.auto_rewrites)
   local met, missed_list = 0, {}
   for _, t in ipairs(targets) do
     if t[3] then met = met + 1 elseif t[3] == false then missed_list[#missed_list + 1] = t[1] .. " (" .. t[2] .. ")" end

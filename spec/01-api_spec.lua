@@ -212,7 +212,7 @@ describe("options", function()
   local ranges = {
     sync_time = { 0, 86400000 }, lock_timeout = { 0, 86400000 }, max_pending = { 4096, 1099511627776 },
   }
-  local KNOWN = "path, sync_time, fsync, repair, lock_timeout, max_pending, on_warning"
+  local KNOWN = "path, sync_time, fsync, repair, lock_timeout, max_pending, auto_rewrite_percentage, auto_rewrite_min_size, on_warning"
 
   -- { description, function(opts) that calls it, its name in messages }
   local callers = {

@@ -91,6 +91,44 @@ describe("hurrahdb in nginx with two workers, one store per worker", function()
     assert.same({}, server:errors())
   end)
 
+  it("rewrites each worker's file automatically, with the options given to init, keeping every write", function()
+    server:destroy()
+    local conf = EXAMPLE_CONF:gsub("{ sync_time = 100 }", "{ sync_time = 100, auto_rewrite_min_size = 32768 }", 1)
+    assert.is_not.equals(EXAMPLE_CONF, conf)
+    server = nginx.new(conf):start()
+    local latest = {}
+    local conn = assert(nginx.connect(server.port))
+    for i = 1, 4000 do
+      local key = "k" .. (i % 20)
+      local value = { i = i, pad = string.rep("p", 60) }
+      local worker = put(conn, key, value)
+      if not worker then
+        conn:close()
+        conn = assert(nginx.connect(server.port))
+        worker = assert(put(conn, key, value))
+      end
+      latest[worker] = latest[worker] or {}
+      latest[worker][key] = value
+    end
+    conn:close()
+    server:stop()
+    -- 4000 records of about 120 bytes: without rewrites the two files would
+    -- hold about 480 KB.
+    local total = 0
+    for id = 0, WORKERS - 1 do
+      local size = #(helpers.read_file(server.prefix .. "/data/worker-" .. id .. ".aof") or "")
+      total = total + size
+      assert.is_true(size < 80 * 1024, "worker " .. id .. "'s file has " .. size .. " bytes")
+    end
+    assert.is_true(total > 0)
+    server:start()
+    local by_worker = dumps(server.port)
+    for worker, data in pairs(latest) do
+      for key, value in pairs(data) do assert.same(value, by_worker[worker][key]) end
+    end
+    assert.same({}, server:errors())
+  end)
+
   it("loses no acknowledged write, and logs no error, when reloaded while a client writes", function()
     local old_workers = server:worker_pids()
     assert.equals(WORKERS, #old_workers)

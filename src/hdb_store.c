@@ -26,6 +26,13 @@
 #include <sys/vfs.h>
 #endif
 
+/* About how many bytes of records between two checks of the file's growth
+ * for an automatic rewrite (the check takes the flusher's lock): at most
+ * this many, and an eighth of auto_rewrite_min_size if that is less (but
+ * not under the floor), so that a small threshold is not overshot by far. */
+#define AUTO_CHECK_BYTES (256u << 10)
+#define AUTO_CHECK_FLOOR (4u << 10)
+
 struct hdb_store {
     hdb_table table;
     hdb_flusher *aof;   /* NULL for a memory-only store, or once closed */
@@ -43,6 +50,7 @@ struct hdb_store {
     uint64_t auto_min_size;
     uint64_t base_size;     /* file size after the last rewrite or the open */
     uint64_t since_check;   /* about the bytes appended since growth was last checked */
+    uint64_t check_every;   /* ... and how many make the next check */
     unsigned auto_failures; /* automatic rewrites failed in a row */
     struct timespec auto_not_before; /* backing off after a failed one */
     int auto_started;       /* the running rewrite was started automatically */
@@ -671,6 +679,9 @@ hdb_store *hdb_open(const hdb_options *opt, char *err, size_t errlen)
     }
     s->auto_percentage = opt->auto_rewrite_percentage;
     s->auto_min_size = opt->auto_rewrite_min_size;
+    s->check_every = AUTO_CHECK_BYTES;
+    if (s->auto_min_size / 8 < s->check_every)
+        s->check_every = s->auto_min_size / 8 > AUTO_CHECK_FLOOR ? s->auto_min_size / 8 : AUTO_CHECK_FLOOR;
     s->base_size = size;
     registry_add(s);
     return s;
@@ -742,9 +753,6 @@ static int check_lengths(size_t key_len, size_t val_len, char *err, size_t errle
     return 0;
 }
 
-/* About how many bytes of records between two checks of the file's growth
- * for an automatic rewrite: the check takes the flusher's lock. */
-#define AUTO_CHECK_BYTES (256u << 10)
 
 /* The first automatic retry after a failed automatic rewrite waits this
  * long; each further failure in a row doubles it, up to the maximum. */
@@ -792,7 +800,7 @@ static void store_after_write(hdb_store *s, size_t bytes)
     if (s->rw == NULL)
         return;
     s->since_check += bytes + 32;
-    if (s->since_check < AUTO_CHECK_BYTES)
+    if (s->since_check < s->check_every)
         return;
     s->since_check = 0;
     store_after_rewrite(s, rewrite_poll(s->rw));
