@@ -89,9 +89,11 @@ int file_sync_parent_dir(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "cannot sync directory %s: %s", dir, strerror(errno));
         rc = -1;
     }
+    int saved = errno;
     if (fd >= 0)
         close(fd);
     free(dir);
+    errno = saved; /* the caller may report it */
     return rc;
 }
 

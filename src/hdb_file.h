@@ -11,6 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Room for the messages of this unit. */
+#define HDB_FILE_ERRLEN 512
+
 /* Writes all of buf at offset. Returns 0, or an errno value. A write that
  * returns 0 is reported as ENOSPC, the only reason a regular file accepts
  * nothing. */

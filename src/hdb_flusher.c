@@ -56,6 +56,9 @@ struct hdb_flusher {
     uint64_t file_size;     /* end of the last complete batch on disk */
     uint64_t next_seq;      /* number of the next batch written */
     int tail_dirty;         /* a failed write may have left bytes past file_size */
+    char *dir_unsynced;     /* a rewritten file took the name, and the sync of its
+                               directory failed: retried before the next batch,
+                               which could not survive a power loss before it */
 
     /* While a rewrite runs (see hdb_rewrite.h), every record appended is
      * also copied into `tail`, which the rewrite takes from time to time;
@@ -138,8 +141,20 @@ static int flusher_flush_locked(hdb_flusher *f, char *err, size_t errlen)
     f->writing_cap = f->writing.cap;
     pthread_mutex_unlock(&f->buf_lock);
 
-    if (f->writing.len == 0 && !f->tail_dirty)
+    if (f->writing.len == 0 && !f->tail_dirty && f->dir_unsynced == NULL)
         return 0;
+
+    if (f->dir_unsynced != NULL) {
+        char why[HDB_FILE_ERRLEN];
+        if (file_sync_parent_dir(f->dir_unsynced, why, sizeof why) != 0) {
+            flusher_record_error(f, "cannot sync the directory of", errno, err, errlen);
+            return -1;
+        }
+        free(f->dir_unsynced);
+        f->dir_unsynced = NULL;
+        if (f->writing.len == 0 && !f->tail_dirty)
+            return 0;
+    }
 
     if (f->tail_dirty) {
         if (ftruncate(f->fd, (off_t)f->file_size) != 0) {
@@ -533,6 +548,7 @@ void flusher_free(hdb_flusher *f)
     hdb_buf_free(&f->pending);
     hdb_buf_free(&f->writing);
     hdb_buf_free(&f->tail);
+    free(f->dir_unsynced);
     free(f->path);
     free(f);
 }
@@ -610,9 +626,17 @@ void flusher_tail_stop(hdb_flusher *f)
 }
 
 int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t file_key[2],
-                   uint64_t next_seq, int (*install)(void *ud, char *err, size_t errlen),
+                   uint64_t next_seq, const char *file_path,
+                   int (*install)(void *ud, char *err, size_t errlen),
                    void *ud, char *err, size_t errlen)
 {
+    /* Taken first: once the file is renamed, nothing may fail for want of
+     * memory before the flusher knows its directory still needs a sync. */
+    char *dir_of = strdup(file_path);
+    if (dir_of == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     /* io_lock keeps the flusher off the old file from here on. Records the
      * old file received since the rewrite's last take of the tail may have
      * been reported durable (sync_time 0, or a sync): they are taken now and
@@ -655,13 +679,27 @@ int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t fil
             installed = install(ud, err, errlen) == 0;
     }
     hdb_buf_free(&last);
+    /* The name is durable only once its directory is synced. If that fails,
+     * the next flush retries it before its batch, and fails (refusing
+     * writes, or in synchronous mode the write) while it keeps failing: a
+     * write acknowledged in the new file before the name is durable could
+     * vanish with it at a power loss. */
+    int dir_synced = 0;
+    char dir_err[HDB_FILE_ERRLEN];
+    if (installed)
+        dir_synced = file_sync_parent_dir(dir_of, dir_err, sizeof dir_err) == 0;
     pthread_mutex_lock(&f->buf_lock);
     f->tail_switching = 0;
     if (!installed) {
         pthread_mutex_unlock(&f->buf_lock);
         pthread_mutex_unlock(&f->io_lock);
+        free(dir_of);
         return -1;
     }
+    free(f->dir_unsynced);
+    f->dir_unsynced = dir_synced ? NULL : dir_of;
+    if (dir_synced)
+        free(dir_of);
     /* Everything appended before the take above is in the new file; the
      * old file's unwritten records are covered by it, so they are dropped
      * with the old file. */
@@ -696,7 +734,7 @@ int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t fil
 uint64_t flusher_file_size(hdb_flusher *f)
 {
     int locked = flusher_lock_stats(f);
-    uint64_t n = f->file_bytes;
+    uint64_t n = f->file_bytes + f->pending.len + f->inflight_bytes;
     if (locked)
         pthread_mutex_unlock(&f->buf_lock);
     return n;

@@ -95,16 +95,19 @@ void flusher_tail_stop(hdb_flusher *f);
  * file_key, next batch next_seq). With the flusher kept off the old file,
  * writes the tail (records appended since the rewrite's last take, which
  * the old file may already have made durable) into the new file and syncs
- * it, then calls install, which gives the new file its name durably. If
- * that succeeds, the new file becomes the flusher's (*size_io its size),
+ * it, then calls install, which renames it to file_path, and syncs that
+ * directory (a failed sync is retried by every flush, which fails until it
+ * succeeds). If install succeeds, the new file becomes the flusher's (*size_io its size),
  * the records appended since become its pending records, and the old file
  * is unlocked and closed. Fails, changing nothing, if the tail overflowed,
  * the process is exiting, or a write, sync or install fails. */
 int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t file_key[2],
-                   uint64_t next_seq, int (*install)(void *ud, char *err, size_t errlen),
+                   uint64_t next_seq, const char *file_path,
+                   int (*install)(void *ud, char *err, size_t errlen),
                    void *ud, char *err, size_t errlen);
 
-/* Bytes written to the file so far, header included. */
+/* Bytes the file holds once what is pending is written (its batch lines
+ * aside), header included. */
 uint64_t flusher_file_size(hdb_flusher *f);
 
 /* True in a child process forked after the flusher started. */

@@ -96,6 +96,7 @@ int rewrite_file_create(const char *file_path, const uint64_t key[2], char **tmp
         goto fail;
     }
     if (lock_acquire(fd, tmp, 0, err, errlen) != 0) {
+        snprintf(err, errlen, "cannot lock %s: another process replaced or locked it", tmp);
         close(fd);
         unlink(tmp);
         free(tmp);
@@ -137,26 +138,24 @@ fail:
     return -1;
 }
 
-int rewrite_file_install(const char *tmp, const char *file_path, char *err, size_t errlen)
+int rewrite_file_rename(const char *tmp, const char *file_path, char *err, size_t errlen)
 {
     if (rename(tmp, file_path) != 0) {
         snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, file_path, strerror(errno));
         return -1;
     }
-    char ignored[HDB_ERRLEN];
-    /* The new file is in place and whole; only its name's durability is in
-     * doubt if this fails: the next sync of the directory (any later rename
-     * or create there) makes it durable, and until then a crash brings back
-     * the old file, which is whole too. */
-    file_sync_parent_dir(file_path, ignored, sizeof ignored);
     return 0;
 }
 
 void rewrite_file_discard(int fd, const char *tmp)
 {
     /* Removed while still locked, so that nobody can be waiting for a lock
-     * on a file that is about to have no name. */
-    unlink(tmp);
+     * on a file that is about to have no name; and only if the name is
+     * still this file's (never another store's temporary file). */
+    struct stat held, named;
+    if (fstat(fd, &held) == 0 && stat(tmp, &named) == 0 && held.st_dev == named.st_dev &&
+        held.st_ino == named.st_ino)
+        unlink(tmp);
     lock_release(fd);
     close(fd);
 }
@@ -288,7 +287,7 @@ static int rewrite_sync(rewrite_job *job)
 static int rewrite_install_cb(void *ud, char *err, size_t errlen)
 {
     rewrite_job *job = ud;
-    return rewrite_file_install(job->tmp, job->rw->file_path, err, errlen);
+    return rewrite_file_rename(job->tmp, job->rw->file_path, err, errlen);
 }
 
 static int rewrite_run(rewrite_job *job)
@@ -318,7 +317,8 @@ static int rewrite_run(rewrite_job *job)
     uint32_t end = cursor;
     if (rewrite_take_chunk(job, &end) < 0 || rewrite_write_out(job) != 0 || rewrite_sync(job) != 0)
         return -1;
-    if (flusher_switch(rw->aof, job->fd, &job->offset, rw->key, job->seq, rewrite_install_cb, job,
+    if (flusher_switch(rw->aof, job->fd, &job->offset, rw->key, job->seq, rw->file_path,
+                       rewrite_install_cb, job,
                        job->err, sizeof job->err) != 0)
         return -1;
     job->fd = -1; /* the flusher's now */

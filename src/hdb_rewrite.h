@@ -88,11 +88,12 @@ void rewrite_get_stats(hdb_rewriter *rw, rewrite_stats *st);
  * rewrite_file_create: creates "<file_path>.rewrite" (removing one a crash
  * left), locks it before anyone can know it, gives it the owner and
  * permissions of file_path, and writes a header with key. *tmp is
- * malloc'd. rewrite_file_install: renames it over file_path and syncs the
- * directory. rewrite_file_discard: unlocks, closes and removes it. */
+ * malloc'd. rewrite_file_rename: renames it over file_path (the caller
+ * syncs the directory). rewrite_file_discard: removes it (if the name is
+ * still the file's), unlocks and closes it. */
 int rewrite_file_create(const char *file_path, const uint64_t key[2], char **tmp, int *fd,
                         char *err, size_t errlen);
-int rewrite_file_install(const char *tmp, const char *file_path, char *err, size_t errlen);
+int rewrite_file_rename(const char *tmp, const char *file_path, char *err, size_t errlen);
 void rewrite_file_discard(int fd, const char *tmp);
 
 /* The name of the temporary file of file_path (malloc'd), or NULL. */

@@ -81,6 +81,10 @@ static void registry_flush_at_exit(void)
     for (hdb_store *s = registry_head; s != NULL; s = s->reg_next) {
         if (s->aof == NULL || flusher_in_forked_child(s->aof))
             continue;
+        /* A rewrite's thread must be gone before the lock is: once another
+         * process holds the file, a rewrite of this one must not touch its
+         * name or its temporary file. */
+        rewrite_cancel(s->rw);
         char err[HDB_ERRLEN];
         flusher_release_at_exit(s->aof, err, sizeof err);
         if (err[0] != '\0')
@@ -592,12 +596,20 @@ static int store_convert(hdb_store *s, int *fd, uint64_t *size, uint64_t key[2],
         free(tmp);
         return -1;
     }
-    if (rewrite_file_install(tmp, s->file_path, err, errlen) != 0) {
+    if (rewrite_file_rename(tmp, s->file_path, err, errlen) != 0) {
         rewrite_file_discard(nfd, tmp);
         free(tmp);
         return -1;
     }
     free(tmp);
+    /* Nothing was written to the new file yet: if the sync of the name
+     * fails, a power loss brings back the old file, also whole; the open
+     * fails, and the next one reads whichever is there. */
+    if (file_sync_parent_dir(s->file_path, err, errlen) != 0) {
+        lock_release(nfd);
+        close(nfd);
+        return -1;
+    }
     /* Openers waiting for the old file's lock get it, see that it is no
      * longer the file at the path, and retry on the new one. */
     lock_release(*fd);
