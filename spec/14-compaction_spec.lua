@@ -310,6 +310,57 @@ describe("a rewrite on a failing disk", function()
   end
 end)
 
+describe("a rewrite whose directory cannot be synced", function()
+  local dir, path
+  before_each(function()
+    dir = helpers.tmpdir()
+    path = dir .. "/data.aof"
+  end)
+  after_each(function()
+    no_fault()
+    helpers.rmdir(dir)
+  end)
+
+  -- The new file has the name, but the name is not durable until the
+  -- directory is synced: until then no write may be reported durable.
+  it("refuses writes (sync_time = 0) and fails syncs (sync_time = 50) until the directory syncs, then loses nothing", function()
+    for _, sync_time in ipairs { 0, 50 } do
+      local p = path .. "-" .. sync_time .. ".aof"
+      local db = assert(hurrahdb.open(p, { sync_time = sync_time, auto_rewrite_percentage = 0 }))
+      local model = overwrite_history(db, 2)
+      assert(db:sync())
+      fault("dirsync EIO")
+      assert.is_true(db:rewrite { wait = true })
+      assert.is_true(hits() > 0, "the fault was never hit")
+      assert.equals(1, db:stats().rewrites)
+      if sync_time == 0 then
+        local ok, err = db:set("during", 1)
+        assert.is_nil(ok)
+        assert.matches("cannot sync the directory of", err, 1, true)
+        assert.is_nil(db:get("during"), "a refused write left its value")
+        ok, err = db:set("during", 2)
+        assert.is_nil(ok, "the second write was accepted while the directory still failed")
+      else
+        assert(db:set("during", 1))
+        model.during = 1
+        local ok, err = db:sync()
+        assert.is_nil(ok)
+        assert.matches("cannot sync the directory of", err, 1, true)
+        assert.is_true(db:stats().errors > 0)
+      end
+      no_fault()
+      assert(db:sync())
+      assert(db:set("after", { ok = true }))
+      model.after = { ok = true }
+      helpers.assert_same_typed(model, contents(db))
+      assert(db:close())
+      local again = assert(hurrahdb.open(p))
+      helpers.assert_same_typed(model, contents(again), "the reopened store (sync_time " .. sync_time .. ")")
+      assert(again:close())
+    end
+  end)
+end)
+
 describe("automatic rewrites", function()
   local dir, path
   before_each(function()

@@ -16,6 +16,8 @@
  *   fdatasync delay <ms>            fdatasync waits that long first (a slow disk)
  *
  *   rename EIO                      rename fails (only with the prefix below)
+ *   dirsync EIO                     fsync of a directory fails (any directory:
+ *                                   the store syncs only its file's)
  *
  * Every interposed call counts itself in the control file's sibling
  * "<control>.hits" so a spec can check that a fault was really hit.
@@ -31,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -260,6 +263,21 @@ int rename(const char *from, const char *to)
     if (!fault_rule(rule, sizeof rule) || strcmp(rule, "rewrite rename EIO") != 0 ||
         !ends_with(from, strlen(from), ".rewrite"))
         return real(from, to);
+    count_hit();
+    errno = EIO;
+    return -1;
+}
+
+int fsync(int fd)
+{
+    static fd_fn real;
+    if (real == NULL)
+        real = (fd_fn)dlsym(RTLD_NEXT, "fsync");
+    char rule[128];
+    struct stat st;
+    if (!fault_rule(rule, sizeof rule) || strcmp(rule, "dirsync EIO") != 0 ||
+        fstat(fd, &st) != 0 || !S_ISDIR(st.st_mode))
+        return real(fd);
     count_hit();
     errno = EIO;
     return -1;
