@@ -888,9 +888,27 @@ local open = {
 -- rewrite, and the file automatic rewrites leave
 ---------------------------------------------------------------------------
 
+-- The process's peak resident size since the last reset_peak_rss() (VmHWM;
+-- writing 5 to clear_refs resets it to the current size), or nil where
+-- /proc does not have it.
+local function peak_rss()
+  local f = io.open("/proc/self/status")
+  if not f then return nil end
+  local kb = f:read("a"):match("VmHWM:%s*(%d+) kB")
+  f:close()
+  return kb and tonumber(kb) * 1024
+end
+local function reset_peak_rss()
+  local f = io.open("/proc/self/clear_refs", "w")
+  if not f then return false end
+  local ok = f:write("5")
+  return f:close() and ok ~= nil
+end
+
 local compaction = { runs = 3 }
 do
   local dd_rates, rw_rates, rw_keys, rw_bytes = {}, {}, {}, {}
+  local extra_rss, extra_stats_busy = {}, {}
   local lat_without, lat_with = {}, {}
   local rewrites_during = 0
   local copy = tmp .. "/rewrite.aof"
@@ -902,6 +920,7 @@ do
   -- sets (the check is not timed); else `count` sets.
   local function set_latencies(lat, during, count)
     local n = 0
+    local mem0, mem_max = db:stats().memory, 0
     while true do
       for _ = 1, 256 do
         n = n + 1
@@ -912,7 +931,9 @@ do
         lat[#lat + 1] = now() - t0
       end
       if during then
-        if not db:stats().rewrite_running then return n end
+        local st = db:stats()
+        mem_max = math.max(mem_max, st.memory - mem0)
+        if not st.rewrite_running then return n, mem_max end
       elseif n >= count then
         return n
       end
@@ -928,9 +949,14 @@ do
     dd_rates[#dd_rates + 1] = 256 * 1024 * 1024 / secs
     os.execute("sync")
     log("compaction %d: rewrite of %d keys", run, M)
+    collectgarbage()
+    local rss0 = rss_bytes()
+    local peak_ok = reset_peak_rss()
     local t0 = now()
     assert(db:rewrite { wait = true })
     local dt = now() - t0
+    local peak = peak_ok and peak_rss()
+    if peak then extra_rss[#extra_rss + 1] = peak - rss0 end
     local st = db:stats()
     rw_rates[#rw_rates + 1] = st.aof_bytes / dt
     rw_keys[#rw_keys + 1] = st.keys / dt
@@ -939,7 +965,8 @@ do
     collectgarbage()
     local with = {}
     assert(db:rewrite())
-    local n = set_latencies(with, true)
+    local n, mem_max = set_latencies(with, true)
+    extra_stats_busy[#extra_stats_busy + 1] = mem_max
     rewrites_during = rewrites_during + 1
     for _, l in ipairs(with) do lat_with[#lat_with + 1] = l end
     assert(db:rewrite { wait = true }) -- its outcome
@@ -957,6 +984,8 @@ do
   compaction.rate = median_of(rw_rates)
   compaction.keys_rate = median_of(rw_keys)
   compaction.bytes = median_of(rw_bytes)
+  compaction.extra_rss = #extra_rss > 0 and median_of(extra_rss) or nil
+  compaction.extra_busy = median_of(extra_stats_busy)
   compaction.without = lat_row(lat_without)
   compaction.with = lat_row(lat_with)
 
@@ -1232,6 +1261,10 @@ say("| rewrite / disk | %.2f |", compaction.rate / compaction.dd)
 local function lat(r)
   return ("%s / %s / %s / %s µs"):format(us(r.p50), us(r.p99), us(r.p999), us(r.max))
 end
+say("| extra memory of the rewrite, no writes meanwhile: the process's peak resident size (VmHWM) over its size before | %s |",
+  compaction.extra_rss and ("%.2f MiB"):format(compaction.extra_rss / 2^20) or "n/a (no /proc)")
+say("| extra memory while sets run during the rewrite: the largest rise of `stats().memory` (sampled every 256 sets) | %.2f MiB |",
+  compaction.extra_busy / 2^20)
 say("| set p50 / p99 / p99.9 / max, no rewrite running (%d sets) | %s |", compaction.without.n, lat(compaction.without))
 say("| set p50 / p99 / p99.9 / max, while a rewrite runs (%d sets, during %d rewrites) | %s |", compaction.with.n,
   compaction.runs, lat(compaction.with))
