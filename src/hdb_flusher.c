@@ -68,6 +68,11 @@ struct hdb_flusher {
     int tail_switching;     /* flusher_switch is installing the new file */
     size_t tail_last_len;   /* bytes of the last record copied, for a withdrawal */
     hdb_buf tail;
+    /* flusher_switch's own, under io_lock: kept here rather than on the
+     * rewrite thread's stack so that they stay reachable from the store in
+     * a child forked meanwhile (where that thread does not exist). */
+    hdb_buf switch_last;
+    char *switch_dir;
 
     uint64_t max_pending;   /* unwritten bytes before appends wait for the disk */
     size_t early_bytes;     /* pending bytes that wake the thread before its time */
@@ -532,22 +537,27 @@ void flusher_free(hdb_flusher *f)
         return;
     if (flusher_in_forked_child(f)) {
         /* The parent's thread does not exist here and its locks may have been
-         * held at the fork: touch neither, just release this copy. */
+         * held at the fork: touch neither, just close this copy of the file.
+         * Its buffers may have been in the middle of a swap by the parent's
+         * threads: kept, not freed (see thread_keep_after_fork). */
         if (f->fd >= 0)
             close(f->fd);
-    } else {
-        flusher_stop_thread(f);
-        if (f->fd >= 0) {
-            lock_release(f->fd);
-            close(f->fd);
-        }
-        pthread_mutex_destroy(&f->io_lock);
-        pthread_mutex_destroy(&f->buf_lock);
-        pthread_cond_destroy(&f->wake);
+        thread_keep_after_fork(f);
+        return;
     }
+    flusher_stop_thread(f);
+    if (f->fd >= 0) {
+        lock_release(f->fd);
+        close(f->fd);
+    }
+    pthread_mutex_destroy(&f->io_lock);
+    pthread_mutex_destroy(&f->buf_lock);
+    pthread_cond_destroy(&f->wake);
     hdb_buf_free(&f->pending);
     hdb_buf_free(&f->writing);
     hdb_buf_free(&f->tail);
+    hdb_buf_free(&f->switch_last);
+    free(f->switch_dir);
     free(f->dir_unsynced);
     free(f->path);
     free(f);
@@ -632,7 +642,7 @@ int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t fil
 {
     /* Taken first: once the file is renamed, nothing may fail for want of
      * memory before the flusher knows its directory still needs a sync. */
-    char *dir_of = strdup(file_path);
+    char *dir_of = f->switch_dir = strdup(file_path);
     if (dir_of == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -645,8 +655,7 @@ int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t fil
      * new file's pending records. */
     pthread_mutex_lock(&f->io_lock);
     uint64_t size = *size_io;
-    hdb_buf last;
-    hdb_buf_init(&last);
+    hdb_buf *last = &f->switch_last;
     pthread_mutex_lock(&f->buf_lock);
     int refuse = f->exiting || f->tail_overflowed || !f->tail_on;
     if (f->exiting)
@@ -655,7 +664,7 @@ int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t fil
         snprintf(err, errlen, "writes outpaced the rewrite (more than %" PRIu64 " bytes "
                  "written meanwhile waited for it)", f->max_pending);
     if (!refuse) {
-        hdb_buf_swap(&last, &f->tail);
+        hdb_buf_swap(last, &f->tail);
         f->tail_last_len = 0;
         f->tail_switching = 1;
     }
@@ -664,8 +673,8 @@ int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t fil
     if (!refuse) {
         int e = 0;
         const char *what = "write";
-        if (last.len > 0 && (e = file_write_batch(fd, file_key, next_seq, last.data, last.len,
-                                                  &size)) == 0) {
+        if (last->len > 0 && (e = file_write_batch(fd, file_key, next_seq, last->data,
+                                                   last->len, &size)) == 0) {
             next_seq++;
             if (fdatasync(fd) != 0) {
                 e = errno;
@@ -678,7 +687,7 @@ int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t fil
         else
             installed = install(ud, err, errlen) == 0;
     }
-    hdb_buf_free(&last);
+    hdb_buf_free(last);
     /* The name is durable only once its directory is synced. If that fails,
      * the next flush retries it before its batch, and fails (refusing
      * writes, or in synchronous mode the write) while it keeps failing: a
@@ -690,6 +699,7 @@ int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t fil
         dir_synced = file_sync_parent_dir(dir_of, dir_err, sizeof dir_err) == 0;
     pthread_mutex_lock(&f->buf_lock);
     f->tail_switching = 0;
+    f->switch_dir = NULL; /* freed below, or kept as dir_unsynced */
     if (!installed) {
         pthread_mutex_unlock(&f->buf_lock);
         pthread_mutex_unlock(&f->io_lock);

@@ -30,6 +30,16 @@
  * sync every so often instead made the thread wait for the disk.) */
 #define REWRITE_WRITEBACK_BYTES (1u << 20)
 
+/* What one rewrite's thread works with. */
+typedef struct rewrite_job {
+    hdb_rewriter *rw;
+    char *tmp;
+    int fd;
+    uint64_t offset, advised, seq;
+    hdb_buf out;
+    char err[HDB_ERRLEN];
+} rewrite_job;
+
 struct hdb_rewriter {
     hdb_table *table;
     hdb_flusher *aof;
@@ -61,6 +71,12 @@ struct hdb_rewriter {
     struct timespec started, ended;
     size_t buf_cap;
 
+    /* The thread's, while it runs. It lives here rather than on the
+     * thread's stack so that what it points to stays reachable from the
+     * store in a child forked meanwhile, where the thread does not exist
+     * (leak checkers follow the store, not a stack nobody runs). */
+    rewrite_job job;
+
     rewrite_stats st;   /* the owner's: updated when a rewrite is reaped */
 };
 
@@ -78,7 +94,10 @@ char *rewrite_temp_name(const char *file_path)
 int rewrite_file_create(const char *file_path, const uint64_t key[2], char **tmp_out,
                         int *fd_out, char *err, size_t errlen)
 {
+    /* Handed out at once, so that the caller holds it (reachable from its
+     * own structures) during the system calls below. */
     char *tmp = rewrite_temp_name(file_path);
+    *tmp_out = tmp;
     if (tmp == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -101,6 +120,7 @@ int rewrite_file_create(const char *file_path, const uint64_t key[2], char **tmp
         snprintf(err, errlen, "cannot lock %s: another process replaced or locked it", tmp);
         close(fd);
         unlink(tmp);
+        *tmp_out = NULL;
         free(tmp);
         return -1;
     }
@@ -128,14 +148,15 @@ int rewrite_file_create(const char *file_path, const uint64_t key[2], char **tmp
     if (e != 0) {
         snprintf(err, errlen, "cannot %s %s: %s", what, tmp, strerror(e));
         rewrite_file_discard(fd, tmp);
+        *tmp_out = NULL;
         free(tmp);
         return -1;
     }
-    *tmp_out = tmp;
     *fd_out = fd;
     return 0;
 fail:
     snprintf(err, errlen, "cannot %s %s: %s", what, tmp, strerror(e));
+    *tmp_out = NULL;
     free(tmp);
     return -1;
 }
@@ -215,15 +236,6 @@ static void rewrite_yield_to_owner(hdb_rewriter *rw)
 }
 
 /* ---- the thread ---- */
-
-typedef struct rewrite_job {
-    hdb_rewriter *rw;
-    char *tmp;
-    int fd;
-    uint64_t offset, advised, seq;
-    hdb_buf out;
-    char err[HDB_ERRLEN];
-} rewrite_job;
 
 /* Copies the next chunk of the table (and first, the tail of records
  * written since the last one) into job->out. Returns 1 when the table has
@@ -338,25 +350,26 @@ static void *rewrite_thread_main(void *arg)
 {
     hdb_rewriter *rw = arg;
     thread_set_name("hdb-rewrite");
-    rewrite_job job;
-    memset(&job, 0, sizeof job);
-    job.rw = rw;
-    job.fd = -1;
-    hdb_buf_init(&job.out);
-    int rc = rewrite_run(&job);
+    rewrite_job *job = &rw->job;
+    memset(job, 0, sizeof *job);
+    job->rw = rw;
+    job->fd = -1;
+    hdb_buf_init(&job->out);
+    int rc = rewrite_run(job);
     if (rc != 0) {
         flusher_tail_stop(rw->aof);
-        if (job.fd >= 0)
-            rewrite_file_discard(job.fd, job.tmp);
+        if (job->fd >= 0)
+            rewrite_file_discard(job->fd, job->tmp);
     }
-    hdb_buf_free(&job.out);
-    free(job.tmp);
+    hdb_buf_free(&job->out);
+    free(job->tmp);
+    job->tmp = NULL;
     pthread_mutex_lock(&rw->lock);
     rw->ok = rc == 0;
     if (rc == 0)
-        rw->size = job.offset;
+        rw->size = job->offset;
     snprintf(rw->error, sizeof rw->error, "%.*s", (int)sizeof rw->error - 1,
-             rc == 0 ? "" : job.err);
+             rc == 0 ? "" : job->err);
     clock_gettime(CLOCK_MONOTONIC, &rw->ended);
     rw->buf_cap = 0;
     rw->finished = 1;
@@ -500,15 +513,18 @@ void rewrite_free(hdb_rewriter *rw)
 {
     if (rw == NULL)
         return;
-    if (!rewrite_in_forked_child(rw)) {
-        rewrite_cancel(rw);
-        pthread_cond_destroy(&rw->done_cv);
-        pthread_cond_destroy(&rw->gate_cv);
-        pthread_mutex_destroy(&rw->gate);
-        pthread_mutex_destroy(&rw->lock);
+    if (rewrite_in_forked_child(rw)) {
+        /* The parent's thread does not exist here, its locks may have been
+         * held at the fork and its buffers (rw->job) may have been in the
+         * middle of a change: touch none of them, keep them. */
+        thread_keep_after_fork(rw);
+        return;
     }
-    /* In a forked child the parent's thread does not exist here and its
-     * locks may have been held at the fork: touch neither. */
+    rewrite_cancel(rw);
+    pthread_cond_destroy(&rw->done_cv);
+    pthread_cond_destroy(&rw->gate_cv);
+    pthread_mutex_destroy(&rw->gate);
+    pthread_mutex_destroy(&rw->lock);
     free(rw->path);
     free(rw->file_path);
     free(rw);

@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #if defined(__linux__)
 #include <sys/prctl.h>
@@ -34,4 +35,46 @@ void thread_set_name(const char *name)
 #else
     (void)name;
 #endif
+}
+
+/* The blocks kept by forked children. The lock is held across fork() by
+ * the atfork handlers, so that a child never inherits it held by a thread
+ * it does not have. */
+typedef struct kept_block {
+    struct kept_block *next;
+    void *block;
+} kept_block;
+
+static kept_block *kept_blocks;
+static pthread_mutex_t kept_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t kept_once = PTHREAD_ONCE_INIT;
+
+static void kept_lock_take(void) { pthread_mutex_lock(&kept_lock); }
+static void kept_lock_give(void) { pthread_mutex_unlock(&kept_lock); }
+
+static void kept_register_atfork(void)
+{
+    /* Without the handlers, a fork while another thread of a child keeps a
+     * block could leave the grandchild's lock held: only children keep
+     * blocks, and only while closing a store, so it is not worth failing
+     * the close for. */
+    if (pthread_atfork(kept_lock_take, kept_lock_give, kept_lock_give) != 0)
+        return;
+}
+
+void thread_keep_after_fork(void *block)
+{
+    if (block == NULL)
+        return;
+    pthread_once(&kept_once, kept_register_atfork);
+    kept_block *k = malloc(sizeof *k);
+    /* Without memory the block stays allocated all the same, only
+     * unreachable: a leak of the child, never a double free. */
+    if (k == NULL)
+        return;
+    k->block = block;
+    pthread_mutex_lock(&kept_lock);
+    k->next = kept_blocks;
+    kept_blocks = k;
+    pthread_mutex_unlock(&kept_lock);
 }

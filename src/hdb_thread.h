@@ -19,4 +19,12 @@ int thread_start_quiet(pthread_t *thread, void *(*fn)(void *), void *arg, const 
 /* Names the calling thread (shown by top -H, perf, gdb); best effort. */
 void thread_set_name(const char *name);
 
+/* For a forked child: keeps `block` (and what it points to) allocated and
+ * reachable for the life of the process, instead of freeing it. A thread
+ * of the parent that does not exist in the child may have been changing
+ * it at the fork (a buffer being swapped or reallocated), so freeing it
+ * could free twice; its pages are the parent's, shared copy-on-write, so
+ * keeping them costs the child nothing it has not already got. */
+void thread_keep_after_fork(void *block);
+
 #endif
