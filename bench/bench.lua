@@ -131,6 +131,27 @@ if arg[1] == "--count-sets" or arg[1] == "--count-gets" then
   os.exit(0)
 end
 
+-- Child mode: open the file given, then rewrite it; print how much the
+-- process's peak resident size rose during the rewrite, in a fresh process
+-- so that the rewrite cannot reuse memory a bench phase freed.
+if arg[1] == "--measure-rewrite" then
+  local db = assert(hurrahdb.open(arg[2], { auto_rewrite_percentage = 0 }))
+  collectgarbage()
+  local f = io.open("/proc/self/clear_refs", "w")
+  local reset = f and f:write("5") and f:close()
+  local rss0 = rss_bytes()
+  assert(db:rewrite { wait = true })
+  local peak
+  local st = io.open("/proc/self/status")
+  if st then
+    peak = tonumber(st:read("a"):match("VmHWM:%s*(%d+) kB"))
+    st:close()
+  end
+  print(reset and peak and (peak * 1024 - rss0) or "n/a")
+  db:close()
+  os.exit(0)
+end
+
 if arg[1] == "--measure-open" then
   collectgarbage()
   local rss0, faults0 = rss_bytes(), minor_faults()
@@ -888,28 +909,11 @@ local open = {
 -- rewrite, and the file automatic rewrites leave
 ---------------------------------------------------------------------------
 
--- The process's peak resident size since the last reset_peak_rss() (VmHWM;
--- writing 5 to clear_refs resets it to the current size), or nil where
--- /proc does not have it.
-local function peak_rss()
-  local f = io.open("/proc/self/status")
-  if not f then return nil end
-  local kb = f:read("a"):match("VmHWM:%s*(%d+) kB")
-  f:close()
-  return kb and tonumber(kb) * 1024
-end
-local function reset_peak_rss()
-  local f = io.open("/proc/self/clear_refs", "w")
-  if not f then return false end
-  local ok = f:write("5")
-  return f:close() and ok ~= nil
-end
-
 local compaction = { runs = 3 }
 do
   local dd_rates, rw_rates, rw_keys, rw_bytes = {}, {}, {}, {}
-  local extra_rss, extra_stats_busy = {}, {}
-  local lat_without, lat_with = {}, {}
+  local extra_rss, extra_with, extra_without = {}, {}, {}
+  local lat_without, lat_with = { preempted = {} }, { preempted = {} }
   local rewrites_during = 0
   local copy = tmp .. "/rewrite.aof"
   os.execute("cp " .. quote(open_path) .. " " .. quote(copy))
@@ -918,6 +922,10 @@ do
   -- Latencies of sets overwriting random keys of the store, into lat; with
   -- `during`, only while a rewrite runs (started first), checking every 256
   -- sets (the check is not timed); else `count` sets.
+  -- Sets during which the kernel took the CPU away from this thread (an
+  -- involuntary context switch) also go to lat.preempted: they waited for
+  -- another thread or process, not for the store's work.
+  local preemptions = benchlib.preemptions
   local function set_latencies(lat, during, count)
     local n = 0
     local mem0, mem_max = db:stats().memory, 0
@@ -926,16 +934,20 @@ do
         n = n + 1
         local i = math.random(1, M)
         local v = value(i)
+        local k = "user:" .. i
+        local p0 = preemptions()
         local t0 = now()
-        db:set("user:" .. i, v)
-        lat[#lat + 1] = now() - t0
+        db:set(k, v)
+        local dt = now() - t0
+        lat[#lat + 1] = dt
+        if p0 and preemptions() ~= p0 then lat.preempted[#lat.preempted + 1] = dt end
       end
+      local st = db:stats()
+      mem_max = math.max(mem_max, st.memory - mem0)
       if during then
-        local st = db:stats()
-        mem_max = math.max(mem_max, st.memory - mem0)
         if not st.rewrite_running then return n, mem_max end
       elseif n >= count then
-        return n
+        return n, mem_max
       end
     end
   end
@@ -949,43 +961,57 @@ do
     dd_rates[#dd_rates + 1] = 256 * 1024 * 1024 / secs
     os.execute("sync")
     log("compaction %d: rewrite of %d keys", run, M)
-    collectgarbage()
-    local rss0 = rss_bytes()
-    local peak_ok = reset_peak_rss()
     local t0 = now()
     assert(db:rewrite { wait = true })
     local dt = now() - t0
-    local peak = peak_ok and peak_rss()
-    if peak then extra_rss[#extra_rss + 1] = peak - rss0 end
     local st = db:stats()
     rw_rates[#rw_rates + 1] = st.aof_bytes / dt
     rw_keys[#rw_keys + 1] = st.keys / dt
     rw_bytes[#rw_bytes + 1] = st.aof_bytes
     log("compaction %d: set latency, without and with a rewrite running", run)
     collectgarbage()
-    local with = {}
+    local with = { preempted = lat_with.preempted }
     assert(db:rewrite())
     local n, mem_max = set_latencies(with, true)
-    extra_stats_busy[#extra_stats_busy + 1] = mem_max
+    extra_with[#extra_with + 1] = mem_max
     rewrites_during = rewrites_during + 1
     for _, l in ipairs(with) do lat_with[#lat_with + 1] = l end
     assert(db:rewrite { wait = true }) -- its outcome
     collectgarbage()
-    set_latencies(lat_without, false, n)
+    local _, mem_without = set_latencies(lat_without, false, n)
+    extra_without[#extra_without + 1] = mem_without
   end
   assert(db:close())
+  for run = 1, compaction.runs do
+    log("compaction %d: the memory a rewrite adds, in a fresh process", run)
+    local line = sh(("%s %s --measure-rewrite %s"):format(arg[-1] or "lua5.4", quote(arg[0]), quote(copy)))
+    extra_rss[#extra_rss + 1] = tonumber(line:match("^(%S+)"))
+  end
   table.sort(lat_with)
   table.sort(lat_without)
+  -- The longest set the kernel did not preempt: the longest of l not in
+  -- l.preempted (l sorted; a preempted latency is removed once per time it
+  -- occurs).
+  local function longest_unpreempted(l)
+    local skip = {}
+    for _, d in ipairs(l.preempted) do skip[d] = (skip[d] or 0) + 1 end
+    for k = #l, 1, -1 do
+      if (skip[l[k]] or 0) > 0 then skip[l[k]] = skip[l[k]] - 1 else return l[k] end
+    end
+    return 0
+  end
   local function lat_row(l)
     return { n = #l, p50 = percentile(l, 0.5), p99 = percentile(l, 0.99), p999 = percentile(l, 0.999),
-             max = l[#l] }
+             max = l[#l], preempted = #l.preempted, calm_max = longest_unpreempted(l),
+             counted = benchlib.preemptions() ~= nil }
   end
   compaction.dd = median_of(dd_rates)
   compaction.rate = median_of(rw_rates)
   compaction.keys_rate = median_of(rw_keys)
   compaction.bytes = median_of(rw_bytes)
-  compaction.extra_rss = #extra_rss > 0 and median_of(extra_rss) or nil
-  compaction.extra_busy = median_of(extra_stats_busy)
+  compaction.extra_rss = #extra_rss == compaction.runs and median_of(extra_rss) or nil
+  compaction.extra_with = median_of(extra_with)
+  compaction.extra_without = median_of(extra_without)
   compaction.without = lat_row(lat_without)
   compaction.with = lat_row(lat_with)
 
@@ -1261,13 +1287,19 @@ say("| rewrite / disk | %.2f |", compaction.rate / compaction.dd)
 local function lat(r)
   return ("%s / %s / %s / %s µs"):format(us(r.p50), us(r.p99), us(r.p999), us(r.max))
 end
-say("| extra memory of the rewrite, no writes meanwhile: the process's peak resident size (VmHWM) over its size before | %s |",
-  compaction.extra_rss and ("%.2f MiB"):format(compaction.extra_rss / 2^20) or "n/a (no /proc)")
-say("| extra memory while sets run during the rewrite: the largest rise of `stats().memory` (sampled every 256 sets) | %.2f MiB |",
-  compaction.extra_busy / 2^20)
+say("| memory a rewrite adds, no writes meanwhile: the rise of the peak resident size (VmHWM) of a fresh process that opens the store and rewrites it (median of %d) | %s |",
+  compaction.runs, compaction.extra_rss and ("%.2f MiB"):format(compaction.extra_rss / 2^20) or "n/a (no /proc)")
+say("| the largest rise of `stats().memory` while the sets below run, with a rewrite / without (sampled every 256 sets, median of %d) | %.2f / %.2f MiB |",
+  compaction.runs, compaction.extra_with / 2^20, compaction.extra_without / 2^20)
 say("| set p50 / p99 / p99.9 / max, no rewrite running (%d sets) | %s |", compaction.without.n, lat(compaction.without))
 say("| set p50 / p99 / p99.9 / max, while a rewrite runs (%d sets, during %d rewrites) | %s |", compaction.with.n,
   compaction.runs, lat(compaction.with))
+if compaction.with.counted then
+  say("| sets the kernel preempted (an involuntary context switch during the call), with a rewrite / without | %d / %d |",
+    compaction.with.preempted, compaction.without.preempted)
+  say("| the longest set not preempted, with a rewrite / without | %s / %s µs |", us(compaction.with.calm_max),
+    us(compaction.without.calm_max))
+end
 say("| 1,000 keys overwritten 2,000 times: file, open | %.1f MB, %.3f s |", compaction.over_before / 1e6,
   compaction.open_before)
 say("| the same after `db:rewrite()`: file, open | %.1f KB (live records %.1f KB), %.4f s |",
@@ -1546,13 +1578,22 @@ target(("rewrite of %d keys ≥ 0.5x the disk's sequential write speed"):format(
   ("%.2fx (%.0f vs %.0f MB/s)"):format(compaction.rate / compaction.dd, compaction.rate / 1e6, compaction.dd / 1e6),
   compaction.rate >= 0.5 * compaction.dd, function()
     return ("The rewrite wrote %.1f MB in %.3f s. It copies the table in chunks under a lock, formats"
-      .. "\nthe records and writes batches of 1 MiB, with an fdatasync every 64 MiB and at the end."):format(
+      .. "\nthe records and writes batches of 1 MiB, starting the writeback of each, and fdatasyncs at the end."):format(
       compaction.bytes / 1e6, compaction.bytes / compaction.rate)
   end)
 target("longest set while a rewrite runs < 2 ms", ("%s µs"):format(us(compaction.with.max)),
   compaction.with.max < 0.002, function()
-    return ("Without a rewrite the longest set took %s µs; p99.9 was %s µs with one and %s µs without."):format(
-      us(compaction.without.max), us(compaction.with.p999), us(compaction.without.p999))
+    local w, wo = compaction.with, compaction.without
+    local text = ("Without a rewrite the longest set took %s µs; p99.9 was %s µs with a rewrite and %s µs without."
+      .. "\nA set waits for the rewrite for at most one chunk (256 keys or 64 KiB), unless the rewrite's"
+      .. "\nthread is descheduled while it copies one."):format(us(wo.max), us(w.p999), us(wo.p999))
+    if w.counted then
+      text = text .. ("\nThe kernel preempted %d of the sets during a rewrite and %d without one; the longest set it"
+        .. "\ndid not preempt took %s µs during a rewrite and %s µs without. On %s cores the caller, the flusher"
+        .. "\nand the rewrite's thread (and whatever else runs on the machine) take turns."):format(w.preempted,
+        wo.preempted, us(w.calm_max), us(wo.calm_max), machine.cores)
+    end
+    return text
   end)
 target("memory per key ≤ 112 B, small mixed values", ("%.1f B"):format(open.h_rss), open.h_rss <= 112,
   why_memory)
@@ -1822,8 +1863,12 @@ local function readme_summary()
     compaction.rate / 1e6, compaction.rate / compaction.dd)
   put("  write, %.0f MB/s by dd here), %.0f keys a second. While it ran, sets took %s µs at p50, %s at", compaction.dd / 1e6,
     compaction.keys_rate, us(compaction.with.p50), us(compaction.with.p999))
-  put("  p99.9 and %s at most (%s, %s and %s without a rewrite). 1,000 keys overwritten 2,000 times", us(compaction.with.max),
+  put("  p99.9 and %s at most (%s, %s and %s without a rewrite; the longest set the kernel did not", us(compaction.with.max),
     us(compaction.without.p50), us(compaction.without.p999), us(compaction.without.max))
+  put("  preempt: %s and %s µs). The rewrite raised a fresh process's peak resident size by %s.",
+    us(compaction.with.calm_max), us(compaction.without.calm_max),
+    compaction.extra_rss and ("%.2f MiB"):format(compaction.extra_rss / 2^20) or "n/a")
+  put("  1,000 keys overwritten 2,000 times")
   put("  left a %.1f MB file that opened in %.3f s; rewritten, %.1f KB, opened in %.4f s. With the", compaction.over_before / 1e6,
     compaction.open_before, compaction.over_after / 1e3, compaction.open_after)
   put("  default automatic rewrites the same workload ended with a %.1f MB file (%d rewrites).", compaction.auto_size / 1e6,

@@ -3,14 +3,18 @@
  * nanosecond resolution (per-call latencies of a few hundred nanoseconds),
  * and the disk's own limit for a synchronous store, a plain C loop of
  * write + fdatasync of fixed-size records, and the cost of a page fault on
- * this machine (what first touching fresh memory costs). Built by `make
- * bench`; not part of hurrahdb.
+ * this machine (what first touching fresh memory costs), and the count of
+ * times the kernel took the CPU away from the calling thread (to tell a
+ * call that was slow from one that was preempted). Built by `make bench`;
+ * not part of hurrahdb.
  */
-/* MAP_ANONYMOUS (Linux, the BSDs; POSIX only since 2024). */
-#define _DEFAULT_SOURCE
+/* MAP_ANONYMOUS (Linux, the BSDs; POSIX only since 2024); RUSAGE_THREAD
+ * (Linux). */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -108,7 +112,23 @@ static int l_fault_seconds(lua_State *L)
     return 1;
 }
 
+/* preemptions() --> involuntary context switches of the calling thread so
+ * far, or nil where the system does not count them per thread */
+static int l_preemptions(lua_State *L)
+{
+#if defined(RUSAGE_THREAD)
+    struct rusage ru;
+    if (getrusage(RUSAGE_THREAD, &ru) == 0) {
+        lua_pushnumber(L, (lua_Number)ru.ru_nivcsw);
+        return 1;
+    }
+#endif
+    lua_pushnil(L);
+    return 1;
+}
+
 static const luaL_Reg benchlib[] = {
+    {"preemptions", l_preemptions},
     {"now", l_now},
     {"fsync_loop", l_fsync_loop},
     {"fault_seconds", l_fault_seconds},
@@ -119,7 +139,7 @@ __attribute__((visibility("default"))) int luaopen_hdb_benchlib(lua_State *L);
 
 int luaopen_hdb_benchlib(lua_State *L)
 {
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 4);
     luaL_setfuncs(L, benchlib, 0);
     return 1;
 }
