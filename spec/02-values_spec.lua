@@ -454,7 +454,7 @@ describe("db:set() of a value whose JSON text passes the 512 MiB limit", functio
   end
 
   it("refuses 30 levels of { t, t } over a 1 KiB string (a terabyte of JSON) as soon as the text "
-     .. "passes the limit, with memory growing by about the limit", function()
+     .. "passes the limit, with memory growing by about the limit #slow", function()
     local report, out = set_in_child("nested")
     assert.equals("nil", report.ok, out)
     assert.matches("value too long", report.err, 1, true)
@@ -468,7 +468,7 @@ describe("db:set() of a value whose JSON text passes the 512 MiB limit", functio
     assert_store_unchanged(report)
   end)
 
-  it("refuses a string of 100 MiB of \"\\1\" (600 MiB once escaped) before copying it", function()
+  it("refuses a string of 100 MiB of \"\\1\" (600 MiB once escaped) before copying it #slow", function()
     local report, out = set_in_child("control")
     assert.equals("nil", report.ok, out)
     assert.matches("value too long", report.err, 1, true)

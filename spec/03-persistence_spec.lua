@@ -400,7 +400,7 @@ describe("hurrahdb.open() on a damaged file", function()
     end
   end)
 
-  it("with repair = true keeps the batches before any flipped byte and moves the rest to a side file", function()
+  it("with repair = true keeps the batches before any flipped byte and moves the rest to a side file #slow", function()
     local data = helpers.read_file(path)
     local starts = batch_starts(data)
     local before = {
@@ -474,7 +474,7 @@ describe("hurrahdb.open() on a damaged file", function()
     assert.matches(path .. ".damaged-0", warning, 1, true)
   end)
 
-  it("never loads changed data when any byte after the header is flipped", function()
+  it("never loads changed data when any byte after the header is flipped #slow", function()
     local data = helpers.read_file(path)
     local header_end = data:find("\n", 1, true)
     for i = header_end + 1, #data do
@@ -497,7 +497,7 @@ describe("hurrahdb.open() on a damaged file", function()
     end
   end)
 
-  it("opens with exactly the whole batches before a cut at any length, and cuts the torn rest off", function()
+  it("opens with exactly the whole batches before a cut at any length, and cuts the torn rest off #slow", function()
     local data = helpers.read_file(path)
     -- The state after each batch; with sync_time = 0 every set is a batch.
     local states = {

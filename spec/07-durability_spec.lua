@@ -395,7 +395,7 @@ describe("a forked child", function()
   before_each(function() dir = helpers.tmpdir() end)
   after_each(function() helpers.rmdir(dir) end)
 
-  it("never blocks in set, delete, sync or stats on a lock the parent's flusher held at the fork", function()
+  it("never blocks in set, delete, sync or stats on a lock the parent's flusher held at the fork #slow", function()
     local forks = tonumber(os.getenv("HURRAHDB_FORKS") or "300")
     local out = helpers.capture("timeout 120 " .. helpers.lua_command("spec/support/fork_stress.lua", dir, 100, forks)
       .. " 2>&1; echo \"exit $?\"")
@@ -518,7 +518,7 @@ describe("a race for the file", function()
     return false
   end
 
-  it("lost by a store that created the file never removes it from the winner", function()
+  it("lost by a store that created the file never removes it from the winner #slow", function()
     -- The child creates the file, then is held for a second before it
     -- locks it; this process opens it meanwhile and writes.
     local child = io.popen(child_with_rule("flock delay 1000", "spec/support/open_and_report.lua", path) .. " 2>&1", "r")

@@ -115,7 +115,7 @@ describe("db:rewrite()", function()
     assert(ok, err)
   end)
 
-  it("keeps every write made while rewrites run, with sync_time = 0 and sync_time = 20", function()
+  it("keeps every write made while rewrites run, with sync_time = 0 and sync_time = 20 #slow", function()
     -- Each rewrite's syncs take 30 ms more: writes surely happen meanwhile.
     fault("rewrite fdatasync delay 30")
     for _, sync_time in ipairs { 0, 20 } do
@@ -168,7 +168,7 @@ describe("db:rewrite()", function()
     end
   end)
 
-  it("returns nil and an error for a memory-only store, and when one is running", function()
+  it("returns nil and an error for a memory-only store, and when one is running #slow", function()
     local mem = hurrahdb.new()
     local ok, err = mem:rewrite()
     assert.is_nil(ok)
@@ -389,7 +389,7 @@ describe("automatic rewrites", function()
   -- Growth between two checks of the engine: about 256 KiB of records.
   local SLACK = 400 * 1024
 
-  it("start when the file passes auto_rewrite_min_size and has doubled, and not before", function()
+  it("start when the file passes auto_rewrite_min_size and has doubled, and not before #slow", function()
     local min = 1024 * 1024
     local db = assert(hurrahdb.open(path, { sync_time = 0, auto_rewrite_min_size = min }))
     -- Not before the minimum size.
@@ -415,7 +415,7 @@ describe("automatic rewrites", function()
     assert(db:close())
   end)
 
-  it("measure growth from the size after the last rewrite (auto_rewrite_percentage)", function()
+  it("measure growth from the size after the last rewrite (auto_rewrite_percentage) #slow", function()
     local db = assert(hurrahdb.open(path, { sync_time = 0, auto_rewrite_min_size = 0,
       auto_rewrite_percentage = 50 }))
     -- A live set of about 600 KB, rewritten: the base.
@@ -435,7 +435,7 @@ describe("automatic rewrites", function()
     assert(db:close())
   end)
 
-  it("never start with auto_rewrite_percentage = 0", function()
+  it("never start with auto_rewrite_percentage = 0 #slow", function()
     local db = assert(hurrahdb.open(path, { sync_time = 0, auto_rewrite_min_size = 0,
       auto_rewrite_percentage = 0 }))
     grow(db, 2 * 1024 * 1024, function(s)
@@ -445,7 +445,7 @@ describe("automatic rewrites", function()
     assert(db:close())
   end)
 
-  it("back off after a failure instead of retrying at once", function()
+  it("back off after a failure instead of retrying at once #slow", function()
     local db = assert(hurrahdb.open(path, { sync_time = 0, auto_rewrite_min_size = 256 * 1024 }))
     fault("rewrite pwrite ENOSPC")
     local st = grow(db, 4 * 1024 * 1024, function(s)
@@ -480,7 +480,7 @@ describe("one writer per file, across a rewrite's replacement", function()
     return helpers.capture(helpers.lua_command("spec/support/open_and_report.lua", p) .. " 2>&1")
   end
 
-  it("refuses another process before, during and after the replacement, naming the holder", function()
+  it("refuses another process before, during and after the replacement, naming the holder #slow", function()
     local db = assert(hurrahdb.open(path, { sync_time = 0, auto_rewrite_percentage = 0 }))
     local model = overwrite_history(db, 2)
     local function refused(when)
