@@ -416,10 +416,15 @@ describe("automatic rewrites", function()
   end)
 
   it("measure growth from the size after the last rewrite (auto_rewrite_percentage) #slow", function()
+    -- A live set of about 600 KB, written with automatic rewrites off: one
+    -- that started during the writes would end with a base of only the keys
+    -- written by then (how much depends on the machine's speed).
+    local fill = assert(hurrahdb.open(path, { sync_time = 0, auto_rewrite_percentage = 0 }))
+    for i = 1, 3000 do assert(fill:set("live" .. i, { i = i, pad = string.rep("l", 180) })) end
+    assert(fill:close())
     local db = assert(hurrahdb.open(path, { sync_time = 0, auto_rewrite_min_size = 0,
       auto_rewrite_percentage = 50 }))
-    -- A live set of about 600 KB, rewritten: the base.
-    for i = 1, 3000 do assert(db:set("live" .. i, { i = i, pad = string.rep("l", 180) })) end
+    -- Rewritten: the base.
     assert.is_true(db:rewrite { wait = true })
     local base = db:stats().rewrite_base_bytes
     assert.is_true(base > 500 * 1024, "base " .. base)
