@@ -511,3 +511,30 @@ describe("a finalizer that closes the store", function()
     end)
   end
 end)
+
+describe("an options table whose __index closes the store", function()
+  local dir, path
+  before_each(function()
+    dir = helpers.tmpdir()
+    path = dir .. "/data.aof"
+  end)
+  after_each(function() helpers.rmdir(dir) end)
+
+  it("given to db:rewrite(): raises 'store is closed', and the store's file stays whole", function()
+    local db = assert(hurrahdb.open(path, { sync_time = 0, auto_rewrite_percentage = 0 }))
+    assert(db:set("a", { 1, 2, 3 }))
+    local asked = 0
+    local opts = setmetatable({}, { __index = function()
+      asked = asked + 1
+      assert(db:close())
+      return true
+    end })
+    local ok, err = pcall(db.rewrite, db, opts)
+    assert.equals(1, asked, "the option was never read through __index")
+    assert.is_false(ok)
+    assert.matches("store is closed", err, 1, true)
+    local again = assert(hurrahdb.open(path))
+    assert.same({ 1, 2, 3 }, again:get("a"))
+    assert(again:close())
+  end)
+end)

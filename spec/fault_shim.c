@@ -16,8 +16,11 @@
  *   fdatasync delay <ms>            fdatasync waits that long first (a slow disk)
  *
  *   rename EIO                      rename fails (only with the prefix below)
- *   dirsync EIO                     fsync of a directory fails (any directory:
+ *   dirsync EIO | dirsync EINVAL    fsync of a directory fails (any directory:
  *                                   the store syncs only its file's)
+ *   diropen EACCES                  an open of a directory (O_DIRECTORY)
+ *                                   fails, as for a directory without read
+ *                                   permission (which root would not see)
  *
  * Every interposed call counts itself in the control file's sibling
  * "<control>.hits" so a spec can check that a fault was really hit.
@@ -30,6 +33,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,6 +134,10 @@ static int rule_errno(const char *rule, const char *op)
         return ENOSPC;
     if (strcmp(what, "EIO") == 0)
         return EIO;
+    if (strcmp(what, "EINVAL") == 0)
+        return EINVAL;
+    if (strcmp(what, "EACCES") == 0)
+        return EACCES;
     return 0;
 }
 
@@ -275,10 +283,53 @@ int fsync(int fd)
         real = (fd_fn)dlsym(RTLD_NEXT, "fsync");
     char rule[128];
     struct stat st;
-    if (!fault_rule(rule, sizeof rule) || strcmp(rule, "dirsync EIO") != 0 ||
+    if (!fault_rule(rule, sizeof rule) || !rule_errno(rule, "dirsync") ||
         fstat(fd, &st) != 0 || !S_ISDIR(st.st_mode))
         return real(fd);
     count_hit();
-    errno = EIO;
+    errno = rule_errno(rule, "dirsync");
     return -1;
+}
+
+/* Only opens of directories (O_DIRECTORY) read the rule: every other open
+ * of the process goes straight through. */
+typedef int (*open_fn)(const char *, int, ...);
+
+static int shim_open(open_fn *real, const char *sym, const char *path, int flags, mode_t mode)
+{
+    if (*real == NULL)
+        *real = (open_fn)dlsym(RTLD_NEXT, sym);
+    char rule[128];
+    if ((flags & O_DIRECTORY) && fault_rule(rule, sizeof rule) && rule_errno(rule, "diropen")) {
+        count_hit();
+        errno = rule_errno(rule, "diropen");
+        return -1;
+    }
+    return (*real)(path, flags, mode);
+}
+
+int open(const char *path, int flags, ...)
+{
+    mode_t mode = 0;
+    if (flags & (O_CREAT | O_TMPFILE)) {
+        va_list ap;
+        va_start(ap, flags);
+        mode = (mode_t)va_arg(ap, int);
+        va_end(ap);
+    }
+    static open_fn real;
+    return shim_open(&real, "open", path, flags, mode);
+}
+
+int open64(const char *path, int flags, ...)
+{
+    mode_t mode = 0;
+    if (flags & (O_CREAT | O_TMPFILE)) {
+        va_list ap;
+        va_start(ap, flags);
+        mode = (mode_t)va_arg(ap, int);
+        va_end(ap);
+    }
+    static open_fn real;
+    return shim_open(&real, "open64", path, flags, mode);
 }

@@ -4,12 +4,16 @@
  * a forked child as nginx uses one in its workers; the engine's CRC-32C,
  * to write AOF files by hand (LuaJIT has no integer operators to compute it
  * in Lua); and the decimal point C's printf and strtod use, which LuaJIT's
- * own number formatting never shows. Built by `make test`; not part of
+ * own number formatting never shows; and a flock held as another store
+ * holds one. Built by `make test`; not part of
  * hurrahdb.
  */
+#define _DEFAULT_SOURCE /* flock */
 #include <errno.h>
+#include <fcntl.h>
 #include <locale.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -55,8 +59,6 @@ static int l_crc32c(lua_State *L)
     return 1;
 }
 
-/* decimal_point() --> the decimal point of the current LC_NUMERIC, the one
- * printf and strtod use */
 /* light_userdata() --> a light userdata that is not NULL (Lua code cannot
  * make one), for the specs of methods called on the wrong object. */
 static int l_light_userdata(lua_State *L)
@@ -66,13 +68,40 @@ static int l_light_userdata(lua_State *L)
     return 1;
 }
 
+/* decimal_point() --> the decimal point of the current LC_NUMERIC, the one
+ * printf and strtod use */
 static int l_decimal_point(lua_State *L)
 {
     lua_pushstring(L, localeconv()->decimal_point);
     return 1;
 }
 
+/* flock(path) --> a descriptor holding an exclusive flock on path (created
+ * if missing), as another store would; unlock(fd) closes it. */
+static int l_flock(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return luaL_error(L, "open %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(fd);
+        return luaL_error(L, "flock %s: %s", path, strerror(e));
+    }
+    lua_pushinteger(L, fd);
+    return 1;
+}
+
+static int l_unlock(lua_State *L)
+{
+    close((int)luaL_checkinteger(L, 1));
+    return 0;
+}
+
 static const luaL_Reg testlib[] = {
+    {"flock", l_flock},
+    {"unlock", l_unlock},
     {"crc32c", l_crc32c},
     {"light_userdata", l_light_userdata},
     {"decimal_point", l_decimal_point},
@@ -86,7 +115,7 @@ __attribute__((visibility("default"))) int luaopen_hdb_testlib(lua_State *L);
 
 int luaopen_hdb_testlib(lua_State *L)
 {
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 8);
     luaL_setfuncs(L, testlib, 0);
     return 1;
 }

@@ -69,7 +69,7 @@ int file_write_batch(int fd, const uint64_t key[2], uint64_t seq, const char *re
     return e;
 }
 
-int file_sync_parent_dir(const char *path, char *err, size_t errlen)
+int file_open_parent_dir(const char *path, char *err, size_t errlen)
 {
     const char *slash = strrchr(path, '/');
     char *dir;
@@ -81,20 +81,40 @@ int file_sync_parent_dir(const char *path, char *err, size_t errlen)
         dir = strndup(path, (size_t)(slash - path));
     if (dir == NULL) {
         snprintf(err, errlen, "out of memory");
+        errno = ENOMEM;
         return -1;
     }
-    int fd = open(dir, O_RDONLY | O_CLOEXEC);
-    int rc = 0;
-    if (fd < 0 || fsync(fd) != 0) {
-        snprintf(err, errlen, "cannot sync directory %s: %s", dir, strerror(errno));
-        rc = -1;
-    }
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int saved = errno;
-    if (fd >= 0)
-        close(fd);
+    if (fd < 0)
+        snprintf(err, errlen, "cannot open directory %s: %s", dir, strerror(saved));
     free(dir);
     errno = saved; /* the caller may report it */
-    return rc;
+    return fd;
+}
+
+int file_sync_dir(int dir_fd)
+{
+    if (fsync(dir_fd) == 0)
+        return 0;
+    /* EINVAL: this file system cannot sync a directory at all (its names
+     * are as durable as it makes them); there is nothing to retry. */
+    return errno == EINVAL ? 0 : errno;
+}
+
+int file_sync_parent_dir(const char *path, char *err, size_t errlen)
+{
+    int fd = file_open_parent_dir(path, err, errlen);
+    if (fd < 0)
+        return -1;
+    int e = file_sync_dir(fd);
+    close(fd);
+    if (e != 0) {
+        snprintf(err, errlen, "cannot sync the directory of %s: %s", path, strerror(e));
+        errno = e; /* the caller may report it */
+        return -1;
+    }
+    return 0;
 }
 
 long file_read_at(int fd, void *buf, size_t len, uint64_t offset)

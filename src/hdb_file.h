@@ -30,6 +30,14 @@ int file_write2_all_at(int fd, const void *a, size_t alen, const void *b, size_t
 int file_write_batch(int fd, const uint64_t key[2], uint64_t seq, const char *records,
                      size_t len, uint64_t *offset);
 
+/* Opens the directory holding path (read-only, for file_sync_dir). Returns
+ * the descriptor, or -1 with err filled and errno set. */
+int file_open_parent_dir(const char *path, char *err, size_t errlen);
+
+/* fsyncs a directory. Returns 0, or an errno value. A file system that
+ * cannot sync directories (EINVAL) counts as synced. */
+int file_sync_dir(int dir_fd);
+
 /* fsyncs the directory holding path, so that a file created or renamed there
  * keeps its name after a power loss. Returns 0, or -1 with err filled. */
 int file_sync_parent_dir(const char *path, char *err, size_t errlen);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,9 +57,10 @@ struct hdb_flusher {
     uint64_t file_size;     /* end of the last complete batch on disk */
     uint64_t next_seq;      /* number of the next batch written */
     int tail_dirty;         /* a failed write may have left bytes past file_size */
-    char *dir_unsynced;     /* a rewritten file took the name, and the sync of its
-                               directory failed: retried before the next batch,
-                               which could not survive a power loss before it */
+    int dir_unsynced_fd;    /* a rewritten file took the name, and the sync of its
+                               directory (this descriptor) failed: retried before
+                               the next batch, which could not survive a power
+                               loss before it; -1 otherwise */
 
     /* While a rewrite runs (see hdb_rewrite.h), every record appended is
      * also copied into `tail`, which the rewrite takes from time to time;
@@ -72,7 +74,7 @@ struct hdb_flusher {
      * rewrite thread's stack so that they stay reachable from the store in
      * a child forked meanwhile (where that thread does not exist). */
     hdb_buf switch_last;
-    char *switch_dir;
+    int switch_dir_fd;
 
     uint64_t max_pending;   /* unwritten bytes before appends wait for the disk */
     size_t early_bytes;     /* pending bytes that wake the thread before its time */
@@ -146,17 +148,17 @@ static int flusher_flush_locked(hdb_flusher *f, char *err, size_t errlen)
     f->writing_cap = f->writing.cap;
     pthread_mutex_unlock(&f->buf_lock);
 
-    if (f->writing.len == 0 && !f->tail_dirty && f->dir_unsynced == NULL)
+    if (f->writing.len == 0 && !f->tail_dirty && f->dir_unsynced_fd < 0)
         return 0;
 
-    if (f->dir_unsynced != NULL) {
-        char why[HDB_FILE_ERRLEN];
-        if (file_sync_parent_dir(f->dir_unsynced, why, sizeof why) != 0) {
-            flusher_record_error(f, "cannot sync the directory of", errno, err, errlen);
+    if (f->dir_unsynced_fd >= 0) {
+        int e = file_sync_dir(f->dir_unsynced_fd);
+        if (e != 0) {
+            flusher_record_error(f, "cannot sync the directory of", e, err, errlen);
             return -1;
         }
-        free(f->dir_unsynced);
-        f->dir_unsynced = NULL;
+        close(f->dir_unsynced_fd);
+        f->dir_unsynced_fd = -1;
         if (f->writing.len == 0 && !f->tail_dirty)
             return 0;
     }
@@ -282,6 +284,8 @@ int flusher_start(hdb_flusher **out, int fd, const char *path, uint64_t size,
         return -1;
     }
     f->fd = fd;
+    f->dir_unsynced_fd = -1;
+    f->switch_dir_fd = -1;
     f->sync_time_ms = sync_time_ms;
     f->use_fsync = use_fsync;
     f->file_size = size;
@@ -542,6 +546,10 @@ void flusher_free(hdb_flusher *f)
          * threads: kept, not freed (see thread_keep_after_fork). */
         if (f->fd >= 0)
             close(f->fd);
+        if (f->dir_unsynced_fd >= 0)
+            close(f->dir_unsynced_fd);
+        if (f->switch_dir_fd >= 0)
+            close(f->switch_dir_fd);
         thread_keep_after_fork(f);
         return;
     }
@@ -557,8 +565,8 @@ void flusher_free(hdb_flusher *f)
     hdb_buf_free(&f->writing);
     hdb_buf_free(&f->tail);
     hdb_buf_free(&f->switch_last);
-    free(f->switch_dir);
-    free(f->dir_unsynced);
+    if (f->dir_unsynced_fd >= 0)
+        close(f->dir_unsynced_fd);
     free(f->path);
     free(f);
 }
@@ -635,16 +643,31 @@ void flusher_tail_stop(hdb_flusher *f)
     pthread_mutex_unlock(&f->buf_lock);
 }
 
+/* Whether path still names the file the flusher writes: something outside
+ * the store may have moved or removed it since the open, and another store
+ * may hold the name now. Caller holds io_lock. */
+static int flusher_file_still_named(const hdb_flusher *f, const char *path)
+{
+    struct stat held, named;
+    return fstat(f->fd, &held) == 0 && stat(path, &named) == 0 &&
+           held.st_dev == named.st_dev && held.st_ino == named.st_ino;
+}
+
 int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t file_key[2],
                    uint64_t next_seq, const char *file_path,
                    int (*install)(void *ud, char *err, size_t errlen),
                    void *ud, char *err, size_t errlen)
 {
-    /* Taken first: once the file is renamed, nothing may fail for want of
-     * memory before the flusher knows its directory still needs a sync. */
-    char *dir_of = f->switch_dir = strdup(file_path);
-    if (dir_of == NULL) {
-        snprintf(err, errlen, "out of memory");
+    /* Opened first: a directory that cannot be opened (no read permission)
+     * could never be synced, so the new file must not take the name. And
+     * once it has taken it, nothing may fail for want of a descriptor
+     * before the flusher knows the directory still needs a sync. Kept in
+     * the flusher rather than on this thread's stack, so that it stays
+     * reachable in a child forked meanwhile. */
+    char why[HDB_FILE_ERRLEN];
+    int dir_fd = f->switch_dir_fd = file_open_parent_dir(file_path, why, sizeof why);
+    if (dir_fd < 0) {
+        snprintf(err, errlen, "%s (the rewritten file could not be made durable there)", why);
         return -1;
     }
     /* io_lock keeps the flusher off the old file from here on. Records the
@@ -656,9 +679,14 @@ int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t fil
     pthread_mutex_lock(&f->io_lock);
     uint64_t size = *size_io;
     hdb_buf *last = &f->switch_last;
+    int moved = !flusher_file_still_named(f, file_path);
     pthread_mutex_lock(&f->buf_lock);
-    int refuse = f->exiting || f->tail_overflowed || !f->tail_on;
-    if (f->exiting)
+    int refuse = moved || f->exiting || f->tail_overflowed || !f->tail_on;
+    if (moved)
+        snprintf(err, errlen, "%s is no longer this store's file (it was moved, replaced or "
+                 "removed since the store was opened): the rewritten file does not take "
+                 "its name", file_path);
+    else if (f->exiting)
         snprintf(err, errlen, "the process is exiting");
     else if (refuse)
         snprintf(err, errlen, "writes outpaced the rewrite (more than %" PRIu64 " bytes "
@@ -693,23 +721,21 @@ int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t fil
      * writes, or in synchronous mode the write) while it keeps failing: a
      * write acknowledged in the new file before the name is durable could
      * vanish with it at a power loss. */
-    int dir_synced = 0;
-    char dir_err[HDB_FILE_ERRLEN];
-    if (installed)
-        dir_synced = file_sync_parent_dir(dir_of, dir_err, sizeof dir_err) == 0;
+    int dir_synced = installed && file_sync_dir(dir_fd) == 0;
     pthread_mutex_lock(&f->buf_lock);
     f->tail_switching = 0;
-    f->switch_dir = NULL; /* freed below, or kept as dir_unsynced */
+    f->switch_dir_fd = -1; /* closed below, or kept as dir_unsynced_fd */
     if (!installed) {
         pthread_mutex_unlock(&f->buf_lock);
         pthread_mutex_unlock(&f->io_lock);
-        free(dir_of);
+        close(dir_fd);
         return -1;
     }
-    free(f->dir_unsynced);
-    f->dir_unsynced = dir_synced ? NULL : dir_of;
+    if (f->dir_unsynced_fd >= 0)
+        close(f->dir_unsynced_fd);
+    f->dir_unsynced_fd = dir_synced ? -1 : dir_fd;
     if (dir_synced)
-        free(dir_of);
+        close(dir_fd);
     /* Everything appended before the take above is in the new file; the
      * old file's unwritten records are covered by it, so they are dropped
      * with the old file. */
@@ -739,6 +765,11 @@ int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t fil
     close(old_fd);
     pthread_mutex_unlock(&f->io_lock);
     return 0;
+}
+
+int flusher_is_synchronous(const hdb_flusher *f)
+{
+    return f->sync_time_ms == 0;
 }
 
 uint64_t flusher_file_size(hdb_flusher *f)

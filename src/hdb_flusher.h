@@ -99,12 +99,17 @@ void flusher_tail_stop(hdb_flusher *f);
  * directory (a failed sync is retried by every flush, which fails until it
  * succeeds). If install succeeds, the new file becomes the flusher's (*size_io its size),
  * the records appended since become its pending records, and the old file
- * is unlocked and closed. Fails, changing nothing, if the tail overflowed,
- * the process is exiting, or a write, sync or install fails. */
+ * is unlocked and closed. Fails, changing nothing, if the directory cannot
+ * be opened, file_path no longer names the flusher's file, the tail
+ * overflowed, the process is exiting, or a write, sync or install fails. */
 int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t file_key[2],
                    uint64_t next_seq, const char *file_path,
                    int (*install)(void *ud, char *err, size_t errlen),
                    void *ud, char *err, size_t errlen);
+
+/* True when every append is written and synced by its own call
+ * (sync_time 0). */
+int flusher_is_synchronous(const hdb_flusher *f);
 
 /* Bytes the file holds once what is pending is written (its batch lines
  * aside), header included. */

@@ -84,11 +84,51 @@ struct hdb_rewriter {
 
 char *rewrite_temp_name(const char *file_path)
 {
-    size_t len = strlen(file_path) + sizeof ".rewrite";
+    size_t len = strlen(file_path) + sizeof REWRITE_SUFFIX;
     char *tmp = malloc(len);
     if (tmp != NULL)
-        snprintf(tmp, len, "%s.rewrite", file_path);
+        snprintf(tmp, len, "%s" REWRITE_SUFFIX, file_path);
     return tmp;
+}
+
+int rewrite_remove_leftover(const char *tmp, char *err, size_t errlen)
+{
+    int fd = open(tmp, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0;
+        if (errno != ELOOP) {
+            snprintf(err, errlen, "cannot open the leftover %s: %s", tmp, strerror(errno));
+            return -1;
+        }
+        /* A symbolic link: removing the name touches nothing it points to. */
+        if (unlink(tmp) != 0 && errno != ENOENT) {
+            snprintf(err, errlen, "cannot remove %s: %s", tmp, strerror(errno));
+            return -1;
+        }
+        return 0;
+    }
+    /* A crash's leftover is locked by nobody: this store holds its own
+     * file's lock, so no rewrite of it is running. A locked one is a live
+     * file of somebody else's, never removed. */
+    char why[HDB_ERRLEN];
+    int locked = lock_acquire(fd, tmp, 0, why, sizeof why);
+    if (locked < 0) {
+        snprintf(err, errlen, "%s, the name of this store's temporary file, is in use: %s",
+                 tmp, why);
+        close(fd);
+        return -1;
+    }
+    int rc = 0;
+    if (locked == 0) {
+        if (unlink(tmp) != 0 && errno != ENOENT) {
+            snprintf(err, errlen, "cannot remove the leftover %s: %s", tmp, strerror(errno));
+            rc = -1;
+        }
+        lock_release(fd);
+    }
+    close(fd);
+    return rc;
 }
 
 int rewrite_file_create(const char *file_path, const uint64_t key[2], char **tmp_out,
@@ -104,12 +144,10 @@ int rewrite_file_create(const char *file_path, const uint64_t key[2], char **tmp
     }
     const char *what = "create";
     int e = 0;
-    /* One a crash left (the caller holds the store's lock, so no live
-     * rewrite is writing it). */
-    if (unlink(tmp) != 0 && errno != ENOENT) {
-        e = errno;
-        what = "remove";
-        goto fail;
+    if (rewrite_remove_leftover(tmp, err, errlen) != 0) {
+        *tmp_out = NULL;
+        free(tmp);
+        return -1;
     }
     int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
@@ -338,9 +376,28 @@ static int rewrite_run(rewrite_job *job)
     uint32_t end = cursor;
     if (rewrite_take_chunk(job, &end) < 0 || rewrite_write_out(job) != 0 || rewrite_sync(job) != 0)
         return -1;
-    if (flusher_switch(rw->aof, job->fd, &job->offset, rw->key, job->seq, rw->file_path,
-                       rewrite_install_cb, job,
-                       job->err, sizeof job->err) != 0)
+    /* In synchronous mode a write call appends its record (copying it into
+     * the tail) and then waits for the disk; if the switch took the tail in
+     * between, the record would be made durable in the new file while the
+     * call, whose flush then fails (a directory that cannot be synced), is
+     * refused. Holding the lock of the owner's changes keeps every write
+     * call out of the switch: one is either wholly before it or wholly
+     * after. (Those calls wait for the disk anyway; with sync_time > 0 no
+     * call refuses a record it appended, and writers must not wait.) */
+    int hold = flusher_is_synchronous(rw->aof);
+    if (hold) {
+        pthread_mutex_lock(&rw->lock);
+        if (rw->cancel) {
+            pthread_mutex_unlock(&rw->lock);
+            snprintf(job->err, sizeof job->err, "cancelled (the store is closing)");
+            return -1;
+        }
+    }
+    rc = flusher_switch(rw->aof, job->fd, &job->offset, rw->key, job->seq, rw->file_path,
+                        rewrite_install_cb, job, job->err, sizeof job->err);
+    if (hold)
+        pthread_mutex_unlock(&rw->lock);
+    if (rc != 0)
         return -1;
     job->fd = -1; /* the flusher's now */
     return 0;

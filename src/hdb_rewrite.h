@@ -86,7 +86,7 @@ void rewrite_get_stats(hdb_rewriter *rw, rewrite_stats *st);
 
 /* The file side, shared with the conversion of an old file at open.
  * rewrite_file_create: creates "<file_path>.rewrite" (removing one a crash
- * left), locks it before anyone can know it, gives it the owner and
+ * left, see rewrite_remove_leftover), locks it before anyone can know it, gives it the owner and
  * permissions of file_path, and writes a header with key. *tmp is
  * malloc'd. rewrite_file_rename: renames it over file_path (the caller
  * syncs the directory). rewrite_file_discard: removes it (if the name is
@@ -96,6 +96,15 @@ int rewrite_file_create(const char *file_path, const uint64_t key[2], char **tmp
 int rewrite_file_rename(const char *tmp, const char *file_path, char *err, size_t errlen);
 void rewrite_file_discard(int fd, const char *tmp);
 
+/* Removes the temporary file a crash left at tmp (or a symbolic link
+ * there), unless another store holds it locked: then fails with err naming
+ * the holder. Returns 0 when nothing is left at tmp. The caller holds the
+ * store's lock. */
+int rewrite_remove_leftover(const char *tmp, char *err, size_t errlen);
+
+/* The name of the temporary file of file_path (malloc'd), or NULL: file_path
+ * with this suffix. No store's file may have such a name. */
+#define REWRITE_SUFFIX ".rewrite"
 /* The name of the temporary file of file_path (malloc'd), or NULL. */
 char *rewrite_temp_name(const char *file_path);
 

@@ -287,6 +287,15 @@ static long elapsed_ms(const struct timespec *since)
     return (long)(now.tv_sec - since->tv_sec) * 1000 + (now.tv_nsec - since->tv_nsec) / 1000000;
 }
 
+/* Whether file_path has the name of another file's rewrite (see
+ * rewrite_temp_name): such a store's file would be taken for a crash's
+ * leftover and removed by the other file's store. */
+static int store_name_is_reserved(const char *file_path)
+{
+    size_t n = strlen(file_path), k = strlen(REWRITE_SUFFIX);
+    return n > k && file_path[n - k - 1] != '/' && strcmp(file_path + n - k, REWRITE_SUFFIX) == 0;
+}
+
 /* Opens or creates the file and locks it; returns the descriptor and its
  * size, or -1. The lock is taken before anything is read, so that the size
  * and contents seen are those no other writer is changing. Fills
@@ -355,6 +364,14 @@ static int store_open_file(hdb_store *s, unsigned lock_timeout_ms, uint64_t *siz
         }
         if ((s->file_path = realpath(path, NULL)) == NULL) {
             snprintf(err, errlen, "cannot resolve %s: %s", path, strerror(errno));
+            goto fail;
+        }
+        if (store_name_is_reserved(s->file_path)) {
+            snprintf(err, errlen, "cannot open %s: a store's file must not be named "
+                     "\"*" REWRITE_SUFFIX "\", which is the name of the temporary file of a "
+                     "rewrite (of the file without the suffix, which would remove it)", path);
+            free(s->file_path);
+            s->file_path = NULL;
             goto fail;
         }
         return fd;
@@ -621,14 +638,15 @@ static int store_convert(hdb_store *s, int *fd, uint64_t *size, uint64_t key[2],
 }
 
 /* Removes the temporary file of a rewrite that a crash interrupted. The
- * caller holds the lock: no rewrite of this file is running. */
+ * caller holds the lock: no rewrite of this file is running. One that is
+ * in use is left alone (the next rewrite reports it). */
 static void store_remove_stale_rewrite(hdb_store *s)
 {
     char *tmp = rewrite_temp_name(s->file_path);
-    if (tmp != NULL) {
-        unlink(tmp);
-        free(tmp);
-    }
+    char ignored[HDB_ERRLEN];
+    if (tmp != NULL)
+        rewrite_remove_leftover(tmp, ignored, sizeof ignored);
+    free(tmp);
 }
 
 hdb_store *hdb_open(const hdb_options *opt, char *err, size_t errlen)

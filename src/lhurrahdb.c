@@ -645,6 +645,9 @@ static int l_rewrite(lua_State *L)
         wait = lua_toboolean(L, -1);
         lua_pop(L, 1);
     }
+    /* Reading the option ran the table's __index, if any, which may have
+     * closed the store. */
+    require_open(L, s);
     char err[HDB_ERRLEN];
     if (hdb_rewrite(s->db, wait, err, sizeof err) != HDB_OK)
         return push_error(L, err);
