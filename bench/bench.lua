@@ -913,7 +913,9 @@ local compaction = { runs = 3 }
 do
   local dd_rates, rw_rates, rw_keys, rw_bytes = {}, {}, {}, {}
   local extra_rss, extra_with, extra_without = {}, {}, {}
-  local lat_without, lat_with = { preempted = {} }, { preempted = {} }
+  local lat_without, lat_with = { preempted = {}, waited = 0 }, { preempted = {}, waited = 0 }
+  local lat_empty = { preempted = {}, waited = 0 }
+  local steal_s = 0
   local rewrites_during = 0
   local copy = tmp .. "/rewrite.aof"
   os.execute("cp " .. quote(open_path) .. " " .. quote(copy))
@@ -925,31 +927,61 @@ do
   -- Sets during which the kernel took the CPU away from this thread (an
   -- involuntary context switch) also go to lat.preempted: they waited for
   -- another thread or process, not for the store's work.
+  -- Sets that blocked (a voluntary switch: a lock, the disk) are counted.
   local preemptions = benchlib.preemptions
+  -- Time the hypervisor ran something else on this machine's CPUs (steal,
+  -- in /proc/stat), in seconds; nil where it is not known.
+  local function steal_seconds()
+    local f = io.open("/proc/stat")
+    if not f then return nil end
+    local line = f:read("l")
+    f:close()
+    local fields = {}
+    for x in line:gmatch("%d+") do fields[#fields + 1] = tonumber(x) end
+    return fields[8] and fields[8] / 100 -- USER_HZ
+  end
+  local function note(lat, dt, p0, v0)
+    lat[#lat + 1] = dt
+    if not p0 then return end
+    local p1, v1 = preemptions()
+    if p1 ~= p0 then lat.preempted[#lat.preempted + 1] = dt
+    elseif v1 ~= v0 then lat.waited = lat.waited + 1 end
+  end
   local function set_latencies(lat, during, count)
     local n = 0
     local mem0, mem_max = db:stats().memory, 0
+    local steal0 = steal_seconds()
     while true do
       for _ = 1, 256 do
         n = n + 1
         local i = math.random(1, M)
         local v = value(i)
         local k = "user:" .. i
-        local p0 = preemptions()
+        local p0, v0 = preemptions()
         local t0 = now()
         db:set(k, v)
-        local dt = now() - t0
-        lat[#lat + 1] = dt
-        if p0 and preemptions() ~= p0 then lat.preempted[#lat.preempted + 1] = dt end
+        note(lat, now() - t0, p0, v0)
       end
       local st = db:stats()
       mem_max = math.max(mem_max, st.memory - mem0)
-      if during then
-        if not st.rewrite_running then return n, mem_max end
-      elseif n >= count then
+      if (during and not st.rewrite_running) or (not during and n >= count) then
+        if steal0 then steal_s = steal_s + steal_seconds() - steal0 end
         return n, mem_max
       end
     end
+  end
+  -- The same loop with nothing timed: the pauses the machine itself makes
+  -- (interrupts, the hypervisor), which no store call can avoid.
+  local function empty_latencies(lat, count)
+    local steal0 = steal_seconds()
+    for _ = 1, count do
+      local i = math.random(1, M)
+      local _, _ = value(i), "user:" .. i -- what the set loop makes, unused
+      local p0, v0 = preemptions()
+      local t0 = now()
+      note(lat, now() - t0, p0, v0)
+    end
+    if steal0 then steal_s = steal_s + steal_seconds() - steal0 end
   end
   for run = 1, compaction.runs do
     os.execute("sync")
@@ -970,16 +1002,18 @@ do
     rw_bytes[#rw_bytes + 1] = st.aof_bytes
     log("compaction %d: set latency, without and with a rewrite running", run)
     collectgarbage()
-    local with = { preempted = lat_with.preempted }
+    local with = { preempted = lat_with.preempted, waited = 0 }
     assert(db:rewrite())
     local n, mem_max = set_latencies(with, true)
     extra_with[#extra_with + 1] = mem_max
     rewrites_during = rewrites_during + 1
     for _, l in ipairs(with) do lat_with[#lat_with + 1] = l end
+    lat_with.waited = lat_with.waited + with.waited
     assert(db:rewrite { wait = true }) -- its outcome
     collectgarbage()
     local _, mem_without = set_latencies(lat_without, false, n)
     extra_without[#extra_without + 1] = mem_without
+    empty_latencies(lat_empty, n)
   end
   assert(db:close())
   for run = 1, compaction.runs do
@@ -989,6 +1023,7 @@ do
   end
   table.sort(lat_with)
   table.sort(lat_without)
+  table.sort(lat_empty)
   -- The longest set the kernel did not preempt: the longest of l not in
   -- l.preempted (l sorted; a preempted latency is removed once per time it
   -- occurs).
@@ -1003,7 +1038,12 @@ do
   local function lat_row(l)
     return { n = #l, p50 = percentile(l, 0.5), p99 = percentile(l, 0.99), p999 = percentile(l, 0.999),
              max = l[#l], preempted = #l.preempted, calm_max = longest_unpreempted(l),
-             counted = benchlib.preemptions() ~= nil }
+             waited = l.waited, counted = benchlib.preemptions() ~= nil }
+  end
+  local function count_over(l, limit)
+    local c = 0
+    for _, d in ipairs(l) do if d > limit then c = c + 1 end end
+    return c
   end
   compaction.dd = median_of(dd_rates)
   compaction.rate = median_of(rw_rates)
@@ -1014,6 +1054,10 @@ do
   compaction.extra_without = median_of(extra_without)
   compaction.without = lat_row(lat_without)
   compaction.with = lat_row(lat_with)
+  compaction.empty = lat_row(lat_empty)
+  compaction.over_1ms = { with = count_over(lat_with, 0.001), without = count_over(lat_without, 0.001),
+                          empty = count_over(lat_empty, 0.001) }
+  compaction.steal = steal_seconds() and steal_s
 
   -- The overwrite workload: 1,000 keys overwritten 2,000 times.
   local function open_seconds(path)
@@ -1299,6 +1343,15 @@ if compaction.with.counted then
     compaction.with.preempted, compaction.without.preempted)
   say("| the longest set not preempted, with a rewrite / without | %s / %s µs |", us(compaction.with.calm_max),
     us(compaction.without.calm_max))
+  say("| sets that blocked (a voluntary context switch: a lock or the disk), with a rewrite / without | %d / %d |",
+    compaction.with.waited, compaction.without.waited)
+end
+say("| sets over 1 ms, with a rewrite / without | %d / %d |", compaction.over_1ms.with, compaction.over_1ms.without)
+say("| the same loop timing nothing (%d empty intervals, after each run without a rewrite): p50 / p99 / p99.9 / max; over 1 ms | %s; %d |",
+  compaction.empty.n, lat(compaction.empty), compaction.over_1ms.empty)
+if compaction.steal then
+  say("| CPU time the hypervisor gave to others during these timed loops (steal, /proc/stat, both cores) | %.0f ms |",
+    compaction.steal * 1000)
 end
 say("| 1,000 keys overwritten 2,000 times: file, open | %.1f MB, %.3f s |", compaction.over_before / 1e6,
   compaction.open_before)
@@ -1589,10 +1642,20 @@ target("longest set while a rewrite runs < 2 ms", ("%s µs"):format(us(compactio
       .. "\nthread is descheduled while it copies one."):format(us(wo.max), us(w.p999), us(wo.p999))
     if w.counted then
       text = text .. ("\nThe kernel preempted %d of the sets during a rewrite and %d without one; the longest set it"
-        .. "\ndid not preempt took %s µs during a rewrite and %s µs without. On %s cores the caller, the flusher"
-        .. "\nand the rewrite's thread (and whatever else runs on the machine) take turns."):format(w.preempted,
-        wo.preempted, us(w.calm_max), us(wo.calm_max), machine.cores)
+        .. "\ndid not preempt took %s µs during a rewrite and %s µs without. %d and %d sets blocked on a lock"
+        .. "\nor the disk. On %s cores the caller, the flusher and the rewrite's thread (and whatever else runs"
+        .. "\non the machine) take turns."):format(w.preempted, wo.preempted, us(w.calm_max), us(wo.calm_max),
+        w.waited, wo.waited, machine.cores)
     end
+    local e = compaction.empty
+    text = text .. ("\nThe same loop timing nothing had %d of %d empty intervals over 1 ms, the longest %s µs"
+      .. "\n(the sets: %d with a rewrite, %d without)."):format(compaction.over_1ms.empty, e.n, us(e.max),
+      compaction.over_1ms.with, compaction.over_1ms.without)
+    if compaction.steal then
+      text = text .. (" The hypervisor gave %.0f ms of this machine's CPU time to others"
+        .. "\nduring the timed loops (steal, /proc/stat)."):format(compaction.steal * 1000)
+    end
+    text = text .. "\nA pause the machine makes in an empty interval is one no store call can avoid."
     return text
   end)
 target("memory per key ≤ 112 B, small mixed values", ("%.1f B"):format(open.h_rss), open.h_rss <= 112,

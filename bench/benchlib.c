@@ -112,15 +112,17 @@ static int l_fault_seconds(lua_State *L)
     return 1;
 }
 
-/* preemptions() --> involuntary context switches of the calling thread so
- * far, or nil where the system does not count them per thread */
+/* preemptions() --> involuntary and voluntary context switches of the
+ * calling thread so far (preempted; blocked on a lock or the disk), or nil
+ * where the system does not count them per thread */
 static int l_preemptions(lua_State *L)
 {
 #if defined(RUSAGE_THREAD)
     struct rusage ru;
     if (getrusage(RUSAGE_THREAD, &ru) == 0) {
         lua_pushnumber(L, (lua_Number)ru.ru_nivcsw);
-        return 1;
+        lua_pushnumber(L, (lua_Number)ru.ru_nvcsw);
+        return 2;
     }
 #endif
     lua_pushnil(L);
