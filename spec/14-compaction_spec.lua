@@ -432,6 +432,67 @@ describe("a rewrite whose directory cannot be opened or synced", function()
     end
   end)
 
+  -- The descriptor of a directory whose sync failed is kept for the retry;
+  -- the flusher's thread closes it once the retry succeeds. A child forked
+  -- just then must not find the number of a closed descriptor in the store
+  -- (its close of the store would close whatever it opened under it since).
+  it("never leaves a forked child the number of a closed directory descriptor", function()
+    local testlib = require "hdb_testlib"
+    local report = dir .. "/child-report"
+    local db = assert(hurrahdb.open(path, { sync_time = 50, auto_rewrite_percentage = 0 }))
+    overwrite_history(db, 1)
+    assert(db:sync())
+    fault("dirsync EIO")
+    assert.is_true(db:rewrite { wait = true })
+    fault("dirclose delay 1500")
+    assert(db:set("x", 1)) -- the next flush syncs the directory, then lets its descriptor go
+    local deadline = socket.gettime() + 10
+    while hits() == 0 and socket.gettime() < deadline do socket.sleep(0.005) end
+    assert.is_true(hits() > 0, "the directory's descriptor was never closed")
+    -- The thread is inside the window: the descriptor is closed, its close
+    -- has not returned.
+    local pid = testlib.fork()
+    if pid == 0 then
+      no_fault()
+      local ok, err = pcall(function()
+        -- Files on the lowest free numbers, the closed descriptor's among
+        -- them: each must still be open after the store's close.
+        local files = {}
+        for i = 1, 16 do files[i] = assert(io.open(dir .. "/child-" .. i .. ".txt", "w")) end
+        assert(db:close()) -- the parent's store, in this child
+        for i, f in ipairs(files) do
+          assert(f:write("child"))
+          assert(f:flush(), "the store's close closed the child's file " .. i)
+          f:close()
+          assert(helpers.read_file(dir .. "/child-" .. i .. ".txt") == "child")
+        end
+      end)
+      helpers.write_file(report, ok and "ok" or tostring(err))
+      testlib._exit(0)
+    end
+    assert.equals(0, testlib.waitpid(pid))
+    no_fault()
+    assert.equals("ok", helpers.read_file(report))
+    assert(db:close())
+  end)
+
+  it("does not rename over a symbolic link put in the place of the store's file", function()
+    local db = assert(hurrahdb.open(path, { sync_time = 0, auto_rewrite_percentage = 0 }))
+    local model = overwrite_history(db, 1)
+    assert(helpers.execute("mkdir " .. dir .. "/elsewhere && mv " .. path .. " " .. dir .. "/elsewhere/ && ln -s "
+      .. dir .. "/elsewhere/data.aof " .. path))
+    local ok, err = db:rewrite { wait = true }
+    assert.is_nil(ok)
+    assert.matches("is no longer this store's file", err, 1, true)
+    assert.equals(dir .. "/elsewhere/data.aof", (helpers.capture("readlink " .. path):gsub("%s+$", "")))
+    assert(db:set("after", 1))
+    model.after = 1
+    assert(db:close())
+    local again = assert(hurrahdb.open(path))
+    helpers.assert_same_typed(model, contents(again))
+    assert(again:close())
+  end)
+
   it("completes on a file system that cannot sync directories (EINVAL), and writes go on", function()
     local db = assert(hurrahdb.open(path, { sync_time = 0, auto_rewrite_percentage = 0 }))
     local model = overwrite_history(db, 2)
@@ -639,6 +700,18 @@ describe("one writer per file, across a rewrite's replacement", function()
     assert.is_nil(db)
     assert.matches("must not be named \"*.rewrite\"", err, 1, true)
     assert.is_nil(io.open(path .. ".rewrite"), "the file was created")
+    -- Through a symbolic link to a missing one: the link stays, no file is left.
+    assert(helpers.execute("ln -s " .. dir .. "/target.rewrite " .. dir .. "/link.aof"))
+    db, err = hurrahdb.open(dir .. "/link.aof")
+    assert.is_nil(db)
+    assert.matches("must not be named \"*.rewrite\"", err, 1, true)
+    assert.equals(dir .. "/target.rewrite", (helpers.capture("readlink " .. dir .. "/link.aof"):gsub("%s+$", "")))
+    assert.is_nil(io.open(dir .. "/target.rewrite"), "the link's target was left")
+    -- Names that only contain the suffix are ordinary.
+    for _, name in ipairs { "x.rewrite.aof", ".rewrite" } do
+      db = assert(hurrahdb.open(dir .. "/" .. name))
+      assert(db:close())
+    end
   end)
 
   it("never removes a file at the temporary name that another process holds locked; the rewrite fails naming it", function()

@@ -18,6 +18,9 @@
  *   rename EIO                      rename fails (only with the prefix below)
  *   dirsync EIO | dirsync EINVAL    fsync of a directory fails (any directory:
  *                                   the store syncs only its file's)
+ *   dirclose delay <ms>             a close of a directory returns that long
+ *                                   after closing it (the hit is counted
+ *                                   first: a spec can act inside the window)
  *   diropen EACCES                  an open of a directory (O_DIRECTORY)
  *                                   fails, as for a directory without read
  *                                   permission (which root would not see)
@@ -227,6 +230,14 @@ int close(int fd)
     if (real == NULL)
         real = (fd_fn)dlsym(RTLD_NEXT, "close");
     char rule[128];
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) && fault_rule(rule, sizeof rule) &&
+        strncmp(rule, "dirclose delay ", 15) == 0) {
+        int rc = real(fd);
+        count_hit();
+        usleep((useconds_t)atoi(rule + 15) * 1000);
+        return rc;
+    }
     if (!rule_for(fd, rule, sizeof rule) || !rule_errno(rule, "close"))
         return real(fd);
     count_hit();

@@ -114,6 +114,19 @@ static int64_t wall_clock_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Replaces the descriptor in *field with next, then closes the old one: in
+ * that order, so that a child forked in between never finds in the field
+ * the number of a descriptor already closed (which its close of the store
+ * would close again, whatever the child has opened under that number
+ * since). */
+static void flusher_drop_dir_fd(int *field, int next)
+{
+    int old = *field;
+    *field = next;
+    if (old >= 0)
+        close(old);
+}
+
 /* Records a failure for stats and for the refusal of later appends.
  * Caller holds io_lock; takes buf_lock. */
 static void flusher_record_error(hdb_flusher *f, const char *what, int errnum,
@@ -157,8 +170,7 @@ static int flusher_flush_locked(hdb_flusher *f, char *err, size_t errlen)
             flusher_record_error(f, "cannot sync the directory of", e, err, errlen);
             return -1;
         }
-        close(f->dir_unsynced_fd);
-        f->dir_unsynced_fd = -1;
+        flusher_drop_dir_fd(&f->dir_unsynced_fd, -1);
         if (f->writing.len == 0 && !f->tail_dirty)
             return 0;
     }
@@ -648,8 +660,10 @@ void flusher_tail_stop(hdb_flusher *f)
  * may hold the name now. Caller holds io_lock. */
 static int flusher_file_still_named(const hdb_flusher *f, const char *path)
 {
+    /* lstat: a symbolic link put in the file's place (the file moved to
+     * another disk, say) is not the file, and must not be renamed over. */
     struct stat held, named;
-    return fstat(f->fd, &held) == 0 && stat(path, &named) == 0 &&
+    return fstat(f->fd, &held) == 0 && lstat(path, &named) == 0 &&
            held.st_dev == named.st_dev && held.st_ino == named.st_ino;
 }
 
@@ -731,9 +745,7 @@ int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t fil
         close(dir_fd);
         return -1;
     }
-    if (f->dir_unsynced_fd >= 0)
-        close(f->dir_unsynced_fd);
-    f->dir_unsynced_fd = dir_synced ? -1 : dir_fd;
+    flusher_drop_dir_fd(&f->dir_unsynced_fd, dir_synced ? -1 : dir_fd);
     if (dir_synced)
         close(dir_fd);
     /* Everything appended before the take above is in the new file; the

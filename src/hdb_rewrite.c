@@ -93,7 +93,9 @@ char *rewrite_temp_name(const char *file_path)
 
 int rewrite_remove_leftover(const char *tmp, char *err, size_t errlen)
 {
-    int fd = open(tmp, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    /* Read-only is enough for flock, and opens a leftover whose mode lets
+     * nobody write it. */
+    int fd = open(tmp, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ENOENT)
             return 0;

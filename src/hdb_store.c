@@ -287,13 +287,21 @@ static long elapsed_ms(const struct timespec *since)
     return (long)(now.tv_sec - since->tv_sec) * 1000 + (now.tv_nsec - since->tv_nsec) / 1000000;
 }
 
-/* Whether file_path has the name of another file's rewrite (see
+/* Whether file_path (or a path naming it) has the name of another file's rewrite (see
  * rewrite_temp_name): such a store's file would be taken for a crash's
  * leftover and removed by the other file's store. */
 static int store_name_is_reserved(const char *file_path)
 {
     size_t n = strlen(file_path), k = strlen(REWRITE_SUFFIX);
+    /* A bare ".rewrite" is no file's rewrite: it would be that of "". */
     return n > k && file_path[n - k - 1] != '/' && strcmp(file_path + n - k, REWRITE_SUFFIX) == 0;
+}
+
+static void store_refuse_reserved(const char *path, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "cannot open %s: a store's file must not be named \"*" REWRITE_SUFFIX
+             "\", which is the name of the temporary file of a rewrite (of the file without "
+             "the suffix, which would remove it)", path);
 }
 
 /* Opens or creates the file and locks it; returns the descriptor and its
@@ -306,6 +314,10 @@ static int store_open_file(hdb_store *s, unsigned lock_timeout_ms, uint64_t *siz
                            int *created, char *err, size_t errlen)
 {
     const char *path = s->path;
+    if (store_name_is_reserved(path)) { /* before anything is created */
+        store_refuse_reserved(path, err, errlen);
+        return -1;
+    }
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
     for (int attempt = 0;; attempt++) {
@@ -366,10 +378,8 @@ static int store_open_file(hdb_store *s, unsigned lock_timeout_ms, uint64_t *siz
             snprintf(err, errlen, "cannot resolve %s: %s", path, strerror(errno));
             goto fail;
         }
-        if (store_name_is_reserved(s->file_path)) {
-            snprintf(err, errlen, "cannot open %s: a store's file must not be named "
-                     "\"*" REWRITE_SUFFIX "\", which is the name of the temporary file of a "
-                     "rewrite (of the file without the suffix, which would remove it)", path);
+        if (store_name_is_reserved(s->file_path)) { /* through a symbolic link */
+            store_refuse_reserved(path, err, errlen);
             free(s->file_path);
             s->file_path = NULL;
             goto fail;
@@ -377,8 +387,13 @@ static int store_open_file(hdb_store *s, unsigned lock_timeout_ms, uint64_t *siz
         return fd;
 fail:
         if (locked == 0) {
-            if (*created)
-                unlink(path); /* leave no empty file behind a failed open */
+            if (*created) {
+                /* Leave no empty file behind a failed open: the file, not a
+                 * symbolic link to it through which it was created. */
+                char *made = realpath(path, NULL);
+                unlink(made != NULL ? made : path);
+                free(made);
+            }
             lock_release(fd);
         }
         close(fd);
