@@ -913,8 +913,8 @@ local compaction = { runs = 3 }
 do
   local dd_rates, rw_rates, rw_keys, rw_bytes = {}, {}, {}, {}
   local extra_rss, extra_with, extra_without = {}, {}, {}
-  local lat_without, lat_with = { preempted = {}, waited = 0 }, { preempted = {}, waited = 0 }
-  local lat_empty = { preempted = {}, waited = 0 }
+  local function new_lat() return { preempted = {}, waited = 0, slow = 0, slow_s = 0, slow_faults = 0 } end
+  local lat_without, lat_with, lat_empty = new_lat(), new_lat(), new_lat()
   local steal_s = 0
   local rewrites_during = 0
   local copy = tmp .. "/rewrite.aof"
@@ -940,12 +940,16 @@ do
     for x in line:gmatch("%d+") do fields[#fields + 1] = tonumber(x) end
     return fields[8] and fields[8] / 100 -- USER_HZ
   end
-  local function note(lat, dt, p0, v0)
+  -- Sets over 1 ms: how many, their time, and the page faults they took.
+  local function note(lat, dt, p0, v0, f0)
     lat[#lat + 1] = dt
     if not p0 then return end
-    local p1, v1 = preemptions()
+    local p1, v1, f1 = preemptions()
     if p1 ~= p0 then lat.preempted[#lat.preempted + 1] = dt
     elseif v1 ~= v0 then lat.waited = lat.waited + 1 end
+    if dt > 0.001 then
+      lat.slow, lat.slow_s, lat.slow_faults = lat.slow + 1, lat.slow_s + dt, lat.slow_faults + (f1 - f0)
+    end
   end
   local function set_latencies(lat, during, count)
     local n = 0
@@ -957,10 +961,10 @@ do
         local i = math.random(1, M)
         local v = value(i)
         local k = "user:" .. i
-        local p0, v0 = preemptions()
+        local p0, v0, f0 = preemptions()
         local t0 = now()
         db:set(k, v)
-        note(lat, now() - t0, p0, v0)
+        note(lat, now() - t0, p0, v0, f0)
       end
       local st = db:stats()
       mem_max = math.max(mem_max, st.memory - mem0)
@@ -977,9 +981,9 @@ do
     for _ = 1, count do
       local i = math.random(1, M)
       local _, _ = value(i), "user:" .. i -- what the set loop makes, unused
-      local p0, v0 = preemptions()
+      local p0, v0, f0 = preemptions()
       local t0 = now()
-      note(lat, now() - t0, p0, v0)
+      note(lat, now() - t0, p0, v0, f0)
     end
     if steal0 then steal_s = steal_s + steal_seconds() - steal0 end
   end
@@ -1002,13 +1006,14 @@ do
     rw_bytes[#rw_bytes + 1] = st.aof_bytes
     log("compaction %d: set latency, without and with a rewrite running", run)
     collectgarbage()
-    local with = { preempted = lat_with.preempted, waited = 0 }
+    local with = new_lat()
+    with.preempted = lat_with.preempted
     assert(db:rewrite())
     local n, mem_max = set_latencies(with, true)
     extra_with[#extra_with + 1] = mem_max
     rewrites_during = rewrites_during + 1
     for _, l in ipairs(with) do lat_with[#lat_with + 1] = l end
-    lat_with.waited = lat_with.waited + with.waited
+    for _, f in ipairs { "waited", "slow", "slow_s", "slow_faults" } do lat_with[f] = lat_with[f] + with[f] end
     assert(db:rewrite { wait = true }) -- its outcome
     collectgarbage()
     local _, mem_without = set_latencies(lat_without, false, n)
@@ -1038,7 +1043,8 @@ do
   local function lat_row(l)
     return { n = #l, p50 = percentile(l, 0.5), p99 = percentile(l, 0.99), p999 = percentile(l, 0.999),
              max = l[#l], preempted = #l.preempted, calm_max = longest_unpreempted(l),
-             waited = l.waited, counted = benchlib.preemptions() ~= nil }
+             waited = l.waited, slow = l.slow, slow_s = l.slow_s, slow_faults = l.slow_faults,
+             counted = benchlib.preemptions() ~= nil }
   end
   local function count_over(l, limit)
     local c = 0
@@ -1656,6 +1662,14 @@ target("longest set while a rewrite runs < 2 ms", ("%s µs"):format(us(compactio
         .. "\nduring the timed loops (steal, /proc/stat)."):format(compaction.steal * 1000)
     end
     text = text .. "\nA pause the machine makes in an empty interval is one no store call can avoid."
+    if w.counted then
+      local function faults(r)
+        return ("%d took %.3f s and %d page faults (%.3f s at %.1f µs each, measured above)"):format(r.slow,
+          r.slow_s, r.slow_faults, r.slow_faults * open.fault_cost, open.fault_cost * 1e6)
+      end
+      text = text .. ("\nOf the sets over 1 ms, without a rewrite %s; with one %s. A fault maps a fresh page"
+        .. "\nthe thread touches for the first time."):format(faults(wo), faults(w))
+    end
     return text
   end)
 target("memory per key ≤ 112 B, small mixed values", ("%.1f B"):format(open.h_rss), open.h_rss <= 112,

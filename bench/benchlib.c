@@ -113,8 +113,9 @@ static int l_fault_seconds(lua_State *L)
 }
 
 /* preemptions() --> involuntary and voluntary context switches of the
- * calling thread so far (preempted; blocked on a lock or the disk), or nil
- * where the system does not count them per thread */
+ * calling thread so far (preempted; blocked on a lock or the disk), and its
+ * minor page faults; or nil where the system does not count them per
+ * thread */
 static int l_preemptions(lua_State *L)
 {
 #if defined(RUSAGE_THREAD)
@@ -122,7 +123,8 @@ static int l_preemptions(lua_State *L)
     if (getrusage(RUSAGE_THREAD, &ru) == 0) {
         lua_pushnumber(L, (lua_Number)ru.ru_nivcsw);
         lua_pushnumber(L, (lua_Number)ru.ru_nvcsw);
-        return 2;
+        lua_pushnumber(L, (lua_Number)ru.ru_minflt);
+        return 3;
     }
 #endif
     lua_pushnil(L);
