@@ -631,9 +631,10 @@ int flusher_tail_take(hdb_flusher *f, hdb_buf *out, char *err, size_t errlen)
         rc = -1;
     } else if (!f->tail_on) {
         f->tail_on = 1;
-    } else if (out->len == 0) {
-        hdb_buf_swap(out, &f->tail);
     } else if (hdb_buf_append(out, f->tail.data, f->tail.len) == 0) {
+        /* Copied rather than swapped, so that each buffer keeps its
+         * capacity, with its pages mapped: the rewrite's for its batches,
+         * the tail for the writers' copies. */
         f->tail.len = 0;
     } else {
         snprintf(err, errlen, "out of memory");
@@ -751,7 +752,12 @@ int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t fil
     /* Everything appended before the take above is in the new file; the
      * old file's unwritten records are covered by it, so they are dropped
      * with the old file. */
-    hdb_buf_swap(&f->pending, &f->tail);
+    /* Into the pending buffer, which keeps its capacity: its pages are
+     * mapped already, and a fresh buffer would make the next writes pay
+     * the first touch of every page as it grows. */
+    f->pending.len = 0;
+    if (f->tail.len > 0 && hdb_buf_append(&f->pending, f->tail.data, f->tail.len) != 0)
+        hdb_buf_swap(&f->pending, &f->tail); /* no memory to copy: take it as it is */
     hdb_buf_free(&f->tail);
     f->tail_on = 0;
     f->tail_last_len = 0;

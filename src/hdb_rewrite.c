@@ -359,6 +359,15 @@ static int rewrite_run(rewrite_job *job)
     if (rewrite_file_create(rw->file_path, rw->key, &job->tmp, &job->fd, job->err,
                             sizeof job->err) != 0)
         return -1;
+    /* The buffer a batch is built in, sized and touched once, here: grown
+     * while a chunk is copied, its fresh pages would be faulted in with the
+     * lock held, which the owner's writes wait for (a fault costs
+     * microseconds on a virtual machine; a MiB of them, milliseconds). */
+    if (hdb_buf_reserve(&job->out, REWRITE_BATCH_BYTES + REWRITE_CHUNK_BYTES) != 0) {
+        snprintf(job->err, sizeof job->err, "out of memory");
+        return -1;
+    }
+    memset(job->out.data, 0, job->out.cap);
     job->offset = AOF_HEADER_LEN;
     job->seq = 1;
     uint32_t cursor = 0;
