@@ -19,6 +19,13 @@ end
 local function hits() return #(helpers.read_file(FAULTS .. ".hits") or "") end
 local function no_fault() if FAULTS then helpers.write_file(FAULTS, "") end end
 
+-- Opens the file anew and checks it holds exactly `model`.
+local function assert_reopens_as(p, model, label)
+  local again = assert(hurrahdb.open(p))
+  helpers.assert_same_typed(model, contents(again), label or "the reopened store")
+  assert(again:close())
+end
+
 -- 1,000 keys overwritten `rounds` times, every third one deleted at the end.
 local function overwrite_history(db, rounds)
   local model = {}
@@ -160,9 +167,7 @@ describe("db:rewrite()", function()
       assert.equals(0, st.rewrites_failed)
       helpers.assert_same_typed(model, contents(db), "the store, sync_time " .. sync_time)
       assert(db:close())
-      local again = assert(hurrahdb.open(p))
-      helpers.assert_same_typed(model, contents(again), "reopened, sync_time " .. sync_time)
-      assert(again:close())
+      assert_reopens_as(p, model, "reopened, sync_time " .. sync_time)
       local _, _, dels = file_records(p)
       assert.equals(0, dels, "the last rewrite ran with no write meanwhile")
     end
@@ -206,9 +211,7 @@ describe("db:rewrite()", function()
     assert.is_true(db:close())
     no_fault()
     assert.is_false(helpers.file_exists(path .. ".rewrite"))
-    local again = assert(hurrahdb.open(path))
-    helpers.assert_same_typed(model, contents(again))
-    assert(again:close())
+    assert_reopens_as(path, model)
   end)
 
   it("is refused in a forked child, while the parent's rewrite completes", function()
@@ -240,9 +243,7 @@ describe("db:rewrite()", function()
     assert.equals(1, db:stats().rewrites)
     helpers.assert_same_typed(model, contents(db))
     assert(db:close())
-    local again = assert(hurrahdb.open(path))
-    helpers.assert_same_typed(model, contents(again))
-    assert(again:close())
+    assert_reopens_as(path, model)
   end)
 end)
 
@@ -302,9 +303,7 @@ describe("a rewrite on a failing disk", function()
         assert(db:set("later", 1))
         model.later = 1
         assert(db:close())
-        local again = assert(hurrahdb.open(p))
-        helpers.assert_same_typed(model, contents(again))
-        assert(again:close())
+        assert_reopens_as(p, model)
       end
     end)
   end
@@ -354,9 +353,7 @@ describe("a rewrite whose directory cannot be synced", function()
       model.after = { ok = true }
       helpers.assert_same_typed(model, contents(db))
       assert(db:close())
-      local again = assert(hurrahdb.open(p))
-      helpers.assert_same_typed(model, contents(again), "the reopened store (sync_time " .. sync_time .. ")")
-      assert(again:close())
+      assert_reopens_as(p, model, "the reopened store (sync_time " .. sync_time .. ")")
     end
   end)
 end)
@@ -426,9 +423,7 @@ describe("a rewrite whose directory cannot be opened or synced", function()
       assert(db:sync())
       assert.is_true(db:rewrite { wait = true })
       assert(db:close())
-      local again = assert(hurrahdb.open(p))
-      helpers.assert_same_typed(model, contents(again))
-      assert(again:close())
+      assert_reopens_as(p, model)
     end
   end)
 
@@ -488,9 +483,7 @@ describe("a rewrite whose directory cannot be opened or synced", function()
     assert(db:set("after", 1))
     model.after = 1
     assert(db:close())
-    local again = assert(hurrahdb.open(path))
-    helpers.assert_same_typed(model, contents(again))
-    assert(again:close())
+    assert_reopens_as(path, model)
   end)
 
   it("completes on a file system that cannot sync directories (EINVAL), and writes go on", function()
@@ -505,9 +498,7 @@ describe("a rewrite whose directory cannot be opened or synced", function()
     no_fault()
     assert.equals(0, db:stats().errors)
     assert(db:close())
-    local again = assert(hurrahdb.open(path))
-    helpers.assert_same_typed(model, contents(again))
-    assert(again:close())
+    assert_reopens_as(path, model)
   end)
 end)
 
