@@ -538,3 +538,62 @@ describe("an options table whose __index closes the store", function()
     assert(again:close())
   end)
 end)
+
+-- A set that meets lua-cjson's markers for the first time reads them from
+-- the loaded module, which allocates: finalizers run there, between two
+-- encodings into the store's scratch buffer.
+describe("a finalizer that runs while db:set() reads lua-cjson's markers", function()
+  local dir, path, saved
+  before_each(function()
+    dir = helpers.tmpdir()
+    path = dir .. "/data.aof"
+    saved = package.loaded.cjson
+  end)
+  after_each(function()
+    package.loaded.cjson = saved
+    local db = hurrahdb.new()
+    db:set("x", setmetatable({}, {})) -- forgets the markers of this spec
+    db:close()
+    helpers.rmdir(dir)
+  end)
+
+  -- (Lua 5.4 makes two allocations there, LuaJIT more.)
+  for at = 1, 2 do
+    it("sets another value (allocation " .. at .. "): each key gets its own value", function()
+      local db = assert(hurrahdb.open(path, { sync_time = 0 }))
+      local big = ("z"):rep(100000)
+      local cjson = { array_mt = {}, empty_array_mt = {} }
+      package.loaded.cjson = cjson
+      local value = setmetatable({ "mine", 1, 2 }, cjson.array_mt)
+      local ran, ok, result = call_during_gc(function()
+        assert(db:set("other", { big }))
+      end, function() return db:set("k", value) end, { at = at })
+      assert.is_true(ran > 0, "no finalizer ran during the set")
+      assert.is_true(ok, tostring(result))
+      assert.is_true(result)
+      assert.same({ "mine", 1, 2 }, db:get("k"))
+      assert.same({ big }, db:get("other"))
+      assert(db:close())
+      local again = assert(hurrahdb.open(path))
+      assert.same({ "mine", 1, 2 }, again:get("k"))
+      assert(again:close())
+    end)
+
+    it("closes the store (allocation " .. at .. "): raises 'store is closed', and nothing was written", function()
+      local db = assert(hurrahdb.open(path, { sync_time = 0 }))
+      local cjson = { array_mt = {}, empty_array_mt = {} }
+      package.loaded.cjson = cjson
+      local value = setmetatable({ 1, 2 }, cjson.array_mt)
+      local ran, ok, result = call_during_gc(function() assert(db:close()) end,
+        function() return db:set("k", value) end, { at = at })
+      assert.is_true(ran > 0, "no finalizer ran during the set")
+      do
+        assert.is_false(ok)
+        assert.matches("store is closed", result, 1, true)
+        local again = assert(hurrahdb.open(path))
+        assert.is_nil(again:get("k"))
+        assert(again:close())
+      end
+    end)
+  end
+end)

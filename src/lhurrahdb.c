@@ -480,7 +480,16 @@ static int l_set(lua_State *L)
         return delete_key(L, s, key, klen, 0);
     char err[HDB_ERRLEN];
     s->scratch.len = 0;
-    if (lvalue_encode(L, 3, &s->scratch, HDB_MAX_ITEM_LEN, err, sizeof err) != 0) {
+    int enc = lvalue_encode(L, 3, &s->scratch, HDB_MAX_ITEM_LEN, err, sizeof err);
+    if (enc == LVALUE_UNKNOWN_MARK && lvalue_markers_refresh(L)) {
+        /* lua-cjson was loaded (or reloaded) since the markers were last
+         * read. The refresh allocated: a finalizer may have closed the store
+         * or used its scratch buffer, so both are checked anew. */
+        require_open(L, s);
+        s->scratch.len = 0;
+        enc = lvalue_encode(L, 3, &s->scratch, HDB_MAX_ITEM_LEN, err, sizeof err);
+    }
+    if (enc != LVALUE_OK) {
         scratch_release(s);
         return push_error(L, err);
     }

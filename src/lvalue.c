@@ -74,6 +74,7 @@ typedef struct enc_ctx {
                      * too long */
     char *err;
     size_t errlen;
+    int status;     /* what lvalue_encode returns once a step failed */
     int depth;
     const void *open_tables[LVALUE_MAX_DEPTH + 1]; /* ancestors, for cycles */
     path_step path[LVALUE_MAX_DEPTH + 1];
@@ -154,12 +155,14 @@ static int enc_fail(enc_ctx *c, const char *what, const char *detail)
     enc_format_path(c, path, sizeof path);
     snprintf(c->err, c->errlen, "cannot store %s at %s%s", what, path,
              detail ? detail : "");
+    c->status = LVALUE_REFUSED;
     return -1;
 }
 
 static int enc_nomem(enc_ctx *c)
 {
     snprintf(c->err, c->errlen, "out of memory encoding the value");
+    c->status = LVALUE_NO_MEMORY;
     return -1;
 }
 
@@ -169,6 +172,7 @@ static int enc_too_long(enc_ctx *c)
     enc_format_path(c, path, sizeof path);
     snprintf(c->err, c->errlen, "value too long (its JSON text passes the limit of %zu bytes at %s)",
              c->max_len, path);
+    c->status = LVALUE_TOO_LONG;
     return -1;
 }
 
@@ -619,30 +623,134 @@ static int enc_object(enc_ctx *c, int idx)
     return enc_putc(c, '}');
 }
 
+/* ---- lua-cjson's markers ----
+ *
+ * OpenResty's lua-cjson marks tables that must encode as JSON arrays with
+ * the metatables cjson.array_mt and cjson.empty_array_mt, and stands for an
+ * empty array with the light userdata cjson.empty_array. The encoder knows
+ * them by identity: lvalue_markers_refresh copies them from the loaded cjson
+ * module into a table of the registry (which also keeps them alive, so that
+ * no other table can come to have one's address), and the encoder reads
+ * that table with raw accesses, which allocate nothing. A metatable or light
+ * userdata the encoder does not know makes it return LVALUE_UNKNOWN_MARK, so
+ * that the caller can refresh the markers (that allocates) and try again. */
+
+enum { MARK_ARRAY_MT = 1, MARK_EMPTY_ARRAY_MT = 2, MARK_EMPTY_ARRAY = 3 };
+
+static const char markers_key = 'm'; /* its address keys the registry table */
+
+/* Pushes the registry's table of markers, or nil. Allocates nothing. */
+static void push_markers(lua_State *L)
+{
+    lua_pushlightuserdata(L, (void *)&markers_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+}
+
+/* Tells whether the value at idx is the marker `which`. Allocates nothing. */
+static int is_marker(lua_State *L, int idx, int which)
+{
+    idx = lua_absindex(L, idx);
+    push_markers(L);
+    int same = 0;
+    if (lua_istable(L, -1)) {
+        lua_rawgeti(L, -1, which);
+        same = !lua_isnil(L, -1) && lua_rawequal(L, -1, idx);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return same;
+}
+
+/* Raw field `name` of the table at idx, kept if its type is `type`. */
+static int take_field(lua_State *L, int idx, const char *name, int type, int slot)
+{
+    lua_pushstring(L, name);
+    lua_rawget(L, idx);
+    if (lua_type(L, -1) == type && (type != LUA_TLIGHTUSERDATA || lua_touserdata(L, -1) != NULL)) {
+        lua_rawseti(L, -2, slot); /* into the markers table, just below */
+        return 1;
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+int lvalue_markers_refresh(lua_State *L)
+{
+    static const char *const modules[] = {"cjson", "cjson.safe"};
+    int top = lua_gettop(L), found = 0;
+    lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+    int loaded = lua_gettop(L);
+    lua_createtable(L, 3, 0);
+    int markers = lua_gettop(L);
+    for (size_t i = 0; i < sizeof modules / sizeof *modules && !found && lua_istable(L, loaded); i++) {
+        lua_pushstring(L, modules[i]);
+        lua_rawget(L, loaded);
+        if (lua_istable(L, -1)) {
+            int module = lua_gettop(L);
+            lua_pushvalue(L, markers);
+            found |= take_field(L, module, "array_mt", LUA_TTABLE, MARK_ARRAY_MT);
+            found |= take_field(L, module, "empty_array_mt", LUA_TTABLE, MARK_EMPTY_ARRAY_MT);
+            found |= take_field(L, module, "empty_array", LUA_TLIGHTUSERDATA, MARK_EMPTY_ARRAY);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pushlightuserdata(L, (void *)&markers_key);
+    if (found)
+        lua_pushvalue(L, markers);
+    else
+        lua_pushnil(L);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_settop(L, top);
+    return found;
+}
+
+/* A table without a next key. */
+static int table_is_empty(lua_State *L, int idx)
+{
+    lua_pushnil(L);
+    if (lua_next(L, idx) == 0)
+        return 1;
+    lua_pop(L, 2);
+    return 0;
+}
+
 static int enc_table(enc_ctx *c, int idx)
 {
     lua_State *L = c->L;
     if (c->depth >= LVALUE_MAX_DEPTH)
         return enc_fail(c, "a table", " (nested deeper than 1000 levels)");
+    if (!lua_checkstack(L, 6))
+        return enc_fail(c, "a table", " (nested too deeply for the Lua stack)");
+    int as_array = 0;
     if (lua_getmetatable(L, idx)) {
+        /* cjson.array_mt: an array, even when empty; empty_array_mt: an
+         * array when empty, else as if it had no metatable (as cjson does). */
+        if (is_marker(L, -1, MARK_ARRAY_MT))
+            as_array = 1;
+        else if (is_marker(L, -1, MARK_EMPTY_ARRAY_MT))
+            as_array = table_is_empty(L, idx);
+        else {
+            lua_pop(L, 1);
+            enc_fail(c, "a table with a metatable",
+                     " (the metatable would not come back; of metatables, only"
+                     " lua-cjson's array_mt and empty_array_mt are taken)");
+            c->status = LVALUE_UNKNOWN_MARK;
+            return -1;
+        }
         lua_pop(L, 1);
-        return enc_fail(c, "a table with a metatable",
-                        " (the metatable would not come back)");
     }
     const void *self = lua_topointer(L, idx);
     for (int i = 0; i < c->depth; i++) {
         if (c->open_tables[i] == self)
             return enc_fail(c, "a cycle", " (the table contains itself)");
     }
-    if (!lua_checkstack(L, 4))
-        return enc_fail(c, "a table", " (nested too deeply for the Lua stack)");
-
     c->open_tables[c->depth] = self;
     c->path[c->depth].key = NULL;
     c->path[c->depth].index = 0;
     c->depth++;
     size_t n = lua_rawlen(L, idx);
-    int rc = n > 0 ? enc_array(c, idx, n) : enc_object(c, idx);
+    int rc = n > 0 || as_array ? enc_array(c, idx, n) : enc_object(c, idx);
     c->depth--;
     return rc;
 }
@@ -665,7 +773,12 @@ static int enc_value(enc_ctx *c, int idx)
     case LUA_TLIGHTUSERDATA:
         if (lua_touserdata(L, idx) == NULL)
             return enc_put(c, "null", 4);
-        return enc_fail(c, "a light userdata", " (only the null sentinel can be stored)");
+        if (is_marker(L, idx, MARK_EMPTY_ARRAY))
+            return enc_put(c, "[]", 2);
+        enc_fail(c, "a light userdata",
+                 " (only the null sentinel and lua-cjson's empty_array can be stored)");
+        c->status = LVALUE_UNKNOWN_MARK;
+        return -1;
     case LUA_TNIL:
         return enc_fail(c, "nil", NULL);
     default: {
@@ -687,8 +800,9 @@ int lvalue_encode(lua_State *L, int idx, hdb_buf *out, size_t max_len, char *err
     c.stop = out->cap < c.end ? out->cap : c.end;
     c.err = err;
     c.errlen = errlen;
+    c.status = LVALUE_OK;
     c.depth = 0;
-    return enc_value(&c, lua_absindex(L, idx));
+    return enc_value(&c, lua_absindex(L, idx)) == 0 ? LVALUE_OK : c.status;
 }
 
 /* ------------------------------------------------------------------ */
@@ -954,12 +1068,27 @@ static int dec_array(dec_ctx *d)
 {
     lua_State *L = d->L;
     d->pos++;
-    lua_createtable(L, 4, 0);
     dec_skip_space(d);
     if (d->pos < d->len && d->s[d->pos] == ']') {
         d->pos++;
+        /* The encoder writes "[]" only for cjson's markers (an empty table
+         * of its own is "{}"): give what cjson would, if it is loaded. */
+        lua_createtable(L, 0, 0);
+        lvalue_markers_refresh(L);
+        push_markers(L);
+        if (lua_istable(L, -1)) {
+            lua_rawgeti(L, -1, MARK_EMPTY_ARRAY_MT);
+            lua_remove(L, -2);
+            if (lua_istable(L, -1))
+                lua_setmetatable(L, -2);
+            else
+                lua_pop(L, 1);
+        } else {
+            lua_pop(L, 1);
+        }
         return 0;
     }
+    lua_createtable(L, 4, 0);
     for (lua_Integer i = 1;; i++) {
         if (dec_value(d) != 0)
             return -1;

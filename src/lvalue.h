@@ -24,16 +24,36 @@
 /* Deepest nesting of tables accepted (and decoded). */
 #define LVALUE_MAX_DEPTH 1000
 
-/* Appends the JSON text of the value at idx to out. Returns 0, or -1 with err
- * naming the problem and its path ("$.a.b[3]"); out may then hold a partial
- * text the caller discards. The value must not be nil. A value whose text
- * would pass max_len bytes is refused ("value too long ...") as soon as the
- * encoder gets there, so out never grows by more than max_len. */
+/* What lvalue_encode returns. */
+#define LVALUE_OK 0
+#define LVALUE_REFUSED (-1)      /* the value cannot be stored (err says why and where) */
+#define LVALUE_NO_MEMORY (-2)
+#define LVALUE_TOO_LONG (-3)     /* its text would pass max_len */
+#define LVALUE_UNKNOWN_MARK (-4) /* a metatable or light userdata that is not one of
+                                    lua-cjson's markers as last refreshed: refresh
+                                    them, then encode again */
+
+/* Appends the JSON text of the value at idx to out. Returns LVALUE_OK, or one
+ * of the codes above with err naming the problem and its path ("$.a.b[3]");
+ * out may then hold a partial text the caller discards. The value must not be
+ * nil. A value whose text would pass max_len bytes is refused as soon as the
+ * encoder gets there, so out never grows by more than max_len. Makes no Lua
+ * allocation: nothing can run between its start and the caller's use of out.
+ * Tables carrying lua-cjson's array_mt (and empty ones carrying empty_array_mt)
+ * are written as arrays, and cjson.empty_array as "[]". */
 int lvalue_encode(lua_State *L, int idx, hdb_buf *out, size_t max_len, char *err,
                   size_t errlen);
 
+/* Copies lua-cjson's markers (array_mt, empty_array_mt, empty_array) from the
+ * loaded "cjson" module, else "cjson.safe", for lvalue_encode; none if neither
+ * is loaded or has them. Returns whether any was found. Allocates, so may run
+ * the collector; raises only on memory errors. Never loads a module. */
+int lvalue_markers_refresh(lua_State *L);
+
 /* Pushes the value of the JSON text. Returns 0, or -1 with nothing pushed and
- * err naming the problem and its byte offset. */
+ * err naming the problem and its byte offset. "[]" becomes an empty table
+ * carrying cjson.empty_array_mt when lua-cjson is loaded and has it, else a
+ * plain one. */
 int lvalue_decode(lua_State *L, const char *text, size_t len, char *err, size_t errlen);
 
 #endif
