@@ -7,7 +7,7 @@
 #   make bench           run the benchmarks in bench/
 #   make test SANITIZE=1 the specs with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make valgrind        the specs under valgrind memcheck
-#   make fuzz            libFuzzer on the AOF loader (FUZZ_SECONDS, default 60)
+#   make fuzz            libFuzzer on the AOF loader and the value decoder (FUZZ_SECONDS each, default 60)
 #   make LUA=luajit ...  the same for LuaJIT 2.1 (OpenResty's luajit2)
 #   make check-exports   the module exports luaopen_hurrahdb and nothing else
 #   make rock rock-install  the rockspec's build (luarocks runs these)
@@ -161,25 +161,36 @@ valgrind: deps-test all nginx-module $(TEST_TOOLS)
 		--errors-for-leak-kinds=definite --show-leak-kinds=definite --track-fds=no --quiet \
 		$(LUA_BIN) $(BUSTED) $(BUSTED_ARGS)
 
-# libFuzzer on the AOF loader, with ASan and UBSan, for FUZZ_SECONDS over the
-# seed corpus in spec/fuzz/corpus (copied, so the run's finds stay in build/).
+# libFuzzer, with ASan and UBSan, for FUZZ_SECONDS each: on the AOF loader
+# (seed corpus spec/fuzz/corpus) and on the value decoder, in Lua 5.4 (seed
+# corpus spec/fuzz/value-corpus). The corpora are copied, so that the run's
+# finds stay in build/.
 FUZZ_SECONDS ?= 60
 FUZZ_DIR := build/fuzz
 FUZZER := $(FUZZ_DIR)/aof_load_fuzz
+VALUE_FUZZER := $(FUZZ_DIR)/value_decode_fuzz
 FUZZ_SRC := src/hdb_aof.c src/hdb_table.c src/hdb_crc32c.c src/hdb_siphash.c src/hdb_buf.c
+VALUE_FUZZ_SRC := src/lvalue.c src/hdb_dtoa.c src/hdb_buf.c
+FUZZ_CFLAGS := -std=c99 -D_POSIX_C_SOURCE=200809L -D_GNU_SOURCE -g -O1 -Isrc -Wall -Wextra -Werror \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_RUN = -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	-detect_leaks=1 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/crashes/
 
 $(FUZZER): spec/fuzz/aof_load_fuzz.c $(FUZZ_SRC) $(HEADERS)
 	@mkdir -p $(FUZZ_DIR)
-	clang -std=c99 -D_POSIX_C_SOURCE=200809L -g -O1 -Isrc -Wall -Wextra -Werror \
-		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		-o $@ spec/fuzz/aof_load_fuzz.c $(FUZZ_SRC) -pthread
+	clang $(FUZZ_CFLAGS) -o $@ spec/fuzz/aof_load_fuzz.c $(FUZZ_SRC) -pthread
 
-fuzz: deps-fuzz $(FUZZER)
-	@mkdir -p $(FUZZ_DIR)/corpus $(FUZZ_DIR)/crashes
+$(VALUE_FUZZER): spec/fuzz/value_decode_fuzz.c $(VALUE_FUZZ_SRC) $(HEADERS)
+	@mkdir -p $(FUZZ_DIR)
+	clang $(FUZZ_CFLAGS) -I/usr/include/lua5.4 -o $@ spec/fuzz/value_decode_fuzz.c \
+		$(VALUE_FUZZ_SRC) -llua5.4 -lm -pthread
+
+fuzz: deps-fuzz $(FUZZER) $(VALUE_FUZZER)
+	@mkdir -p $(FUZZ_DIR)/corpus $(FUZZ_DIR)/value-corpus $(FUZZ_DIR)/crashes
 	cp spec/fuzz/corpus/* $(FUZZ_DIR)/corpus/
-	$(FUZZER) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
-		-detect_leaks=1 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/crashes/ \
-		$(FUZZ_DIR)/corpus
+	cp spec/fuzz/value-corpus/* $(FUZZ_DIR)/value-corpus/
+	$(FUZZER) $(FUZZ_RUN) -max_len=4096 $(FUZZ_DIR)/corpus
+	$(VALUE_FUZZER) $(FUZZ_RUN) -max_len=2048 $(FUZZ_DIR)/value-corpus
 
 clean:
 	rm -rf build
@@ -273,7 +284,7 @@ deps-check:
 	@$(MAKE) --no-print-directory deps PKGS="lua-busted lua-cjson lua-socket redis-server locales $(LUA_PKGS)"
 
 deps-fuzz:
-	@$(MAKE) --no-print-directory deps PKGS="clang libclang-rt-14-dev"
+	@$(MAKE) --no-print-directory deps PKGS="clang libclang-rt-14-dev liblua5.4-dev"
 
 deps-bench:
 	@$(MAKE) --no-print-directory deps PKGS="lua-cjson lua-socket redis-server redis-tools lua-redis \

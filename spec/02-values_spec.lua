@@ -200,12 +200,7 @@ if not helpers.HAS_INTEGERS then
 
     -- A file written by Lua 5.4 may hold integers a double cannot hold.
     local function file_with(json)
-      local path = dir .. "/from54.aof"
-      local body = "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$" .. #json .. "\r\n" .. json .. "\r\n"
-      local crc = assert(require("hdb_testlib").crc32c(body))
-      helpers.write_file(path, "#hurrahdb aof 1\r\n" .. body
-        .. string.format("#hdb batch %d %08x\r\n", #body, crc))
-      return path
+      return helpers.write_v1_file(dir .. "/from54.aof", { { "k", json } })
     end
 
     it("get returns nil, err for an integer beyond 2^53 that a Lua 5.4 store wrote", function()

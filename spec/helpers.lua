@@ -495,4 +495,19 @@ function helpers.stop_redis(server)
   end
 end
 
+-- Writes a version-1 file (which has no keyed tags, so a spec can write one
+-- by hand) holding one SET per pair of `records` ({ {key, raw value text},
+-- ... }), in one batch: how a spec hands the decoder text of its choice.
+function helpers.write_v1_file(path, records)
+  local parts = {}
+  for _, r in ipairs(records) do
+    local k, v = r[1], r[2]
+    parts[#parts + 1] = "*3\r\n$3\r\nSET\r\n$" .. #k .. "\r\n" .. k .. "\r\n$" .. #v .. "\r\n" .. v .. "\r\n"
+  end
+  local body = table.concat(parts)
+  local crc = assert(require("hdb_testlib").crc32c(body))
+  helpers.write_file(path, "#hurrahdb aof 1\r\n" .. body .. string.format("#hdb batch %d %08x\r\n", #body, crc))
+  return path
+end
+
 return helpers

@@ -618,6 +618,10 @@ size_t flusher_memory(hdb_flusher *f)
 
 /* ---- the rewrite's side (see hdb_flusher.h) ---- */
 
+/* The most of the tail copied while the writers wait (about 0.1 ms); more is
+ * handed over by swapping buffers. */
+#define TAIL_COPY_MAX (1024u * 1024u)
+
 int flusher_tail_take(hdb_flusher *f, hdb_buf *out, char *err, size_t errlen)
 {
     int rc = 0;
@@ -631,10 +635,19 @@ int flusher_tail_take(hdb_flusher *f, hdb_buf *out, char *err, size_t errlen)
         rc = -1;
     } else if (!f->tail_on) {
         f->tail_on = 1;
+    } else if (f->tail.len <= TAIL_COPY_MAX && f->tail.len <= out->cap - out->len) {
+        /* A small tail is copied, so that each buffer keeps its capacity,
+         * with its pages mapped: the rewrite's for its batches, the tail
+         * for the writers' copies. */
+        memcpy(out->data + out->len, f->tail.data, f->tail.len);
+        out->len += f->tail.len;
+        f->tail.len = 0;
+    } else if (out->len == 0) {
+        /* A large one is swapped: copying it would hold the writers up for
+         * as long as the copy (and the first touch of a grown buffer). */
+        hdb_buf_swap(out, &f->tail);
+        f->tail.len = 0;
     } else if (hdb_buf_append(out, f->tail.data, f->tail.len) == 0) {
-        /* Copied rather than swapped, so that each buffer keeps its
-         * capacity, with its pages mapped: the rewrite's for its batches,
-         * the tail for the writers' copies. */
         f->tail.len = 0;
     } else {
         snprintf(err, errlen, "out of memory");
@@ -752,12 +765,18 @@ int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t fil
     /* Everything appended before the take above is in the new file; the
      * old file's unwritten records are covered by it, so they are dropped
      * with the old file. */
-    /* Into the pending buffer, which keeps its capacity: its pages are
-     * mapped already, and a fresh buffer would make the next writes pay
-     * the first touch of every page as it grows. */
+    /* A small tail is copied into the pending buffer, which keeps its
+     * capacity: its pages are mapped already, and a fresh buffer would make
+     * the next writes pay the first touch of every page as it grows. A large
+     * one is swapped in: the writers wait while this runs. */
     f->pending.len = 0;
-    if (f->tail.len > 0 && hdb_buf_append(&f->pending, f->tail.data, f->tail.len) != 0)
-        hdb_buf_swap(&f->pending, &f->tail); /* no memory to copy: take it as it is */
+    if (f->tail.len <= TAIL_COPY_MAX && f->tail.len <= f->pending.cap) {
+        if (f->tail.len > 0)
+            memcpy(f->pending.data, f->tail.data, f->tail.len);
+        f->pending.len = f->tail.len;
+    } else {
+        hdb_buf_swap(&f->pending, &f->tail);
+    }
     hdb_buf_free(&f->tail);
     f->tail_on = 0;
     f->tail_last_len = 0;

@@ -368,6 +368,11 @@ static int rewrite_run(rewrite_job *job)
         return -1;
     }
     memset(job->out.data, 0, job->out.cap);
+    /* Counted in stats().memory from now on (the capacity rounds up to a
+     * power of two: 2 MiB). */
+    pthread_mutex_lock(&rw->lock);
+    rw->buf_cap = job->out.cap;
+    pthread_mutex_unlock(&rw->lock);
     job->offset = AOF_HEADER_LEN;
     job->seq = 1;
     uint32_t cursor = 0;

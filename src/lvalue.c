@@ -1049,6 +1049,11 @@ static int dec_number(dec_ctx *d)
     c_locale_leave(prev);
     if ((size_t)(end - buf) != n)
         return dec_fail(d, "bad number");
+    /* Past the largest double, strtod gives an infinity, which no stored
+     * value holds (the encoder refuses it). A number too small for a double
+     * reads as the nearest one, 0 included, as every JSON reader does. */
+    if (!isfinite(v))
+        return dec_fail(d, "number out of the range of a double");
     d->pos = p;
     lua_pushnumber(d->L, (lua_Number)v);
     return 0;
