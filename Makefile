@@ -70,7 +70,7 @@ LDFLAGS_ALL := -shared $(MODULE_LDFLAGS) $(SAN_FLAGS) $(LDFLAGS)
 # The engine is compiled without Lua's headers, the binding with them.
 ENGINE_SRC := src/hdb_buf.c src/hdb_siphash.c src/hdb_crc32c.c src/hdb_table.c \
 	src/hdb_aof.c src/hdb_file.c src/hdb_flusher.c src/hdb_lock.c src/hdb_store.c src/hdb_dtoa.c \
-	src/hdb_thread.c src/hdb_rewrite.c
+	src/hdb_thread.c src/hdb_rewrite.c src/hdb_err.c
 BINDING_SRC := src/lvalue.c src/lhurrahdb.c
 HEADERS := $(wildcard src/*.h)
 ENGINE_OBJ := $(ENGINE_SRC:src/%.c=$(BUILD)/%.o)
@@ -169,7 +169,8 @@ FUZZ_SECONDS ?= 60
 FUZZ_DIR := build/fuzz
 FUZZER := $(FUZZ_DIR)/aof_load_fuzz
 VALUE_FUZZER := $(FUZZ_DIR)/value_decode_fuzz
-FUZZ_SRC := src/hdb_aof.c src/hdb_table.c src/hdb_crc32c.c src/hdb_siphash.c src/hdb_buf.c
+FUZZ_SRC := src/hdb_aof.c src/hdb_table.c src/hdb_crc32c.c src/hdb_siphash.c src/hdb_buf.c \
+	src/hdb_err.c
 VALUE_FUZZ_SRC := src/lvalue.c src/hdb_dtoa.c src/hdb_buf.c
 FUZZ_CFLAGS := -std=c99 -D_POSIX_C_SOURCE=200809L -D_GNU_SOURCE -g -O1 -Isrc -Wall -Wextra -Werror \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined

@@ -202,7 +202,7 @@ end)
 
 -- Two workers whose init_worker passes `options` (Lua source) to
 -- hurrahdb.worker.init. GET /state answers at once (store(0)) with the
--- worker's pid; GET /store calls store() as a request handler does (10 s).
+-- worker's pid, and store()'s error and code if it failed; GET /store calls store() as a request handler does (10 s).
 local function init_options_conf(options)
   return [[
 load_module /usr/lib/nginx/modules/ndk_http_module.so;
@@ -223,9 +223,10 @@ http {
         listen 127.0.0.1:8080 reuseport;
         location = /state {
             content_by_lua_block {
-                local db, err = require("hurrahdb.worker").store(0)
+                local db, err, code = require("hurrahdb.worker").store(0)
                 ngx.header["X-Worker"] = ngx.worker.id()
-                ngx.say(require("cjson").encode({ pid = ngx.worker.pid(), open = db ~= nil, err = err }))
+                ngx.say(require("cjson").encode({ pid = ngx.worker.pid(), open = db ~= nil, err = err,
+                                                  code = code }))
             }
         }
         location = /store {
@@ -289,6 +290,7 @@ describe("a worker whose open raises", function()
       local conn, state = nginx.connect_to_worker(server.port, id, cjson.decode, "/state")
       assert.is_false(state.open)
       assert.matches(message, state.err, 1, true)
+      assert.equals("invalid", state.code)
       assert_fails_at_once(conn, message)
       conn:close()
       expected[state.pid] = 1
@@ -310,6 +312,7 @@ describe("a worker whose open raises", function()
       local conn, state = nginx.connect_to_worker(server.port, id, cjson.decode, "/state")
       assert.is_false(state.open)
       assert.matches(message, state.err, 1, true)
+      assert.equals("already open", state.code)
       assert_fails_at_once(conn, message)
       conn:close()
       expected[state.pid] = 1
@@ -332,9 +335,12 @@ describe("a worker whose open raises", function()
     local conn, state = nginx.connect_to_worker(server.port, 0, cjson.decode, "/state")
     assert.is_false(state.open)
     assert.matches("is still held by the worker this one replaces", state.err, 1, true)
+    assert.equals("locked", state.code)
     assert.is_true(holder:close())
     local message = "refusing a repaired file: " .. path .. ": no valid batch line at offset"
     assert_fails_at_once(conn, message)
+    local _, body = conn:request("GET", "/state")
+    assert.equals("invalid", cjson.decode(body).code)
     conn:close()
     -- once, by worker 0; worker 1's own file opened
     assert.same({ [state.pid] = 1 }, logged_by(server, "refusing a repaired file"))

@@ -467,8 +467,8 @@ static int load_into(load_check *lc, const hdb_buf *file, uint64_t seed)
     table_init(&lc->table, table_seed);
     aof_replay replay = {lc, load_apply, load_reserve};
     aof_load_result res;
-    char err[256];
-    int rc = aof_load(file->data, file->len, &replay, &res, err, sizeof err);
+    hdb_err err;
+    int rc = aof_load(file->data, file->len, &replay, &res, &err);
     table_fit(&lc->table);
     return rc;
 }
@@ -644,18 +644,18 @@ static void pause_ms(long ms)
 
 static void *race_close_thread(void *arg)
 {
-    char err[HDB_ERRLEN];
+    hdb_err err;
     (void)arg;
     for (int i = 0; i < 1000; i++) {
         char key[32];
         int len = snprintf(key, sizeof key, "late:%d", i);
-        if (hdb_set(race_store, key, (size_t)len, "1", 1, err, sizeof err) != HDB_OK) {
-            fprintf(stderr, "set: %s\n", err);
+        if (hdb_set(race_store, key, (size_t)len, "1", 1, &err) != HDB_OK) {
+            fprintf(stderr, "set: %s\n", err.msg);
             _exit(3);
         }
     }
     race_closing = 1;
-    hdb_close(race_store, err, sizeof err);
+    hdb_close(race_store, &err);
     return NULL;
 }
 
@@ -667,16 +667,16 @@ static void *race_close_thread(void *arg)
 static int exit_while_closing(const char *path, const char *hits)
 {
     hdb_options opt = {0};
-    char err[HDB_ERRLEN];
+    hdb_err err;
     opt.path = path;
     opt.sync_time_ms = 1;
     opt.use_fsync = 1;
-    race_store = hdb_open(&opt, err, sizeof err);
+    race_store = hdb_open(&opt, &err);
     if (race_store == NULL) {
-        fprintf(stderr, "open: %s\n", err);
+        fprintf(stderr, "open: %s\n", err.msg);
         return 2;
     }
-    if (hdb_set(race_store, "first", 5, "1", 1, err, sizeof err) != HDB_OK)
+    if (hdb_set(race_store, "first", 5, "1", 1, &err) != HDB_OK)
         return 2;
     for (int i = 0; i < 5000; i++) {
         FILE *f = fopen(hits, "r");

@@ -412,10 +412,11 @@ static size_t parse_v2_header(const char *data, size_t len, const char *eol, uin
 }
 
 static size_t parse_header(const char *data, size_t len, aof_load_result *res, int *rc,
-                           char *err, size_t errlen)
+                           hdb_err *err)
 {
     if (len < HEADER_PREFIX_LEN || memcmp(data, HEADER_PREFIX, HEADER_PREFIX_LEN) != 0) {
-        snprintf(err, errlen, "not a hurrahdb AOF (no '#hurrahdb aof' header at offset 0)");
+        hdb_fail(err, HDB_CODE_DAMAGED,
+                 "not a hurrahdb AOF (no '#hurrahdb aof' header at offset 0)");
         *rc = AOF_LOAD_NOT_AOF;
         return 0;
     }
@@ -433,9 +434,9 @@ static size_t parse_header(const char *data, size_t len, aof_load_result *res, i
                     (len >= HEADER_V1_LEN - 1 && memcmp(data, "#hurrahdb aof 1\n", HEADER_V1_LEN - 1) == 0);
     *rc = AOF_LOAD_VERSION;
     if (converted) {
-        snprintf(err, errlen, "a hurrahdb AOF of version %c whose line endings were converted "
-                 "from CRLF to LF (by a text-mode copy, a git checkout or an editor): its "
-                 "records and checksums no longer match; restore a byte-for-byte copy",
+        hdb_fail(err, HDB_CODE_DAMAGED, "a hurrahdb AOF of version %c whose line endings were "
+                 "converted from CRLF to LF (by a text-mode copy, a git checkout or an editor): "
+                 "its records and checksums no longer match; restore a byte-for-byte copy",
                  data[HEADER_PREFIX_LEN]);
         return 0;
     }
@@ -444,8 +445,8 @@ static size_t parse_header(const char *data, size_t len, aof_load_result *res, i
          * header can be trusted, nor taken for a torn tail. */
         *rc = AOF_LOAD_DAMAGED;
         res->damage_at = 0;
-        snprintf(err, errlen, "damaged header at offset 0 (its key does not match its "
-                 "checksum, so no batch of the file can be checked)");
+        hdb_fail(err, HDB_CODE_DAMAGED, "damaged header at offset 0 (its key does not match "
+                 "its checksum, so no batch of the file can be checked)");
         return 0;
     }
     size_t v = HEADER_PREFIX_LEN, digits = 0;
@@ -456,11 +457,11 @@ static size_t parse_header(const char *data, size_t len, aof_load_result *res, i
         digits++;
     }
     if (digits > 0 && version > AOF_FORMAT_VERSION && v < len && (data[v] == ' ' || data[v] == '\r'))
-        snprintf(err, errlen, "made by a newer hurrahdb (file format version %lu; this build "
-                 "reads versions 1 and %d)", version, AOF_FORMAT_VERSION);
+        hdb_fail(err, HDB_CODE_DAMAGED, "made by a newer hurrahdb (file format version %lu; "
+                 "this build reads versions 1 and %d)", version, AOF_FORMAT_VERSION);
     else
-        snprintf(err, errlen, "a hurrahdb AOF header this build cannot read (it reads format "
-                 "versions 1 and %d)", AOF_FORMAT_VERSION);
+        hdb_fail(err, HDB_CODE_DAMAGED, "a hurrahdb AOF header this build cannot read (it "
+                 "reads format versions 1 and %d)", AOF_FORMAT_VERSION);
     return 0;
 }
 
@@ -514,7 +515,7 @@ static int genuine_line_follows(const char *data, size_t len, size_t from, const
  * batches, next_seq, set_records and the tail, or returns AOF_LOAD_DAMAGED.
  * Replays nothing. */
 static int check_v2(const char *data, size_t len, size_t pos, aof_load_result *res,
-                    char *err, size_t errlen)
+                    hdb_err *err)
 {
     uint64_t expect = 1;
     res->good_len = pos;
@@ -533,8 +534,9 @@ static int check_v2(const char *data, size_t len, size_t pos, aof_load_result *r
             /* A line this file's writer wrote, in the wrong place: a batch
              * is missing, repeated or out of order. Never a crash's doing. */
             res->damage_at = pos;
-            snprintf(err, errlen, "batch at offset %zu is number %" PRIu64 ", expected %" PRIu64
-                     ": a batch is missing, repeated or out of order", pos, b.seq, expect);
+            hdb_fail(err, HDB_CODE_DAMAGED, "batch at offset %zu is number %" PRIu64
+                     ", expected %" PRIu64 ": a batch is missing, repeated or out of order",
+                     pos, b.seq, expect);
             return AOF_LOAD_DAMAGED;
         } else if (b.len > len - start) {
             res->tail = AOF_TAIL_TORN;
@@ -560,7 +562,7 @@ static int check_v2(const char *data, size_t len, size_t pos, aof_load_result *r
         /* The batch at pos is bad. */
         if (genuine_line_follows(data, len, pos + 1, res->key)) {
             res->damage_at = pos;
-            snprintf(err, errlen, "%s, followed by good batches", res->why);
+            hdb_fail(err, HDB_CODE_DAMAGED, "%s, followed by good batches", res->why);
             return AOF_LOAD_DAMAGED;
         }
         res->tail = AOF_TAIL_BAD;
@@ -631,7 +633,7 @@ static int check_v1(const char *data, size_t len, size_t pos, aof_load_result *r
 }
 
 int aof_load(const char *data, size_t len, const aof_replay *replay,
-             aof_load_result *res, char *err, size_t errlen)
+             aof_load_result *res, hdb_err *err)
 {
     memset(res, 0, sizeof *res);
     res->next_seq = 1;
@@ -644,19 +646,19 @@ int aof_load(const char *data, size_t len, const aof_replay *replay,
         return AOF_LOAD_OK;
     }
     int rc = AOF_LOAD_OK;
-    size_t header_len = parse_header(data, len, res, &rc, err, errlen);
+    size_t header_len = parse_header(data, len, res, &rc, err);
     if (header_len == 0)
         return rc;
     /* The whole file is checked before anything is replayed: the replay then
      * knows how many SETs it will see (the table is sized once, never
      * rehashed during the load), and replays only what the check accepted. */
     rc = res->version == 1 ? check_v1(data, len, header_len, res)
-                           : check_v2(data, len, header_len, res, err, errlen);
+                           : check_v2(data, len, header_len, res, err);
     if (replay->reserve != NULL)
         replay->reserve(replay->ud, res->set_records);
     size_t at = 0;
     if (replay_checked(data, header_len, res->good_len, replay, &res->records, &at) != 0) {
-        snprintf(err, errlen, "out of memory replaying the record at offset %zu", at);
+        hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory replaying the record at offset %zu", at);
         return AOF_LOAD_NOMEM;
     }
     return rc;

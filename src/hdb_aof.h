@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "hdb_buf.h"
+#include "hurrahdb.h"
 
 #define AOF_FORMAT_VERSION 2
 /* "#hurrahdb aof 2 " + 32 hex digits of the key + " " + 8 hex digits of
@@ -122,8 +123,9 @@ enum aof_load_status {
  * batch proves it torn: it is always AOF_TAIL_BAD; and since finding "a valid
  * batch after it" would mean searching content for framing, none is looked
  * for. `len` == 0 is a valid empty file (the caller writes the header). The
- * time taken is linear in len. */
+ * time taken is linear in len. Whatever is not AOF_LOAD_OK fills err: with
+ * HDB_CODE_NO_MEMORY for AOF_LOAD_NOMEM, else HDB_CODE_DAMAGED. */
 int aof_load(const char *data, size_t len, const aof_replay *replay,
-             aof_load_result *res, char *err, size_t errlen);
+             aof_load_result *res, hdb_err *err);
 
 #endif

@@ -3,10 +3,10 @@
 #define _DEFAULT_SOURCE
 #include "hdb_file.h"
 #include "hdb_aof.h"
+#include "hdb_err.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -69,7 +69,7 @@ int file_write_batch(int fd, const uint64_t key[2], uint64_t seq, const char *re
     return e;
 }
 
-int file_open_parent_dir(const char *path, char *err, size_t errlen)
+int file_open_parent_dir(const char *path, hdb_err *err)
 {
     const char *slash = strrchr(path, '/');
     char *dir;
@@ -80,14 +80,15 @@ int file_open_parent_dir(const char *path, char *err, size_t errlen)
     else
         dir = strndup(path, (size_t)(slash - path));
     if (dir == NULL) {
-        snprintf(err, errlen, "out of memory");
+        hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory");
         errno = ENOMEM;
         return -1;
     }
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int saved = errno;
     if (fd < 0)
-        snprintf(err, errlen, "cannot open directory %s: %s", dir, strerror(saved));
+        hdb_fail(err, hdb_errno_code(saved), "cannot open directory %s: %s", dir,
+                 strerror(saved));
     free(dir);
     errno = saved; /* the caller may report it */
     return fd;
@@ -102,15 +103,16 @@ int file_sync_dir(int dir_fd)
     return errno == EINVAL ? 0 : errno;
 }
 
-int file_sync_parent_dir(const char *path, char *err, size_t errlen)
+int file_sync_parent_dir(const char *path, hdb_err *err)
 {
-    int fd = file_open_parent_dir(path, err, errlen);
+    int fd = file_open_parent_dir(path, err);
     if (fd < 0)
         return -1;
     int e = file_sync_dir(fd);
     close(fd);
     if (e != 0) {
-        snprintf(err, errlen, "cannot sync the directory of %s: %s", path, strerror(e));
+        hdb_fail(err, hdb_errno_code(e), "cannot sync the directory of %s: %s", path,
+                 strerror(e));
         errno = e; /* the caller may report it */
         return -1;
     }

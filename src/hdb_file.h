@@ -11,8 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Room for the messages of this unit. */
-#define HDB_FILE_ERRLEN 512
+#include "hurrahdb.h"
 
 /* Writes all of buf at offset. Returns 0, or an errno value. A write that
  * returns 0 is reported as ENOSPC, the only reason a regular file accepts
@@ -32,7 +31,7 @@ int file_write_batch(int fd, const uint64_t key[2], uint64_t seq, const char *re
 
 /* Opens the directory holding path (read-only, for file_sync_dir). Returns
  * the descriptor, or -1 with err filled and errno set. */
-int file_open_parent_dir(const char *path, char *err, size_t errlen);
+int file_open_parent_dir(const char *path, hdb_err *err);
 
 /* fsyncs a directory. Returns 0, or an errno value. A file system that
  * cannot sync directories (EINVAL) counts as synced. */
@@ -40,7 +39,7 @@ int file_sync_dir(int dir_fd);
 
 /* fsyncs the directory holding path, so that a file created or renamed there
  * keeps its name after a power loss. Returns 0, or -1 with err filled. */
-int file_sync_parent_dir(const char *path, char *err, size_t errlen);
+int file_sync_parent_dir(const char *path, hdb_err *err);
 
 /* Reads up to len bytes at offset, looping over EINTR and short reads.
  * Returns the number of bytes read (less than len only at end of file), or

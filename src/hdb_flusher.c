@@ -1,6 +1,7 @@
 #include "hdb_flusher.h"
 #include "hdb_aof.h"
 #include "hdb_buf.h"
+#include "hdb_err.h"
 #include "hdb_file.h"
 #include "hdb_lock.h"
 #include "hdb_thread.h"
@@ -45,6 +46,7 @@ struct hdb_flusher {
                                nothing more is appended or written */
     uint64_t errors;
     char last_error[256];
+    int last_error_code;    /* reported with last_error while `failing` */
     int64_t last_sync_ms;
     uint64_t file_bytes;
     size_t inflight_bytes;  /* taken by a flush, not yet durable */
@@ -85,7 +87,7 @@ struct hdb_flusher {
     unsigned long fork_gen; /* fork generation when started */
 };
 
-int flusher_sync(hdb_flusher *f, char *err, size_t errlen);
+int flusher_sync(hdb_flusher *f, hdb_err *err);
 
 /* Counts forks of this process, so a store can tell that it is being used in
  * a child (where its thread does not exist and its file belongs to the
@@ -129,16 +131,15 @@ static void flusher_drop_dir_fd(int *field, int next)
 
 /* Records a failure for stats and for the refusal of later appends.
  * Caller holds io_lock; takes buf_lock. */
-static void flusher_record_error(hdb_flusher *f, const char *what, int errnum,
-                                 char *err, size_t errlen)
+static void flusher_record_error(hdb_flusher *f, const char *what, int errnum, hdb_err *err)
 {
     pthread_mutex_lock(&f->buf_lock);
     f->failing = 1;
     f->errors++;
     snprintf(f->last_error, sizeof f->last_error, "%s %s: %s", what, f->path,
              strerror(errnum));
-    if (err)
-        snprintf(err, errlen, "%s", f->last_error);
+    f->last_error_code = hdb_errno_code(errnum);
+    hdb_fail(err, f->last_error_code, "%s", f->last_error);
     pthread_mutex_unlock(&f->buf_lock);
 }
 
@@ -146,7 +147,7 @@ static void flusher_record_error(hdb_flusher *f, const char *what, int errnum,
  * writes the batch's line and the batch at the end of the last good batch
  * and syncs. On failure the batch stays in `writing` and keeps its number;
  * its line is made again next time, since more records may join it. */
-static int flusher_flush_locked(hdb_flusher *f, char *err, size_t errlen)
+static int flusher_flush_locked(hdb_flusher *f, hdb_err *err)
 {
     if (f->exiting) /* the file may already be another process's */
         return 0;
@@ -167,7 +168,7 @@ static int flusher_flush_locked(hdb_flusher *f, char *err, size_t errlen)
     if (f->dir_unsynced_fd >= 0) {
         int e = file_sync_dir(f->dir_unsynced_fd);
         if (e != 0) {
-            flusher_record_error(f, "cannot sync the directory of", e, err, errlen);
+            flusher_record_error(f, "cannot sync the directory of", e, err);
             return -1;
         }
         flusher_drop_dir_fd(&f->dir_unsynced_fd, -1);
@@ -177,14 +178,14 @@ static int flusher_flush_locked(hdb_flusher *f, char *err, size_t errlen)
 
     if (f->tail_dirty) {
         if (ftruncate(f->fd, (off_t)f->file_size) != 0) {
-            flusher_record_error(f, "cannot truncate", errno, err, errlen);
+            flusher_record_error(f, "cannot truncate", errno, err);
             return -1;
         }
         f->tail_dirty = 0;
         if (f->writing.len == 0) { /* a withdrawn record's bytes are now gone */
             if (f->use_fsync && fdatasync(f->fd) != 0) {
                 f->tail_dirty = 1;
-                flusher_record_error(f, "cannot fdatasync", errno, err, errlen);
+                flusher_record_error(f, "cannot fdatasync", errno, err);
                 return -1;
             }
             return 0;
@@ -208,7 +209,7 @@ static int flusher_flush_locked(hdb_flusher *f, char *err, size_t errlen)
             /* the next flush's ftruncate reports it */
         }
         f->tail_dirty = 1;
-        flusher_record_error(f, what, e, err, errlen);
+        flusher_record_error(f, what, e, err);
         return -1;
     }
 
@@ -257,7 +258,7 @@ static void *flusher_thread_main(void *arg)
 
         if (have_work) {
             pthread_mutex_lock(&f->io_lock);
-            flusher_flush_locked(f, NULL, 0);
+            flusher_flush_locked(f, NULL);
             pthread_mutex_unlock(&f->io_lock);
         }
 
@@ -270,9 +271,9 @@ static void *flusher_thread_main(void *arg)
     return NULL;
 }
 
-static int flusher_start_thread(hdb_flusher *f, char *err, size_t errlen)
+static int flusher_start_thread(hdb_flusher *f, hdb_err *err)
 {
-    if (thread_start_quiet(&f->thread, flusher_thread_main, f, "flusher", err, errlen) != 0)
+    if (thread_start_quiet(&f->thread, flusher_thread_main, f, "flusher", err) != 0)
         return -1;
     f->has_thread = 1;
     return 0;
@@ -281,18 +282,19 @@ static int flusher_start_thread(hdb_flusher *f, char *err, size_t errlen)
 int flusher_start(hdb_flusher **out, int fd, const char *path, uint64_t size,
                   const uint64_t file_key[2], uint64_t next_seq,
                   unsigned sync_time_ms, int use_fsync, uint64_t max_pending,
-                  char *err, size_t errlen)
+                  hdb_err *err)
 {
     pthread_once(&flusher_atfork_once, flusher_register_atfork);
     if (flusher_atfork_status != 0) {
-        snprintf(err, errlen, "cannot register the fork handler: %s",
+        /* pthread_atfork fails only for want of memory. */
+        hdb_fail(err, HDB_CODE_NO_MEMORY, "cannot register the fork handler: %s",
                  strerror(flusher_atfork_status));
         return -1;
     }
     hdb_flusher *f = calloc(1, sizeof *f);
     if (f == NULL || (f->path = strdup(path)) == NULL) {
         free(f);
-        snprintf(err, errlen, "out of memory");
+        hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory");
         return -1;
     }
     f->fd = fd;
@@ -321,15 +323,17 @@ int flusher_start(hdb_flusher **out, int fd, const char *path, uint64_t size,
             e = pthread_cond_init(&f->wake, &ca);
         pthread_condattr_destroy(&ca);
     }
+    /* These fail only for want of memory or of other resources. */
     if (e != 0) {
-        snprintf(err, errlen, "cannot create a condition variable: %s", strerror(e));
+        hdb_fail(err, HDB_CODE_NO_MEMORY, "cannot create a condition variable: %s",
+                 strerror(e));
         free(f->path);
         free(f);
         return -1;
     }
     if ((e = pthread_mutex_init(&f->buf_lock, NULL)) != 0) {
         pthread_cond_destroy(&f->wake);
-        snprintf(err, errlen, "cannot create a mutex: %s", strerror(e));
+        hdb_fail(err, HDB_CODE_NO_MEMORY, "cannot create a mutex: %s", strerror(e));
         free(f->path);
         free(f);
         return -1;
@@ -337,12 +341,12 @@ int flusher_start(hdb_flusher **out, int fd, const char *path, uint64_t size,
     if ((e = pthread_mutex_init(&f->io_lock, NULL)) != 0) {
         pthread_mutex_destroy(&f->buf_lock);
         pthread_cond_destroy(&f->wake);
-        snprintf(err, errlen, "cannot create a mutex: %s", strerror(e));
+        hdb_fail(err, HDB_CODE_NO_MEMORY, "cannot create a mutex: %s", strerror(e));
         free(f->path);
         free(f);
         return -1;
     }
-    if (sync_time_ms > 0 && flusher_start_thread(f, err, errlen) != 0) {
+    if (sync_time_ms > 0 && flusher_start_thread(f, err) != 0) {
         f->fd = -1;
         flusher_free(f);
         return -1;
@@ -352,15 +356,15 @@ int flusher_start(hdb_flusher **out, int fd, const char *path, uint64_t size,
 }
 
 /* Refuses appends while the file is failing. Caller holds buf_lock. */
-static int flusher_check_writable(hdb_flusher *f, char *err, size_t errlen)
+static int flusher_check_writable(hdb_flusher *f, hdb_err *err)
 {
     if (f->exiting) {
-        snprintf(err, errlen, "store %s: the process is exiting; its file was written and "
-                 "released", f->path);
+        hdb_fail(err, HDB_CODE_EXITING, "store %s: the process is exiting; its file was "
+                 "written and released", f->path);
         return -1;
     }
     if (f->failing) {
-        snprintf(err, errlen, "%s", f->last_error);
+        hdb_fail(err, f->last_error_code, "%s", f->last_error);
         return -1;
     }
     return 0;
@@ -395,9 +399,9 @@ static void flusher_withdraw_failed(hdb_flusher *f)
 
 /* Common tail of both appends: in synchronous mode, make the record durable
  * now, or withdraw it (flusher_sync does both). */
-static int flusher_after_append(hdb_flusher *f, char *err, size_t errlen)
+static int flusher_after_append(hdb_flusher *f, hdb_err *err)
 {
-    return f->sync_time_ms > 0 ? 0 : flusher_sync(f, err, errlen);
+    return f->sync_time_ms > 0 ? 0 : flusher_sync(f, err);
 }
 
 /* Copies a record just appended into the rewrite's tail. A tail the rewrite
@@ -427,20 +431,20 @@ static int flusher_copy_to_tail(hdb_flusher *f, const char *rec, size_t len)
  * writes them itself, waiting for the disk, so memory stays bounded; if that
  * fails, nothing is appended. */
 static int flusher_append(hdb_flusher *f, const char *key, size_t key_len,
-                          const char *val, size_t val_len, char *err, size_t errlen)
+                          const char *val, size_t val_len, hdb_err *err)
 {
     /* Before any lock: in a forked child a mutex may be held forever by the
      * parent's thread, which does not exist here. */
     if (flusher_in_forked_child(f)) {
-        snprintf(err, errlen, "store %s was opened by another process (before a fork); "
-                 "writes from this process are refused", f->path);
+        hdb_fail(err, HDB_CODE_FORKED, "store %s was opened by another process (before a "
+                 "fork); writes from this process are refused", f->path);
         return -1;
     }
     pthread_mutex_lock(&f->buf_lock);
-    int rc = flusher_check_writable(f, err, errlen);
+    int rc = flusher_check_writable(f, err);
     if (rc == 0 && f->pending.len + f->inflight_bytes >= f->max_pending) {
         pthread_mutex_unlock(&f->buf_lock);
-        if (flusher_sync(f, err, errlen) != 0)
+        if (flusher_sync(f, err) != 0)
             return -1;
         pthread_mutex_lock(&f->buf_lock);
         f->backpressure_waits++;
@@ -450,42 +454,41 @@ static int flusher_append(hdb_flusher *f, const char *key, size_t key_len,
         int ok = val != NULL ? aof_append_set(&f->pending, key, key_len, val, val_len)
                              : aof_append_del(&f->pending, key, key_len);
         if (ok != 0) {
-            snprintf(err, errlen, "out of memory appending to %s", f->path);
+            hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory appending to %s", f->path);
             rc = -1;
         } else if (f->tail_on &&
                    flusher_copy_to_tail(f, f->pending.data + before, f->pending.len - before) != 0) {
             f->pending.len = before;
-            snprintf(err, errlen, "out of memory appending to %s", f->path);
+            hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory appending to %s", f->path);
             rc = -1;
         }
     }
     flusher_wake_if_full(f);
     pthread_mutex_unlock(&f->buf_lock);
-    return rc == 0 ? flusher_after_append(f, err, errlen) : rc;
+    return rc == 0 ? flusher_after_append(f, err) : rc;
 }
 
 int flusher_append_set(hdb_flusher *f, const char *key, size_t key_len,
-                       const char *val, size_t val_len, char *err, size_t errlen)
+                       const char *val, size_t val_len, hdb_err *err)
 {
     /* An empty value still needs a non-NULL pointer to mean SET. */
-    return flusher_append(f, key, key_len, val ? val : "", val_len, err, errlen);
+    return flusher_append(f, key, key_len, val ? val : "", val_len, err);
 }
 
-int flusher_append_del(hdb_flusher *f, const char *key, size_t key_len,
-                       char *err, size_t errlen)
+int flusher_append_del(hdb_flusher *f, const char *key, size_t key_len, hdb_err *err)
 {
-    return flusher_append(f, key, key_len, NULL, 0, err, errlen);
+    return flusher_append(f, key, key_len, NULL, 0, err);
 }
 
-int flusher_sync(hdb_flusher *f, char *err, size_t errlen)
+int flusher_sync(hdb_flusher *f, hdb_err *err)
 {
     if (flusher_in_forked_child(f)) {
-        snprintf(err, errlen, "store %s was opened by another process (before a fork); "
-                 "it cannot be synced from this process", f->path);
+        hdb_fail(err, HDB_CODE_FORKED, "store %s was opened by another process (before a "
+                 "fork); it cannot be synced from this process", f->path);
         return -1;
     }
     pthread_mutex_lock(&f->io_lock);
-    int rc = flusher_flush_locked(f, err, errlen);
+    int rc = flusher_flush_locked(f, err);
     if (rc != 0 && f->sync_time_ms == 0)
         flusher_withdraw_failed(f);
     pthread_mutex_unlock(&f->io_lock);
@@ -504,13 +507,13 @@ static void flusher_stop_thread(hdb_flusher *f)
     f->has_thread = 0;
 }
 
-int flusher_stop(hdb_flusher *f, char *err, size_t errlen)
+int flusher_stop(hdb_flusher *f, hdb_err *err)
 {
     /* In a forked child, the pending records are the parent's to write;
      * closing this copy just lets it go (flusher_free). */
     if (flusher_in_forked_child(f))
         return 0;
-    if (flusher_sync(f, err, errlen) != 0)
+    if (flusher_sync(f, err) != 0)
         return -1;
     flusher_stop_thread(f);
     /* The thread is gone, so nothing can have been appended meanwhile except
@@ -524,27 +527,29 @@ int flusher_stop(hdb_flusher *f, char *err, size_t errlen)
         /* The records were written (and synced) above; a file system that
          * reports an error only now (NFS) leaves nothing to retry: the
          * descriptor is gone either way. */
-        snprintf(err, errlen, "cannot close %s: %s (the store is closed)", f->path,
-                 strerror(errno));
+        int e = errno;
+        hdb_fail(err, hdb_errno_code(e), "cannot close %s: %s (the store is closed)", f->path,
+                 strerror(e));
         return 1;
     }
     return 0;
 }
 
-void flusher_release_at_exit(hdb_flusher *f, char *err, size_t errlen)
+int flusher_release_at_exit(hdb_flusher *f, hdb_err *err)
 {
-    err[0] = '\0';
     if (flusher_in_forked_child(f))
-        return;
+        return 0;
+    int rc = 0;
     pthread_mutex_lock(&f->io_lock);
     if (!f->exiting) {
-        flusher_flush_locked(f, err, errlen);
+        rc = flusher_flush_locked(f, err);
         pthread_mutex_lock(&f->buf_lock);
         f->exiting = 1;
         pthread_mutex_unlock(&f->buf_lock);
         lock_release(f->fd);
     }
     pthread_mutex_unlock(&f->io_lock);
+    return rc;
 }
 
 void flusher_free(hdb_flusher *f)
@@ -622,17 +627,15 @@ size_t flusher_memory(hdb_flusher *f)
  * handed over by swapping buffers. */
 #define TAIL_COPY_MAX (1024u * 1024u)
 
-int flusher_tail_take(hdb_flusher *f, hdb_buf *out, char *err, size_t errlen)
+int flusher_tail_take(hdb_flusher *f, hdb_buf *out, hdb_err *err)
 {
     int rc = 0;
     pthread_mutex_lock(&f->buf_lock);
     if (f->tail_overflowed) {
-        snprintf(err, errlen, "writes outpaced the rewrite (more than %" PRIu64 " bytes "
-                 "written meanwhile waited for it)", f->max_pending);
-        rc = -1;
+        rc = hdb_fail(err, HDB_CODE_OUTPACED, "writes outpaced the rewrite (more than %" PRIu64
+                      " bytes written meanwhile waited for it)", f->max_pending);
     } else if (f->exiting) {
-        snprintf(err, errlen, "the process is exiting");
-        rc = -1;
+        rc = hdb_fail(err, HDB_CODE_EXITING, "the process is exiting");
     } else if (!f->tail_on) {
         f->tail_on = 1;
     } else if (f->tail.len <= TAIL_COPY_MAX && f->tail.len <= out->cap - out->len) {
@@ -650,8 +653,7 @@ int flusher_tail_take(hdb_flusher *f, hdb_buf *out, char *err, size_t errlen)
     } else if (hdb_buf_append(out, f->tail.data, f->tail.len) == 0) {
         f->tail.len = 0;
     } else {
-        snprintf(err, errlen, "out of memory");
-        rc = -1;
+        rc = hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory");
     }
     f->tail_last_len = 0;
     pthread_mutex_unlock(&f->buf_lock);
@@ -683,8 +685,8 @@ static int flusher_file_still_named(const hdb_flusher *f, const char *path)
 
 int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t file_key[2],
                    uint64_t next_seq, const char *file_path,
-                   int (*install)(void *ud, char *err, size_t errlen),
-                   void *ud, char *err, size_t errlen)
+                   int (*install)(void *ud, hdb_err *err),
+                   void *ud, hdb_err *err)
 {
     /* Opened first: a directory that cannot be opened (no read permission)
      * could never be synced, so the new file must not take the name. And
@@ -692,10 +694,11 @@ int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t fil
      * before the flusher knows the directory still needs a sync. Kept in
      * the flusher rather than on this thread's stack, so that it stays
      * reachable in a child forked meanwhile. */
-    char why[HDB_FILE_ERRLEN];
-    int dir_fd = f->switch_dir_fd = file_open_parent_dir(file_path, why, sizeof why);
+    hdb_err why;
+    int dir_fd = f->switch_dir_fd = file_open_parent_dir(file_path, &why);
     if (dir_fd < 0) {
-        snprintf(err, errlen, "%s (the rewritten file could not be made durable there)", why);
+        hdb_fail(err, why.code, "%s (the rewritten file could not be made durable there)",
+                 why.msg);
         return -1;
     }
     /* io_lock keeps the flusher off the old file from here on. Records the
@@ -711,14 +714,14 @@ int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t fil
     pthread_mutex_lock(&f->buf_lock);
     int refuse = moved || f->exiting || f->tail_overflowed || !f->tail_on;
     if (moved)
-        snprintf(err, errlen, "%s is no longer this store's file (it was moved, replaced or "
-                 "removed since the store was opened): the rewritten file does not take "
-                 "its name", file_path);
+        hdb_fail(err, HDB_CODE_MOVED, "%s is no longer this store's file (it was moved, "
+                 "replaced or removed since the store was opened): the rewritten file does "
+                 "not take its name", file_path);
     else if (f->exiting)
-        snprintf(err, errlen, "the process is exiting");
+        hdb_fail(err, HDB_CODE_EXITING, "the process is exiting");
     else if (refuse)
-        snprintf(err, errlen, "writes outpaced the rewrite (more than %" PRIu64 " bytes "
-                 "written meanwhile waited for it)", f->max_pending);
+        hdb_fail(err, HDB_CODE_OUTPACED, "writes outpaced the rewrite (more than %" PRIu64
+                 " bytes written meanwhile waited for it)", f->max_pending);
     if (!refuse) {
         hdb_buf_swap(last, &f->tail);
         f->tail_last_len = 0;
@@ -738,10 +741,10 @@ int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t fil
             }
         }
         if (e != 0)
-            snprintf(err, errlen, "cannot %s the rewritten file of %s: %s", what, f->path,
-                     strerror(e));
+            hdb_fail(err, hdb_errno_code(e), "cannot %s the rewritten file of %s: %s", what,
+                     f->path, strerror(e));
         else
-            installed = install(ud, err, errlen) == 0;
+            installed = install(ud, err) == 0;
     }
     hdb_buf_free(last);
     /* The name is durable only once its directory is synced. If that fails,

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "hdb_buf.h"
+#include "hurrahdb.h"
 
 typedef struct hdb_flusher hdb_flusher;
 
@@ -40,34 +41,36 @@ typedef struct flusher_stats {
 int flusher_start(hdb_flusher **out, int fd, const char *path, uint64_t size,
                   const uint64_t file_key[2], uint64_t next_seq,
                   unsigned sync_time_ms, int use_fsync, uint64_t max_pending,
-                  char *err, size_t errlen);
+                  hdb_err *err);
 
 /* Appends a record. With sync_time == 0 also writes and syncs it; if that
  * fails the record is withdrawn, so the file and the buffer are as before.
  * When max_pending bytes are unwritten, first writes them (waiting for the
  * disk), and appends nothing if that fails.
- * Returns 0, or -1 with err filled (file failing, no memory, forked child). */
+ * Returns 0, or -1 with err filled: the file failing (HDB_CODE_IO, now or
+ * in an earlier write whose failure still stands, with that one's message),
+ * no memory, a forked child (HDB_CODE_FORKED), the process exiting. */
 int flusher_append_set(hdb_flusher *f, const char *key, size_t key_len,
-                       const char *val, size_t val_len, char *err, size_t errlen);
-int flusher_append_del(hdb_flusher *f, const char *key, size_t key_len,
-                       char *err, size_t errlen);
+                       const char *val, size_t val_len, hdb_err *err);
+int flusher_append_del(hdb_flusher *f, const char *key, size_t key_len, hdb_err *err);
 
-/* Writes and (unless fsync is off) fdatasyncs everything appended so far. */
-int flusher_sync(hdb_flusher *f, char *err, size_t errlen);
+/* Writes and (unless fsync is off) fdatasyncs everything appended so far.
+ * Fails in a forked child (HDB_CODE_FORKED). */
+int flusher_sync(hdb_flusher *f, hdb_err *err);
 
 /* Syncs, stops the thread, releases the lock and closes the file. On a
  * failed sync returns -1 and leaves everything running, with the unwritten
  * records kept. Returns 1 with err filled if everything was written but
  * close(2) reported an error: the file is closed all the same. In a forked
  * child, writes nothing and succeeds: flusher_free releases the copy. */
-int flusher_stop(hdb_flusher *f, char *err, size_t errlen);
+int flusher_stop(hdb_flusher *f, hdb_err *err);
 
 /* For exit(): writes and syncs what is pending, then releases the file's
  * lock (a child forked after the open would otherwise keep it locked after
- * this process is gone); from then on appends are refused and nothing more
- * is written. err is "" or says why the last records could not be written.
- * Does nothing in a forked child. */
-void flusher_release_at_exit(hdb_flusher *f, char *err, size_t errlen);
+ * this process is gone); from then on appends are refused (HDB_CODE_EXITING)
+ * and nothing more is written. Returns 0, or -1 with err saying why the last
+ * records could not be written. Does nothing in a forked child. */
+int flusher_release_at_exit(hdb_flusher *f, hdb_err *err);
 
 /* Releases the flusher. If flusher_stop did not succeed, unwritten records are
  * lost; in a forked child nothing is written and no thread is joined. */
@@ -82,11 +85,11 @@ size_t flusher_memory(hdb_flusher *f);
  * appended is also copied into a tail that the rewrite takes.
  * flusher_tail_take: the first call starts the copying; each later one moves
  * what was copied since into out (appending). Fails when the tail passed
- * max_pending bytes (it was dropped: writes outpaced the rewrite) or the
- * process is exiting. The caller must make sure that no write call is
+ * max_pending bytes (it was dropped: writes outpaced the rewrite,
+ * HDB_CODE_OUTPACED) or the process is exiting. The caller must make sure that no write call is
  * under way (see hdb_rewrite.c), so that the tail never holds a record
  * that is still to be withdrawn. */
-int flusher_tail_take(hdb_flusher *f, hdb_buf *out, char *err, size_t errlen);
+int flusher_tail_take(hdb_flusher *f, hdb_buf *out, hdb_err *err);
 
 /* Stops the copying and drops the tail (a rewrite that failed). */
 void flusher_tail_stop(hdb_flusher *f);
@@ -100,12 +103,13 @@ void flusher_tail_stop(hdb_flusher *f);
  * succeeds). If install succeeds, the new file becomes the flusher's (*size_io its size),
  * the records appended since become its pending records, and the old file
  * is unlocked and closed. Fails, changing nothing, if the directory cannot
- * be opened, file_path no longer names the flusher's file, the tail
- * overflowed, the process is exiting, or a write, sync or install fails. */
+ * be opened, file_path no longer names the flusher's file (HDB_CODE_MOVED),
+ * the tail overflowed (HDB_CODE_OUTPACED), the process is exiting, or a
+ * write, sync or install fails. */
 int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t file_key[2],
                    uint64_t next_seq, const char *file_path,
-                   int (*install)(void *ud, char *err, size_t errlen),
-                   void *ud, char *err, size_t errlen);
+                   int (*install)(void *ud, hdb_err *err),
+                   void *ud, hdb_err *err);
 
 /* True when every append is written and synced by its own call
  * (sync_time 0). */

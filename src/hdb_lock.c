@@ -2,6 +2,7 @@
  * declares it only outside strict POSIX mode. */
 #define _DEFAULT_SOURCE
 #include "hdb_lock.h"
+#include "hdb_err.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -40,7 +41,7 @@ static long lock_holder_pid(int fd)
     return pid;
 }
 
-int lock_acquire(int fd, const char *path, unsigned timeout_ms, char *err, size_t errlen)
+int lock_acquire(int fd, const char *path, unsigned timeout_ms, hdb_err *err)
 {
     struct timespec start, now;
     clock_gettime(CLOCK_MONOTONIC, &start);
@@ -57,7 +58,8 @@ int lock_acquire(int fd, const char *path, unsigned timeout_ms, char *err, size_
         if (errno == EINTR)
             continue;
         if (errno != EWOULDBLOCK) {
-            snprintf(err, errlen, "cannot lock %s: %s", path, strerror(errno));
+            int e = errno;
+            hdb_fail(err, hdb_errno_code(e), "cannot lock %s: %s", path, strerror(e));
             return -1;
         }
         clock_gettime(CLOCK_MONOTONIC, &now);
@@ -69,15 +71,18 @@ int lock_acquire(int fd, const char *path, unsigned timeout_ms, char *err, size_
         nanosleep(&pause, NULL);
     }
     long pid = lock_holder_pid(fd);
-    if (pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH)
-        snprintf(err, errlen, "%s is locked by process %ld, which no longer runs: a process "
-                 "it forked still holds the file open (the lock goes when that one exits): "
-                 "one writer per file", path, pid);
+    int here = pid == (long)getpid();
+    if (pid > 0 && !here && kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+        hdb_fail(err, HDB_CODE_LOCKED, "%s is locked by process %ld, which no longer runs: a "
+                 "process it forked still holds the file open (the lock goes when that one "
+                 "exits): one writer per file", path, pid);
     else if (pid > 0)
-        snprintf(err, errlen, "%s is locked by process %ld%s: one writer per file",
-                 path, pid, pid == (long)getpid() ? " (this process: the file is already open here)" : "");
+        hdb_fail(err, here ? HDB_CODE_ALREADY_OPEN : HDB_CODE_LOCKED,
+                 "%s is locked by process %ld%s: one writer per file", path, pid,
+                 here ? " (this process: the file is already open here)" : "");
     else
-        snprintf(err, errlen, "%s is locked by another store: one writer per file", path);
+        hdb_fail(err, HDB_CODE_LOCKED, "%s is locked by another store: one writer per file",
+                 path);
     return -1;
 }
 

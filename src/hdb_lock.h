@@ -10,14 +10,16 @@
 #ifndef HDB_LOCK_H
 #define HDB_LOCK_H
 
-#include <stddef.h>
+#include "hurrahdb.h"
 
 /* Takes the lock on fd, waiting up to timeout_ms for another holder to let
  * go. On failure returns -1 with err naming the path and, when the system
- * says, the holder's pid. Returns 1 (with the lock released again) if, once
+ * says, the holder's pid: HDB_CODE_ALREADY_OPEN when the holder is this
+ * process, HDB_CODE_LOCKED for another (or an unknown) one, HDB_CODE_IO when
+ * flock itself fails. Returns 1 (with the lock released again) if, once
  * locked, fd is no longer the file at `path` (its holder replaced the file
  * while this one waited): the caller opens the path again and retries. */
-int lock_acquire(int fd, const char *path, unsigned timeout_ms, char *err, size_t errlen);
+int lock_acquire(int fd, const char *path, unsigned timeout_ms, hdb_err *err);
 
 /* Releases the lock held through fd, for every process that shares its open
  * file description (a forked child). Only the process that took it calls

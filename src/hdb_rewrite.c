@@ -1,6 +1,7 @@
 #include "hdb_rewrite.h"
 #include "hdb_aof.h"
 #include "hdb_buf.h"
+#include "hdb_err.h"
 #include "hdb_file.h"
 #include "hdb_lock.h"
 #include "hdb_thread.h"
@@ -37,7 +38,7 @@ typedef struct rewrite_job {
     int fd;
     uint64_t offset, advised, seq;
     hdb_buf out;
-    char err[HDB_ERRLEN];
+    hdb_err err;
 } rewrite_job;
 
 struct hdb_rewriter {
@@ -65,6 +66,7 @@ struct hdb_rewriter {
     int finished;       /* the thread is done; set by it */
     int ok;
     char error[256];
+    int error_code;
     uint64_t key[2];
     uint64_t size;      /* of the new file when it took the name */
     uint64_t keys;
@@ -91,42 +93,40 @@ char *rewrite_temp_name(const char *file_path)
     return tmp;
 }
 
-int rewrite_remove_leftover(const char *tmp, char *err, size_t errlen)
+int rewrite_remove_leftover(const char *tmp, hdb_err *err)
 {
     /* Read-only is enough for flock, and opens a leftover whose mode lets
      * nobody write it. */
     int fd = open(tmp, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
-        if (errno == ENOENT)
+        int e = errno;
+        if (e == ENOENT)
             return 0;
-        if (errno != ELOOP) {
-            snprintf(err, errlen, "cannot open the leftover %s: %s", tmp, strerror(errno));
-            return -1;
-        }
+        if (e != ELOOP)
+            return hdb_fail(err, hdb_errno_code(e), "cannot open the leftover %s: %s", tmp,
+                            strerror(e));
         /* A symbolic link: removing the name touches nothing it points to. */
-        if (unlink(tmp) != 0 && errno != ENOENT) {
-            snprintf(err, errlen, "cannot remove %s: %s", tmp, strerror(errno));
-            return -1;
-        }
+        if (unlink(tmp) != 0 && (e = errno) != ENOENT)
+            return hdb_fail(err, hdb_errno_code(e), "cannot remove %s: %s", tmp, strerror(e));
         return 0;
     }
     /* A crash's leftover is locked by nobody: this store holds its own
      * file's lock, so no rewrite of it is running. A locked one is a live
      * file of somebody else's, never removed. */
-    char why[HDB_ERRLEN];
-    int locked = lock_acquire(fd, tmp, 0, why, sizeof why);
+    hdb_err why;
+    int locked = lock_acquire(fd, tmp, 0, &why);
     if (locked < 0) {
-        snprintf(err, errlen, "%s, the name of this store's temporary file, is in use: %s",
-                 tmp, why);
+        hdb_fail(err, why.code, "%s, the name of this store's temporary file, is in use: %s",
+                 tmp, why.msg);
         close(fd);
         return -1;
     }
     int rc = 0;
     if (locked == 0) {
-        if (unlink(tmp) != 0 && errno != ENOENT) {
-            snprintf(err, errlen, "cannot remove the leftover %s: %s", tmp, strerror(errno));
-            rc = -1;
-        }
+        int e;
+        if (unlink(tmp) != 0 && (e = errno) != ENOENT)
+            rc = hdb_fail(err, hdb_errno_code(e), "cannot remove the leftover %s: %s", tmp,
+                          strerror(e));
         lock_release(fd);
     }
     close(fd);
@@ -134,19 +134,17 @@ int rewrite_remove_leftover(const char *tmp, char *err, size_t errlen)
 }
 
 int rewrite_file_create(const char *file_path, const uint64_t key[2], char **tmp_out,
-                        int *fd_out, char *err, size_t errlen)
+                        int *fd_out, hdb_err *err)
 {
     /* Handed out at once, so that the caller holds it (reachable from its
      * own structures) during the system calls below. */
     char *tmp = rewrite_temp_name(file_path);
     *tmp_out = tmp;
-    if (tmp == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
+    if (tmp == NULL)
+        return hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory");
     const char *what = "create";
     int e = 0;
-    if (rewrite_remove_leftover(tmp, err, errlen) != 0) {
+    if (rewrite_remove_leftover(tmp, err) != 0) {
         *tmp_out = NULL;
         free(tmp);
         return -1;
@@ -156,8 +154,11 @@ int rewrite_file_create(const char *file_path, const uint64_t key[2], char **tmp
         e = errno;
         goto fail;
     }
-    if (lock_acquire(fd, tmp, 0, err, errlen) != 0) {
-        snprintf(err, errlen, "cannot lock %s: another process replaced or locked it", tmp);
+    if (lock_acquire(fd, tmp, 0, err) != 0) {
+        /* Created a moment ago, with O_EXCL: only another process can have
+         * put its own file at the name, or locked this one, since. */
+        hdb_fail(err, HDB_CODE_LOCKED, "cannot lock %s: another process replaced or locked it",
+                 tmp);
         close(fd);
         unlink(tmp);
         *tmp_out = NULL;
@@ -186,7 +187,7 @@ int rewrite_file_create(const char *file_path, const uint64_t key[2], char **tmp
         what = "write";
     }
     if (e != 0) {
-        snprintf(err, errlen, "cannot %s %s: %s", what, tmp, strerror(e));
+        hdb_fail(err, hdb_errno_code(e), "cannot %s %s: %s", what, tmp, strerror(e));
         rewrite_file_discard(fd, tmp);
         *tmp_out = NULL;
         free(tmp);
@@ -195,17 +196,18 @@ int rewrite_file_create(const char *file_path, const uint64_t key[2], char **tmp
     *fd_out = fd;
     return 0;
 fail:
-    snprintf(err, errlen, "cannot %s %s: %s", what, tmp, strerror(e));
+    hdb_fail(err, hdb_errno_code(e), "cannot %s %s: %s", what, tmp, strerror(e));
     *tmp_out = NULL;
     free(tmp);
     return -1;
 }
 
-int rewrite_file_rename(const char *tmp, const char *file_path, char *err, size_t errlen)
+int rewrite_file_rename(const char *tmp, const char *file_path, hdb_err *err)
 {
     if (rename(tmp, file_path) != 0) {
-        snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, file_path, strerror(errno));
-        return -1;
+        int e = errno;
+        return hdb_fail(err, hdb_errno_code(e), "cannot rename %s to %s: %s", tmp, file_path,
+                        strerror(e));
     }
     return 0;
 }
@@ -285,12 +287,10 @@ static int rewrite_take_chunk(rewrite_job *job, uint32_t *cursor)
     hdb_rewriter *rw = job->rw;
     int rc = 0;
     pthread_mutex_lock(&rw->lock);
-    if (rw->cancel) {
-        snprintf(job->err, sizeof job->err, "cancelled (the store is closing)");
+    if (rw->cancel)
+        rc = hdb_fail(&job->err, HDB_CODE_CANCELLED, "cancelled (the store is closing)");
+    else if (flusher_tail_take(rw->aof, &job->out, &job->err) != 0)
         rc = -1;
-    } else if (flusher_tail_take(rw->aof, &job->out, job->err, sizeof job->err) != 0) {
-        rc = -1;
-    }
     size_t start = job->out.len;
     for (int n = 0; rc == 0 && n < REWRITE_CHUNK_KEYS && job->out.len - start < REWRITE_CHUNK_BYTES;
          n++) {
@@ -300,8 +300,7 @@ static int rewrite_take_chunk(rewrite_job *job, uint32_t *cursor)
             break;
         }
         if (aof_append_set(&job->out, entry_key(e), e->key_len, entry_val(e), e->val_len) != 0) {
-            snprintf(job->err, sizeof job->err, "out of memory");
-            rc = -1;
+            rc = hdb_fail(&job->err, HDB_CODE_NO_MEMORY, "out of memory");
             break;
         }
         rw->keys++;
@@ -319,10 +318,9 @@ static int rewrite_write_out(rewrite_job *job)
         return 0;
     int e = file_write_batch(job->fd, job->rw->key, job->seq, job->out.data, job->out.len,
                              &job->offset);
-    if (e != 0) {
-        snprintf(job->err, sizeof job->err, "cannot write %s: %s", job->tmp, strerror(e));
-        return -1;
-    }
+    if (e != 0)
+        return hdb_fail(&job->err, hdb_errno_code(e), "cannot write %s: %s", job->tmp,
+                        strerror(e));
     job->seq++;
     job->out.len = 0;
     if (job->offset - job->advised >= REWRITE_WRITEBACK_BYTES) {
@@ -341,32 +339,30 @@ static int rewrite_write_out(rewrite_job *job)
 static int rewrite_sync(rewrite_job *job)
 {
     if (fdatasync(job->fd) != 0) {
-        snprintf(job->err, sizeof job->err, "cannot fdatasync %s: %s", job->tmp, strerror(errno));
-        return -1;
+        int e = errno;
+        return hdb_fail(&job->err, hdb_errno_code(e), "cannot fdatasync %s: %s", job->tmp,
+                        strerror(e));
     }
     return 0;
 }
 
-static int rewrite_install_cb(void *ud, char *err, size_t errlen)
+static int rewrite_install_cb(void *ud, hdb_err *err)
 {
     rewrite_job *job = ud;
-    return rewrite_file_rename(job->tmp, job->rw->file_path, err, errlen);
+    return rewrite_file_rename(job->tmp, job->rw->file_path, err);
 }
 
 static int rewrite_run(rewrite_job *job)
 {
     hdb_rewriter *rw = job->rw;
-    if (rewrite_file_create(rw->file_path, rw->key, &job->tmp, &job->fd, job->err,
-                            sizeof job->err) != 0)
+    if (rewrite_file_create(rw->file_path, rw->key, &job->tmp, &job->fd, &job->err) != 0)
         return -1;
     /* The buffer a batch is built in, sized and touched once, here: grown
      * while a chunk is copied, its fresh pages would be faulted in with the
      * lock held, which the owner's writes wait for (a fault costs
      * microseconds on a virtual machine; a MiB of them, milliseconds). */
-    if (hdb_buf_reserve(&job->out, REWRITE_BATCH_BYTES + REWRITE_CHUNK_BYTES) != 0) {
-        snprintf(job->err, sizeof job->err, "out of memory");
-        return -1;
-    }
+    if (hdb_buf_reserve(&job->out, REWRITE_BATCH_BYTES + REWRITE_CHUNK_BYTES) != 0)
+        return hdb_fail(&job->err, HDB_CODE_NO_MEMORY, "out of memory");
     memset(job->out.data, 0, job->out.cap);
     /* Counted in stats().memory from now on (the capacity rounds up to a
      * power of two: 2 MiB). */
@@ -405,12 +401,11 @@ static int rewrite_run(rewrite_job *job)
         pthread_mutex_lock(&rw->lock);
         if (rw->cancel) {
             pthread_mutex_unlock(&rw->lock);
-            snprintf(job->err, sizeof job->err, "cancelled (the store is closing)");
-            return -1;
+            return hdb_fail(&job->err, HDB_CODE_CANCELLED, "cancelled (the store is closing)");
         }
     }
     rc = flusher_switch(rw->aof, job->fd, &job->offset, rw->key, job->seq, rw->file_path,
-                        rewrite_install_cb, job, job->err, sizeof job->err);
+                        rewrite_install_cb, job, &job->err);
     if (hold)
         pthread_mutex_unlock(&rw->lock);
     if (rc != 0)
@@ -442,7 +437,8 @@ static void *rewrite_thread_main(void *arg)
     if (rc == 0)
         rw->size = job->offset;
     snprintf(rw->error, sizeof rw->error, "%.*s", (int)sizeof rw->error - 1,
-             rc == 0 ? "" : job->err);
+             rc == 0 ? "" : job->err.msg);
+    rw->error_code = rc == 0 ? HDB_CODE_NONE : job->err.code;
     clock_gettime(CLOCK_MONOTONIC, &rw->ended);
     rw->buf_cap = 0;
     rw->finished = 1;
@@ -510,11 +506,13 @@ static int rewrite_reap(hdb_rewriter *rw)
         rw->st.last_status = 1;
         rw->st.last_size = rw->size;
         rw->st.last_error[0] = '\0';
+        rw->st.last_error_code = HDB_CODE_NONE;
         return 1;
     }
     rw->st.failed++;
     rw->st.last_status = -1;
     snprintf(rw->st.last_error, sizeof rw->st.last_error, "%s", rw->error);
+    rw->st.last_error_code = rw->error_code;
     return -1;
 }
 
@@ -533,29 +531,28 @@ int rewrite_running(const hdb_rewriter *rw)
     return rw != NULL && rw->running;
 }
 
-int rewrite_start(hdb_rewriter *rw, const uint64_t key[2], char *err, size_t errlen)
+int rewrite_start(hdb_rewriter *rw, const uint64_t key[2], hdb_err *err)
 {
     rewrite_poll(rw);
-    if (rw->running) {
-        snprintf(err, errlen, "a rewrite of %s is already running", rw->path);
-        return -1;
-    }
+    if (rw->running)
+        return hdb_fail(err, HDB_CODE_BUSY, "a rewrite of %s is already running", rw->path);
     rw->cancel = 0;
     rw->finished = 0;
     rw->ok = 0;
     rw->error[0] = '\0';
+    rw->error_code = HDB_CODE_NONE;
     rw->keys = 0;
     rw->size = 0;
     rw->key[0] = key[0];
     rw->key[1] = key[1];
     clock_gettime(CLOCK_MONOTONIC, &rw->started);
-    if (thread_start_quiet(&rw->thread, rewrite_thread_main, rw, "rewrite", err, errlen) != 0)
+    if (thread_start_quiet(&rw->thread, rewrite_thread_main, rw, "rewrite", err) != 0)
         return -1;
     rw->running = 1;
     return 0;
 }
 
-int rewrite_wait(hdb_rewriter *rw, char *err, size_t errlen)
+int rewrite_wait(hdb_rewriter *rw, hdb_err *err)
 {
     if (rw->running) {
         pthread_mutex_lock(&rw->lock);
@@ -564,10 +561,9 @@ int rewrite_wait(hdb_rewriter *rw, char *err, size_t errlen)
         pthread_mutex_unlock(&rw->lock);
         rewrite_reap(rw);
     }
-    if (rw->st.last_status < 0) {
-        snprintf(err, errlen, "rewrite of %s failed: %s", rw->path, rw->st.last_error);
-        return -1;
-    }
+    if (rw->st.last_status < 0)
+        return hdb_fail(err, rw->st.last_error_code, "rewrite of %s failed: %s", rw->path,
+                        rw->st.last_error);
     return 0;
 }
 
@@ -578,8 +574,7 @@ void rewrite_cancel(hdb_rewriter *rw)
     pthread_mutex_lock(&rw->lock);
     rw->cancel = 1;
     pthread_mutex_unlock(&rw->lock);
-    char ignored[HDB_ERRLEN];
-    rewrite_wait(rw, ignored, sizeof ignored);
+    rewrite_wait(rw, NULL);
 }
 
 void rewrite_free(hdb_rewriter *rw)

@@ -46,6 +46,7 @@ typedef struct rewrite_stats {
     uint64_t last_size;        /* file size right after the last successful one */
     uint64_t last_keys;        /* keys it wrote */
     char last_error[256];      /* why the last one failed; "" otherwise */
+    int last_error_code;       /* ... and its enum hdb_code */
     size_t memory;             /* bytes held by the running one's buffers */
 } rewrite_stats;
 
@@ -58,13 +59,13 @@ hdb_rewriter *rewrite_new(hdb_table *t, hdb_flusher *f, const char *path, const 
 void rewrite_free(hdb_rewriter *rw);
 
 /* Starts a rewrite whose new file gets the given key. Fails, with err,
- * when one is running. Owner thread. */
-int rewrite_start(hdb_rewriter *rw, const uint64_t key[2], char *err, size_t errlen);
+ * when one is running (HDB_CODE_BUSY). Owner thread. */
+int rewrite_start(hdb_rewriter *rw, const uint64_t key[2], hdb_err *err);
 
 /* Waits for the running rewrite (if any) to end; returns 0 if it
- * succeeded, -1 with err if it failed. With none running, returns the
- * outcome of the last (0 if none). Owner thread. */
-int rewrite_wait(hdb_rewriter *rw, char *err, size_t errlen);
+ * succeeded, -1 with err if it failed, with the code of its failure. With
+ * none running, returns the outcome of the last (0 if none). Owner thread. */
+int rewrite_wait(hdb_rewriter *rw, hdb_err *err);
 
 /* Cancels a running rewrite and waits for its thread. Owner thread. */
 void rewrite_cancel(hdb_rewriter *rw);
@@ -92,15 +93,15 @@ void rewrite_get_stats(hdb_rewriter *rw, rewrite_stats *st);
  * syncs the directory). rewrite_file_discard: removes it (if the name is
  * still the file's), unlocks and closes it. */
 int rewrite_file_create(const char *file_path, const uint64_t key[2], char **tmp, int *fd,
-                        char *err, size_t errlen);
-int rewrite_file_rename(const char *tmp, const char *file_path, char *err, size_t errlen);
+                        hdb_err *err);
+int rewrite_file_rename(const char *tmp, const char *file_path, hdb_err *err);
 void rewrite_file_discard(int fd, const char *tmp);
 
 /* Removes the temporary file a crash left at tmp (or a symbolic link
  * there), unless another store holds it locked: then fails with err naming
- * the holder. Returns 0 when nothing is left at tmp. The caller holds the
- * store's lock. */
-int rewrite_remove_leftover(const char *tmp, char *err, size_t errlen);
+ * the holder (and lock_acquire's code). Returns 0 when nothing is left at
+ * tmp. The caller holds the store's lock. */
+int rewrite_remove_leftover(const char *tmp, hdb_err *err);
 
 /* The name of the temporary file of file_path (malloc'd), or NULL: file_path
  * with this suffix. No store's file may have such a name. */

@@ -2,6 +2,7 @@
 #define _XOPEN_SOURCE 700
 #include "hurrahdb.h"
 #include "hdb_aof.h"
+#include "hdb_err.h"
 #include "hdb_file.h"
 #include "hdb_flusher.h"
 #include "hdb_lock.h"
@@ -85,11 +86,10 @@ static void registry_flush_at_exit(void)
          * process holds the file, a rewrite of this one must not touch its
          * name or its temporary file. */
         rewrite_cancel(s->rw);
-        char err[HDB_ERRLEN];
-        flusher_release_at_exit(s->aof, err, sizeof err);
-        if (err[0] != '\0')
+        hdb_err err;
+        if (flusher_release_at_exit(s->aof, &err) != 0)
             fprintf(stderr, "hurrahdb: %s: pending records could not be written at exit: %s\n",
-                    s->path, err);
+                    s->path, err.msg);
     }
     pthread_mutex_unlock(&registry_lock);
 }
@@ -102,13 +102,12 @@ static void registry_init(void)
         registry_status = ENOMEM;
 }
 
-static int registry_ready(char *err, size_t errlen)
+static int registry_ready(hdb_err *err)
 {
     pthread_once(&registry_once, registry_init);
-    if (registry_status != 0) {
-        snprintf(err, errlen, "cannot register the exit handler: %s", strerror(registry_status));
-        return -1;
-    }
+    if (registry_status != 0) /* both registrations fail only for want of memory */
+        return hdb_fail(err, HDB_CODE_NO_MEMORY, "cannot register the exit handler: %s",
+                        strerror(registry_status));
     return 0;
 }
 
@@ -297,11 +296,11 @@ static int store_name_is_reserved(const char *file_path)
     return n > k && file_path[n - k - 1] != '/' && strcmp(file_path + n - k, REWRITE_SUFFIX) == 0;
 }
 
-static void store_refuse_reserved(const char *path, char *err, size_t errlen)
+static void store_refuse_reserved(const char *path, hdb_err *err)
 {
-    snprintf(err, errlen, "cannot open %s: a store's file must not be named \"*" REWRITE_SUFFIX
-             "\", which is the name of the temporary file of a rewrite (of the file without "
-             "the suffix, which would remove it)", path);
+    hdb_fail(err, HDB_CODE_INVALID, "cannot open %s: a store's file must not be named \"*"
+             REWRITE_SUFFIX "\", which is the name of the temporary file of a rewrite (of the "
+             "file without the suffix, which would remove it)", path);
 }
 
 /* Opens or creates the file and locks it; returns the descriptor and its
@@ -311,11 +310,11 @@ static void store_refuse_reserved(const char *path, char *err, size_t errlen)
  * created is removed again on failure only while this call holds its lock:
  * without it, another store may already be writing it. */
 static int store_open_file(hdb_store *s, unsigned lock_timeout_ms, uint64_t *size,
-                           int *created, char *err, size_t errlen)
+                           int *created, hdb_err *err)
 {
     const char *path = s->path;
     if (store_name_is_reserved(path)) { /* before anything is created */
-        store_refuse_reserved(path, err, errlen);
+        store_refuse_reserved(path, err);
         return -1;
     }
     struct timespec start;
@@ -324,26 +323,30 @@ static int store_open_file(hdb_store *s, unsigned lock_timeout_ms, uint64_t *siz
         int fd = store_open_or_create(path, created);
         int locked = -1;
         if (fd < 0) {
-            snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+            int e = errno;
+            /* A directory is no store's file, whatever the disk does. */
+            hdb_fail(err, e == EISDIR ? HDB_CODE_INVALID : hdb_errno_code(e),
+                     "cannot open %s: %s", path, strerror(e));
             return -1;
         }
         struct stat st;
         if (fstat(fd, &st) != 0) {
-            snprintf(err, errlen, "cannot stat %s: %s", path, strerror(errno));
+            int e = errno;
+            hdb_fail(err, hdb_errno_code(e), "cannot stat %s: %s", path, strerror(e));
             goto fail;
         }
         if (!S_ISREG(st.st_mode)) {
-            snprintf(err, errlen, "cannot open %s: not a regular file", path);
+            hdb_fail(err, HDB_CODE_INVALID, "cannot open %s: not a regular file", path);
             goto fail;
         }
         if (store_on_pseudo_fs(fd)) {
-            snprintf(err, errlen, "cannot open %s: not a regular file (it is on a file system "
-                     "of the kernel's, like /proc or /sys)", path);
+            hdb_fail(err, HDB_CODE_INVALID, "cannot open %s: not a regular file (it is on a "
+                     "file system of the kernel's, like /proc or /sys)", path);
             goto fail;
         }
         long waited = elapsed_ms(&start);
         unsigned left = waited >= (long)lock_timeout_ms ? 0 : lock_timeout_ms - (unsigned)waited;
-        locked = lock_acquire(fd, path, left, err, errlen);
+        locked = lock_acquire(fd, path, left, err);
         if (locked == 1 && attempt < 100) {
             /* The holder replaced or removed the file while this open
              * waited: the descriptor is of a file that is no longer the
@@ -352,13 +355,17 @@ static int store_open_file(hdb_store *s, unsigned lock_timeout_ms, uint64_t *siz
             continue;
         }
         if (locked != 0) {
+            /* Its holder keeps replacing the file (rewrites back to back):
+             * held all the same, as a later try may find it not. */
             if (locked == 1)
-                snprintf(err, errlen, "cannot lock %s: the file keeps being replaced", path);
+                hdb_fail(err, HDB_CODE_LOCKED, "cannot lock %s: the file keeps being replaced",
+                         path);
             locked = -1;
             goto fail;
         }
         if (fstat(fd, &st) != 0) { /* the size may have changed while waiting */
-            snprintf(err, errlen, "cannot stat %s: %s", path, strerror(errno));
+            int e = errno;
+            hdb_fail(err, hdb_errno_code(e), "cannot stat %s: %s", path, strerror(e));
             goto fail;
         }
         *size = (uint64_t)st.st_size;
@@ -369,17 +376,19 @@ static int store_open_file(hdb_store *s, unsigned lock_timeout_ms, uint64_t *siz
              * for one. */
             char probe;
             if (file_read_at(fd, &probe, 1, 0) != 0) {
-                snprintf(err, errlen, "cannot open %s: not a regular file (it reports a size "
-                         "of 0 but has content, like the files of /proc and /sys)", path);
+                hdb_fail(err, HDB_CODE_INVALID, "cannot open %s: not a regular file (it "
+                         "reports a size of 0 but has content, like the files of /proc and "
+                         "/sys)", path);
                 goto fail;
             }
         }
         if ((s->file_path = realpath(path, NULL)) == NULL) {
-            snprintf(err, errlen, "cannot resolve %s: %s", path, strerror(errno));
+            int e = errno;
+            hdb_fail(err, hdb_errno_code(e), "cannot resolve %s: %s", path, strerror(e));
             goto fail;
         }
         if (store_name_is_reserved(s->file_path)) { /* through a symbolic link */
-            store_refuse_reserved(path, err, errlen);
+            store_refuse_reserved(path, err);
             free(s->file_path);
             s->file_path = NULL;
             goto fail;
@@ -430,12 +439,12 @@ static void store_set_warning(hdb_store *s, const char *fmt, ...)
  * deleted. Returns the side file's name (malloc'd), or NULL with err
  * filled. */
 static char *store_move_aside(hdb_store *s, const char *data, size_t len, size_t from,
-                              char *err, size_t errlen)
+                              hdb_err *err)
 {
     size_t cap = strlen(s->path) + 64;
     char *side = malloc(cap);
     if (side == NULL) {
-        snprintf(err, errlen, "out of memory");
+        hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory");
         return NULL;
     }
     int fd = -1;
@@ -449,8 +458,9 @@ static char *store_move_aside(hdb_store *s, const char *data, size_t len, size_t
             break;
     }
     if (fd < 0) {
-        snprintf(err, errlen, "cannot create a side file for the damaged part of %s: %s",
-                 s->path, strerror(errno));
+        int e = errno;
+        hdb_fail(err, hdb_errno_code(e), "cannot create a side file for the damaged part of "
+                 "%s: %s", s->path, strerror(e));
         free(side);
         return NULL;
     }
@@ -461,11 +471,11 @@ static char *store_move_aside(hdb_store *s, const char *data, size_t len, size_t
         e = errno;
     if (e != 0) {
         unlink(side);
-        snprintf(err, errlen, "cannot write %s: %s", side, strerror(e));
+        hdb_fail(err, hdb_errno_code(e), "cannot write %s: %s", side, strerror(e));
         free(side);
         return NULL;
     }
-    if (file_sync_parent_dir(side, err, errlen) != 0) {
+    if (file_sync_parent_dir(side, err) != 0) {
         free(side);
         return NULL;
     }
@@ -480,44 +490,43 @@ static char *store_move_aside(hdb_store *s, const char *data, size_t len, size_t
  * *size_io becomes the length kept; *res tells the file's version, key and
  * next batch number. */
 static int store_load(hdb_store *s, int fd, uint64_t *size_io, int repair,
-                      aof_load_result *res, char *err, size_t errlen)
+                      aof_load_result *res, hdb_err *err)
 {
     uint64_t size = *size_io;
     memset(res, 0, sizeof *res);
     if (size == 0)
         return 0;
-    if (size > (uint64_t)SIZE_MAX) {
-        snprintf(err, errlen, "%s: file too large for this platform", s->path);
-        return -1;
-    }
+    if (size > (uint64_t)SIZE_MAX)
+        return hdb_fail(err, HDB_CODE_TOO_LARGE, "%s: file too large for this platform",
+                        s->path);
     void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (map == MAP_FAILED) {
-        snprintf(err, errlen, "cannot read %s: %s", s->path, strerror(errno));
-        return -1;
+        int e = errno;
+        return hdb_fail(err, hdb_errno_code(e), "cannot read %s: %s", s->path, strerror(e));
     }
     posix_madvise(map, (size_t)size, POSIX_MADV_SEQUENTIAL);
     aof_replay replay = {s, replay_apply, replay_reserve};
-    char why[HDB_ERRLEN];
-    int rc = aof_load(map, (size_t)size, &replay, res, why, sizeof why);
+    hdb_err why;
+    int rc = aof_load(map, (size_t)size, &replay, res, &why);
     table_fit(&s->table);
     size_t keep = (size_t)size;
     char *side = NULL;
     if (rc == AOF_LOAD_DAMAGED && repair) {
-        if ((side = store_move_aside(s, map, (size_t)size, res->damage_at, err, errlen)) == NULL)
+        if ((side = store_move_aside(s, map, (size_t)size, res->damage_at, err)) == NULL)
             goto fail;
         store_set_warning(s,
                  "%s: %s; repaired: kept the %" PRIu64 " records before offset %zu, "
                  "moved the %zu bytes from there on to %s",
-                 s->path, why, res->records, res->damage_at,
+                 s->path, why.msg, res->records, res->damage_at,
                  (size_t)size - res->damage_at, side);
         keep = res->damage_at;
         rc = AOF_LOAD_OK;
     } else if (rc != AOF_LOAD_OK) {
         if (rc == AOF_LOAD_DAMAGED)
-            snprintf(err, errlen, "%.150s: %.250s (open with repair = true to keep the good "
-                     "batches before it and move the rest to a side file)", s->path, why);
+            hdb_fail(err, why.code, "%.150s: %.250s (open with repair = true to keep the good "
+                     "batches before it and move the rest to a side file)", s->path, why.msg);
         else
-            snprintf(err, errlen, "%s: %s", s->path, why);
+            hdb_fail(err, why.code, "%s: %s", s->path, why.msg);
         goto fail;
     } else if (res->tail == AOF_TAIL_TORN_HEADER) {
         store_set_warning(s,
@@ -531,7 +540,7 @@ static int store_load(hdb_store *s, int fd, uint64_t *size_io, int repair,
                  s->path, res->tail_bytes, res->good_len, res->why);
         keep = res->good_len;
     } else if (res->tail == AOF_TAIL_BAD) {
-        if ((side = store_move_aside(s, map, (size_t)size, res->good_len, err, errlen)) == NULL)
+        if ((side = store_move_aside(s, map, (size_t)size, res->good_len, err)) == NULL)
             goto fail;
         store_set_warning(s,
                  "%s: %s, with no valid batch after it; kept the %" PRIu64 " records before "
@@ -544,9 +553,9 @@ static int store_load(hdb_store *s, int fd, uint64_t *size_io, int repair,
     s->loaded_records = res->records;
     if (keep < size) {
         if (ftruncate(fd, (off_t)keep) != 0 || fdatasync(fd) != 0) {
-            snprintf(err, errlen, "cannot cut %" PRIu64 " bytes at offset %zu off %s: %s",
-                     size - keep, keep, s->path, strerror(errno));
-            return -1;
+            int e = errno;
+            return hdb_fail(err, hdb_errno_code(e), "cannot cut %" PRIu64 " bytes at offset "
+                            "%zu off %s: %s", size - keep, keep, s->path, strerror(e));
         }
         s->dropped_bytes = size - keep;
         *size_io = keep;
@@ -559,22 +568,20 @@ fail:
 
 /* Writes the header of a new or empty file, with a new random key, and
  * makes it durable. */
-static int store_init_file(hdb_store *s, int fd, int created, uint64_t key[2],
-                           char *err, size_t errlen)
+static int store_init_file(hdb_store *s, int fd, int created, uint64_t key[2], hdb_err *err)
 {
     char header[AOF_HEADER_LEN + 1];
     store_random_key(key);
     aof_format_header(header, key);
     int e = file_write_all_at(fd, header, AOF_HEADER_LEN, 0);
-    if (e != 0) {
-        snprintf(err, errlen, "cannot write %s: %s", s->path, strerror(e));
-        return -1;
-    }
+    if (e != 0)
+        return hdb_fail(err, hdb_errno_code(e), "cannot write %s: %s", s->path, strerror(e));
     if (fdatasync(fd) != 0) {
-        snprintf(err, errlen, "cannot fdatasync %s: %s", s->path, strerror(errno));
-        return -1;
+        e = errno;
+        return hdb_fail(err, hdb_errno_code(e), "cannot fdatasync %s: %s", s->path,
+                        strerror(e));
     }
-    if (created && file_sync_parent_dir(s->file_path, err, errlen) != 0)
+    if (created && file_sync_parent_dir(s->file_path, err) != 0)
         return -1;
     return 0;
 }
@@ -590,12 +597,12 @@ static int store_init_file(hdb_store *s, int fd, int created, uint64_t key[2],
  * new file (the old one is closed), and *size, key and *next_seq describe
  * it. On failure the old file is as it was and *fd still open. */
 static int store_convert(hdb_store *s, int *fd, uint64_t *size, uint64_t key[2],
-                         uint64_t *next_seq, char *err, size_t errlen)
+                         uint64_t *next_seq, hdb_err *err)
 {
     char *tmp;
     int nfd;
     store_random_key(key);
-    if (rewrite_file_create(s->file_path, key, &tmp, &nfd, err, errlen) != 0)
+    if (rewrite_file_create(s->file_path, key, &tmp, &nfd, err) != 0)
         return -1;
     hdb_buf batch;
     hdb_buf_init(&batch);
@@ -623,12 +630,12 @@ static int store_convert(hdb_store *s, int *fd, uint64_t *size, uint64_t key[2],
     }
     hdb_buf_free(&batch);
     if (e != 0) {
-        snprintf(err, errlen, "cannot %s %s: %s", what, tmp, strerror(e));
+        hdb_fail(err, hdb_errno_code(e), "cannot %s %s: %s", what, tmp, strerror(e));
         rewrite_file_discard(nfd, tmp);
         free(tmp);
         return -1;
     }
-    if (rewrite_file_rename(tmp, s->file_path, err, errlen) != 0) {
+    if (rewrite_file_rename(tmp, s->file_path, err) != 0) {
         rewrite_file_discard(nfd, tmp);
         free(tmp);
         return -1;
@@ -637,7 +644,7 @@ static int store_convert(hdb_store *s, int *fd, uint64_t *size, uint64_t key[2],
     /* Nothing was written to the new file yet: if the sync of the name
      * fails, a power loss brings back the old file, also whole; the open
      * fails, and the next one reads whichever is there. */
-    if (file_sync_parent_dir(s->file_path, err, errlen) != 0) {
+    if (file_sync_parent_dir(s->file_path, err) != 0) {
         lock_release(nfd);
         close(nfd);
         return -1;
@@ -658,17 +665,16 @@ static int store_convert(hdb_store *s, int *fd, uint64_t *size, uint64_t key[2],
 static void store_remove_stale_rewrite(hdb_store *s)
 {
     char *tmp = rewrite_temp_name(s->file_path);
-    char ignored[HDB_ERRLEN];
     if (tmp != NULL)
-        rewrite_remove_leftover(tmp, ignored, sizeof ignored);
+        rewrite_remove_leftover(tmp, NULL);
     free(tmp);
 }
 
-hdb_store *hdb_open(const hdb_options *opt, char *err, size_t errlen)
+hdb_store *hdb_open(const hdb_options *opt, hdb_err *err)
 {
     hdb_store *s = calloc(1, sizeof *s);
     if (s == NULL) {
-        snprintf(err, errlen, "out of memory");
+        hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory");
         return NULL;
     }
     uint64_t seed[2];
@@ -677,34 +683,34 @@ hdb_store *hdb_open(const hdb_options *opt, char *err, size_t errlen)
     if (opt->path == NULL)
         return s;
 
-    if (registry_ready(err, errlen) != 0)
+    if (registry_ready(err) != 0)
         goto fail;
     if ((s->path = strdup(opt->path)) == NULL) {
-        snprintf(err, errlen, "out of memory");
+        hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory");
         goto fail;
     }
     uint64_t size;
     int created;
-    int fd = store_open_file(s, opt->lock_timeout_ms, &size, &created, err, errlen);
+    int fd = store_open_file(s, opt->lock_timeout_ms, &size, &created, err);
     if (fd < 0)
         goto fail;
     aof_load_result res;
     uint64_t key[2], next_seq;
     store_remove_stale_rewrite(s);
-    if (store_load(s, fd, &size, opt->repair, &res, err, errlen) != 0)
+    if (store_load(s, fd, &size, opt->repair, &res, err) != 0)
         goto fail_fd;
     if (size == 0) {
-        if (store_init_file(s, fd, created, key, err, errlen) != 0)
+        if (store_init_file(s, fd, created, key, err) != 0)
             goto fail_fd;
         size = AOF_HEADER_LEN;
         next_seq = 1;
     } else if (res.version < AOF_FORMAT_VERSION) {
         /* A file of hurrahdb 0.2.0: rewritten in the current format, so
          * that everything appended to it is framed the current way. */
-        char why[HDB_ERRLEN];
-        if (store_convert(s, &fd, &size, key, &next_seq, why, sizeof why) != 0) {
-            snprintf(err, errlen, "%.200s: cannot convert it from format version %d: %.250s",
-                     s->path, res.version, why);
+        hdb_err why;
+        if (store_convert(s, &fd, &size, key, &next_seq, &why) != 0) {
+            hdb_fail(err, why.code, "%.200s: cannot convert it from format version %d: %.250s",
+                     s->path, res.version, why.msg);
             goto fail_fd;
         }
     } else {
@@ -714,10 +720,10 @@ hdb_store *hdb_open(const hdb_options *opt, char *err, size_t errlen)
     }
     if (flusher_start(&s->aof, fd, s->path, size, key, next_seq, opt->sync_time_ms,
                       opt->use_fsync, opt->max_pending ? opt->max_pending : HDB_DEFAULT_MAX_PENDING,
-                      err, errlen) != 0)
+                      err) != 0)
         goto fail_fd;
     if ((s->rw = rewrite_new(&s->table, s->aof, s->path, s->file_path)) == NULL) {
-        snprintf(err, errlen, "out of memory");
+        hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory");
         flusher_free(s->aof); /* releases and closes fd */
         s->aof = NULL;
         goto fail;
@@ -747,7 +753,7 @@ fail:
     return NULL;
 }
 
-int hdb_close(hdb_store *s, char *err, size_t errlen)
+int hdb_close(hdb_store *s, hdb_err *err)
 {
     if (s->aof == NULL)
         return HDB_OK;
@@ -756,10 +762,10 @@ int hdb_close(hdb_store *s, char *err, size_t errlen)
      * list, so that exit() in another thread meanwhile writes it too; then
      * it leaves the list, so that exit() never touches a flusher this call
      * is stopping. Only this thread appends, so nothing is pending then. */
-    if (!flusher_in_forked_child(s->aof) && flusher_sync(s->aof, err, errlen) != 0)
+    if (!flusher_in_forked_child(s->aof) && flusher_sync(s->aof, err) != 0)
         return HDB_ERR;
     registry_remove(s);
-    int rc = flusher_stop(s->aof, err, errlen);
+    int rc = flusher_stop(s->aof, err);
     if (rc < 0) {
         registry_add(s);
         return HDB_ERR;
@@ -783,18 +789,14 @@ void hdb_free(hdb_store *s)
     free(s);
 }
 
-static int check_lengths(size_t key_len, size_t val_len, char *err, size_t errlen)
+static int check_lengths(size_t key_len, size_t val_len, hdb_err *err)
 {
-    if (key_len > HDB_MAX_ITEM_LEN) {
-        snprintf(err, errlen, "key too long (%zu bytes; the limit is %u)", key_len,
-                 HDB_MAX_ITEM_LEN);
-        return -1;
-    }
-    if (val_len > HDB_MAX_ITEM_LEN) {
-        snprintf(err, errlen, "value too long (%zu bytes encoded; the limit is %u)",
-                 val_len, HDB_MAX_ITEM_LEN);
-        return -1;
-    }
+    if (key_len > HDB_MAX_ITEM_LEN)
+        return hdb_fail(err, HDB_CODE_TOO_LARGE, "key too long (%zu bytes; the limit is %u)",
+                        key_len, HDB_MAX_ITEM_LEN);
+    if (val_len > HDB_MAX_ITEM_LEN)
+        return hdb_fail(err, HDB_CODE_TOO_LARGE, "value too long (%zu bytes encoded; the "
+                        "limit is %u)", val_len, HDB_MAX_ITEM_LEN);
     return 0;
 }
 
@@ -804,11 +806,11 @@ static int check_lengths(size_t key_len, size_t val_len, char *err, size_t errle
 #define AUTO_BACKOFF_FIRST_S 60
 #define AUTO_BACKOFF_MAX_S 3600
 
-static int store_start_rewrite(hdb_store *s, char *err, size_t errlen)
+static int store_start_rewrite(hdb_store *s, hdb_err *err)
 {
     uint64_t key[2];
     store_random_key(key);
-    return rewrite_start(s->rw, key, err, errlen);
+    return rewrite_start(s->rw, key, err);
 }
 
 /* Takes the outcome of a rewrite that ended: a new base size, or, for an
@@ -863,15 +865,14 @@ static void store_after_write(hdb_store *s, size_t bytes)
             (now.tv_sec == s->auto_not_before.tv_sec && now.tv_nsec < s->auto_not_before.tv_nsec))
             return;
     }
-    char ignored[HDB_ERRLEN];
-    if (store_start_rewrite(s, ignored, sizeof ignored) == 0)
+    if (store_start_rewrite(s, NULL) == 0)
         s->auto_started = 1;
 }
 
 int hdb_set(hdb_store *s, const char *key, size_t key_len,
-            const char *val, size_t val_len, char *err, size_t errlen)
+            const char *val, size_t val_len, hdb_err *err)
 {
-    if (check_lengths(key_len, val_len, err, errlen) != 0)
+    if (check_lengths(key_len, val_len, err) != 0)
         return HDB_ERR;
     uint32_t h;
     hdb_entry *old = table_lookup(&s->table, key, key_len, &h);
@@ -879,7 +880,7 @@ int hdb_set(hdb_store *s, const char *key, size_t key_len,
     int rc = HDB_OK;
     if (old != NULL && old->val_len == val_len) {
         /* Same size: overwrite in place, once the record is appended. */
-        if (s->aof && flusher_append_set(s->aof, key, key_len, val, val_len, err, errlen) != 0)
+        if (s->aof && flusher_append_set(s->aof, key, key_len, val, val_len, err) != 0)
             rc = HDB_ERR;
         else
             table_update_value(old, val, val_len);
@@ -887,11 +888,10 @@ int hdb_set(hdb_store *s, const char *key, size_t key_len,
     }
     hdb_entry *e = table_entry_new(&s->table, h, key, key_len, val, val_len);
     if (e == NULL) {
-        snprintf(err, errlen, "out of memory");
-        rc = HDB_ERR;
+        rc = hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory");
         goto out;
     }
-    if (s->aof && flusher_append_set(s->aof, key, key_len, val, val_len, err, errlen) != 0) {
+    if (s->aof && flusher_append_set(s->aof, key, key_len, val, val_len, err) != 0) {
         table_entry_discard(&s->table, e);
         rc = HDB_ERR;
         goto out;
@@ -908,8 +908,7 @@ out:
     return rc;
 }
 
-int hdb_delete(hdb_store *s, const char *key, size_t key_len, int *existed,
-               char *err, size_t errlen)
+int hdb_delete(hdb_store *s, const char *key, size_t key_len, int *existed, hdb_err *err)
 {
     uint32_t h;
     *existed = 0;
@@ -918,7 +917,7 @@ int hdb_delete(hdb_store *s, const char *key, size_t key_len, int *existed,
         return HDB_OK;
     int locked = rewrite_enter(s->rw);
     int rc = HDB_OK;
-    if (s->aof && flusher_append_del(s->aof, key, key_len, err, errlen) != 0) {
+    if (s->aof && flusher_append_del(s->aof, key, key_len, err) != 0) {
         rc = HDB_ERR;
     } else {
         s->live_bytes -= aof_set_record_len(key_len, old->val_len);
@@ -931,29 +930,24 @@ int hdb_delete(hdb_store *s, const char *key, size_t key_len, int *existed,
     return rc;
 }
 
-int hdb_rewrite(hdb_store *s, int wait, char *err, size_t errlen)
+int hdb_rewrite(hdb_store *s, int wait, hdb_err *err)
 {
-    if (s->aof == NULL) {
-        snprintf(err, errlen, "a memory-only store has no file to rewrite");
-        return HDB_ERR;
-    }
-    if (flusher_in_forked_child(s->aof)) {
-        snprintf(err, errlen, "store %s was opened by another process (before a fork); "
-                 "it cannot be rewritten from this process", s->path);
-        return HDB_ERR;
-    }
+    if (s->aof == NULL)
+        return hdb_fail(err, HDB_CODE_MEMORY_ONLY, "a memory-only store has no file to rewrite");
+    if (flusher_in_forked_child(s->aof))
+        return hdb_fail(err, HDB_CODE_FORKED, "store %s was opened by another process (before "
+                        "a fork); it cannot be rewritten from this process", s->path);
     store_after_rewrite(s, rewrite_poll(s->rw));
     if (!rewrite_running(s->rw)) {
-        if (store_start_rewrite(s, err, errlen) != 0)
+        if (store_start_rewrite(s, err) != 0)
             return HDB_ERR;
     } else if (!wait) {
-        snprintf(err, errlen, "a rewrite of %s is already running", s->path);
-        return HDB_ERR;
+        return hdb_fail(err, HDB_CODE_BUSY, "a rewrite of %s is already running", s->path);
     }
     if (!wait)
         return HDB_OK;
     int was_running = rewrite_running(s->rw);
-    int rc = rewrite_wait(s->rw, err, errlen);
+    int rc = rewrite_wait(s->rw, err);
     if (was_running) {
         rewrite_stats st;
         rewrite_get_stats(s->rw, &st);
@@ -979,11 +973,11 @@ uint64_t hdb_count(const hdb_store *s)
     return s->table.count;
 }
 
-int hdb_sync(hdb_store *s, char *err, size_t errlen)
+int hdb_sync(hdb_store *s, hdb_err *err)
 {
     if (s->aof == NULL)
         return HDB_OK;
-    return flusher_sync(s->aof, err, errlen) == 0 ? HDB_OK : HDB_ERR;
+    return flusher_sync(s->aof, err) == 0 ? HDB_OK : HDB_ERR;
 }
 
 void hdb_get_stats(hdb_store *s, hdb_stats *st)

@@ -1,7 +1,6 @@
 #include "hdb_thread.h"
 
 #include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #if defined(__linux__)
@@ -9,20 +8,23 @@
 #endif
 
 int thread_start_quiet(pthread_t *thread, void *(*fn)(void *), void *arg, const char *what,
-                       char *err, size_t errlen)
+                       hdb_err *err)
 {
     sigset_t all, old;
     sigfillset(&all);
     int e = pthread_sigmask(SIG_SETMASK, &all, &old);
     if (e != 0) {
-        snprintf(err, errlen, "cannot block signals for the %s thread: %s", what, strerror(e));
+        /* It fails only on an argument this call never passes; should it
+         * fail all the same, the thread cannot start, as without resources. */
+        hdb_fail(err, HDB_CODE_NO_MEMORY, "cannot block signals for the %s thread: %s", what,
+                 strerror(e));
         return -1;
     }
     /* The new thread inherits the full mask; the caller gets its own back. */
     e = pthread_create(thread, NULL, fn, arg);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (e != 0) {
-        snprintf(err, errlen, "cannot start the %s thread: %s", what, strerror(e));
+        hdb_fail(err, HDB_CODE_NO_MEMORY, "cannot start the %s thread: %s", what, strerror(e));
         return -1;
     }
     return 0;

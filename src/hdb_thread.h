@@ -11,10 +11,13 @@
 #include <pthread.h>
 #include <stddef.h>
 
+#include "hurrahdb.h"
+
 /* Starts fn(arg) on a new thread with every signal blocked. Returns 0, or
- * -1 with err naming `what`. */
+ * -1 with err naming `what` (HDB_CODE_NO_MEMORY: the system lacks the
+ * resources for another thread, EAGAIN, or the memory for its stack). */
 int thread_start_quiet(pthread_t *thread, void *(*fn)(void *), void *arg, const char *what,
-                       char *err, size_t errlen);
+                       hdb_err *err);
 
 /* Names the calling thread (shown by top -H, perf, gdb); best effort. */
 void thread_set_name(const char *name);

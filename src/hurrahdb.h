@@ -6,8 +6,9 @@
  * written by a flusher (see hdb_flusher.h). The engine knows nothing of Lua.
  *
  * Error contract: functions that can fail return HDB_OK or HDB_ERR and, on
- * HDB_ERR, write a message naming the cause into the caller's buffer. A failed
- * call leaves the store as it was, in memory and on disk.
+ * HDB_ERR, fill the caller's hdb_err: a message naming the cause and a code
+ * saying what kind of failure it is (see enum hdb_code). A failed call leaves
+ * the store as it was, in memory and on disk.
  * Threads: a store is used by one thread at a time (its owner); the flusher's
  * own thread is internal.
  */
@@ -23,8 +24,50 @@
 #define HDB_ERR (-1)
 #define HDB_ERR_CLOSED (-2) /* hdb_close: closed all the same (see there) */
 
-/* Room callers should give error buffers; longer messages are truncated. */
+/* Room for an error's message; longer messages are truncated. */
 #define HDB_ERRLEN 512
+
+/* What kind of failure an error is. Programs decide what to do by the code
+ * (its name, from hdb_code_name, is what the Lua binding returns), never by
+ * the message, whose wording may change. A new failure takes the code that
+ * tells its caller what to do about it. */
+enum hdb_code {
+    HDB_CODE_NONE = 0,
+    HDB_CODE_IO,          /* a system call on the file or its directory failed
+                             (disk full included) */
+    HDB_CODE_NO_MEMORY,   /* an allocation failed */
+    HDB_CODE_LOCKED,      /* another process holds the file */
+    HDB_CODE_ALREADY_OPEN, /* this process holds the file already */
+    HDB_CODE_DAMAGED,     /* the file fails its checks at open */
+    HDB_CODE_FORKED,      /* refused in a child forked after the open */
+    HDB_CODE_BUSY,        /* a rewrite is already running */
+    HDB_CODE_MEMORY_ONLY, /* the operation needs a file */
+    HDB_CODE_OUTPACED,    /* writes outpaced a rewrite (max_pending) */
+    HDB_CODE_MOVED,       /* the file was moved, replaced or removed from outside */
+    HDB_CODE_CANCELLED,   /* a rewrite cancelled by close */
+    HDB_CODE_TOO_LARGE,   /* a key, value or file past a size limit */
+    HDB_CODE_INVALID,     /* an argument refused at open (a path that cannot
+                             be a store's file) */
+    HDB_CODE_EXITING,     /* the process is exiting: its stores' files were
+                             written and released */
+    HDB_CODE_VALUE,       /* the binding: a value its codec cannot encode or decode */
+    HDB_CODE_CODEC        /* the binding: the file was written with another codec */
+};
+
+typedef struct hdb_err {
+    int code;             /* an enum hdb_code */
+    char msg[HDB_ERRLEN];
+} hdb_err;
+
+/* The stable name of a code ("io", "no memory", ...); "unknown" for a value
+ * that is none of them. */
+const char *hdb_code_name(int code);
+
+/* Fills e (if not NULL: a caller that does not want the message passes
+ * NULL) with code and the formatted message. Returns HDB_ERR, so that a
+ * failure reads `return hdb_fail(err, HDB_CODE_IO, ...)`. */
+int hdb_fail(hdb_err *e, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Largest key or value length accepted; also the limit of Redis bulk strings,
  * so that every file hurrahdb writes can be loaded by Redis. */
@@ -82,26 +125,32 @@ typedef struct hdb_stats {
  * moves the rest to a side file. Each repair is described in the stats'
  * warning. A file of format version 1 is rewritten in the current format.
  * Until closed, the store's pending records are also written when the
- * process calls exit(). Returns NULL with err filled. */
-hdb_store *hdb_open(const hdb_options *opt, char *err, size_t errlen);
+ * process calls exit(). Returns NULL with err filled: HDB_CODE_LOCKED or
+ * HDB_CODE_ALREADY_OPEN (the file is held), HDB_CODE_DAMAGED, HDB_CODE_INVALID
+ * (a path that cannot be a store's file), HDB_CODE_IO, HDB_CODE_NO_MEMORY,
+ * HDB_CODE_TOO_LARGE (a file larger than this platform can address). */
+hdb_store *hdb_open(const hdb_options *opt, hdb_err *err);
 
 /* Flushes and syncs pending records, stops the flusher and closes the file.
  * On failure (the disk refuses the last records) returns HDB_ERR and the
  * store stays open with nothing lost, so the caller may retry. Returns
  * HDB_ERR_CLOSED, with err filled, if everything was written but closing
  * the file reported an error (NFS): the store is closed, nothing to retry. */
-int hdb_close(hdb_store *s, char *err, size_t errlen);
+int hdb_close(hdb_store *s, hdb_err *err);
 
 /* Frees the store; call after hdb_close succeeded, or to abandon it. */
 void hdb_free(hdb_store *s);
 
+/* Fails with HDB_CODE_TOO_LARGE (past HDB_MAX_ITEM_LEN), HDB_CODE_NO_MEMORY,
+ * HDB_CODE_FORKED, HDB_CODE_EXITING, or HDB_CODE_IO (the disk refused this
+ * write, or an earlier one whose failure still stands). */
 int hdb_set(hdb_store *s, const char *key, size_t key_len,
-            const char *val, size_t val_len, char *err, size_t errlen);
+            const char *val, size_t val_len, hdb_err *err);
 
 /* *existed tells whether the key was there; deleting a missing key is not an
- * error and writes nothing. */
+ * error and writes nothing. Fails as hdb_set does. */
 int hdb_delete(hdb_store *s, const char *key, size_t key_len, int *existed,
-               char *err, size_t errlen);
+               hdb_err *err);
 
 /* Returns 1 and points *val into the store (valid until the next change of
  * the store), or 0 if the key is absent. */
@@ -110,8 +159,9 @@ int hdb_get(hdb_store *s, const char *key, size_t key_len,
 
 uint64_t hdb_count(const hdb_store *s);
 
-/* Writes and syncs every pending record now. A memory-only store succeeds. */
-int hdb_sync(hdb_store *s, char *err, size_t errlen);
+/* Writes and syncs every pending record now. A memory-only store succeeds.
+ * Fails with HDB_CODE_IO, or HDB_CODE_FORKED in a forked child. */
+int hdb_sync(hdb_store *s, hdb_err *err);
 
 void hdb_get_stats(hdb_store *s, hdb_stats *st);
 
@@ -120,8 +170,10 @@ void hdb_get_stats(hdb_store *s, hdb_stats *st);
  * the store is memory-only, one is running (wait == 0), the process is a
  * forked child, or (wait) the rewrite failed: the store then goes on with
  * its old file. With wait and a rewrite already running, waits for that
- * one. */
-int hdb_rewrite(hdb_store *s, int wait, char *err, size_t errlen);
+ * one. Codes: HDB_CODE_MEMORY_ONLY, HDB_CODE_BUSY, HDB_CODE_FORKED; a failed
+ * rewrite's own (HDB_CODE_IO, HDB_CODE_OUTPACED, HDB_CODE_MOVED,
+ * HDB_CODE_LOCKED for its temporary file, HDB_CODE_NO_MEMORY). */
+int hdb_rewrite(hdb_store *s, int wait, hdb_err *err);
 
 /* The file of the store, or NULL if memory only. */
 const char *hdb_path(const hdb_store *s);

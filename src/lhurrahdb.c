@@ -3,8 +3,10 @@
  *
  * A store is a full userdata holding the engine handle and a scratch buffer
  * for encoding values. Conventions follow LuaFileSystem and OpenResty: wrong
- * argument types raise; runtime failures return nil and a message; one
- * idempotent close path serves close(), __gc and __close.
+ * argument types raise; runtime failures return nil, a message and a code
+ * (a short stable string, see hdb_code_name: programs decide by the code,
+ * people read the message); one idempotent close path serves close(), __gc
+ * and __close.
  *
  * Any Lua call that may allocate may also run finalizers, and a finalizer
  * may change, read or close this very store. So no pointer into the store
@@ -75,11 +77,37 @@ static const char *check_key(lua_State *L, int idx, size_t *len)
     return lua_tolstring(L, idx, len);
 }
 
-static int push_error(lua_State *L, const char *msg)
+/* Pushes nil, the message and the code's name: what every method returns
+ * on a runtime failure. */
+static int push_error(lua_State *L, const hdb_err *err)
 {
     lua_pushnil(L);
-    lua_pushstring(L, msg);
-    return 2;
+    lua_pushstring(L, err->msg);
+    lua_pushstring(L, hdb_code_name(err->code));
+    return 3;
+}
+
+/* The same for a failure of the binding's own, with a fixed message. */
+static int push_failure(lua_State *L, int code, const char *msg)
+{
+    hdb_err err;
+    hdb_fail(&err, code, "%s", msg);
+    return push_error(L, &err);
+}
+
+/* The code of what lvalue_encode returned: a value is refused as such
+ * whatever made the encoder refuse it, a marker it could not recognise
+ * included. */
+static int encode_code(int status)
+{
+    switch (status) {
+    case LVALUE_NO_MEMORY:
+        return HDB_CODE_NO_MEMORY;
+    case LVALUE_TOO_LONG:
+        return HDB_CODE_TOO_LARGE;
+    default:
+        return HDB_CODE_VALUE;
+    }
 }
 
 /* ---- Copying out ----
@@ -134,21 +162,23 @@ static int copy_take(copy_out *c, const char *str, size_t slen, const char *val,
 }
 
 /* Pushes the string part, then the decoded value, of c. Returns 1, or 0
- * with err filled when the value cannot be decoded (the string is pushed
- * all the same). */
-static int copy_push_unprotected(lua_State *L, const copy_out *c, char *err, size_t errlen)
+ * with err filled (HDB_CODE_VALUE) when the value cannot be decoded (the
+ * string is pushed all the same). err may be NULL when c has no value. */
+static int copy_push_unprotected(lua_State *L, const copy_out *c, hdb_err *err)
 {
     if (c->has_str)
         lua_pushlstring(L, c->data, c->slen);
-    if (c->has_val)
-        return lvalue_decode(L, c->data + c->slen, c->vlen, err, errlen) == 0;
+    if (c->has_val && lvalue_decode(L, c->data + c->slen, c->vlen, err->msg,
+                                    sizeof err->msg) != 0) {
+        err->code = HDB_CODE_VALUE;
+        return 0;
+    }
     return 1;
 }
 
 typedef struct copy_job {
     const copy_out *copy;
-    char *err;
-    size_t errlen;
+    hdb_err *err;
     int ok;
 } copy_job;
 
@@ -157,18 +187,18 @@ static int copy_push_protected(lua_State *L)
 {
     copy_job *job = (copy_job *)lua_touserdata(L, 1);
     lua_pop(L, 1);
-    job->ok = copy_push_unprotected(L, job->copy, job->err, job->errlen);
+    job->ok = copy_push_unprotected(L, job->copy, job->err);
     return lua_gettop(L);
 }
 
 /* Pushes what copy_push_unprotected pushes and frees the copy. Raises what
  * the allocations raise. Call it only from a function whose upvalue 1 is
  * copy_push_protected. */
-static int copy_push(lua_State *L, copy_out *c, char *err, size_t errlen)
+static int copy_push(lua_State *L, copy_out *c, hdb_err *err)
 {
     if (c->data == c->stack)
-        return copy_push_unprotected(L, c, err, errlen);
-    copy_job job = {c, err, errlen, 0};
+        return copy_push_unprotected(L, c, err);
+    copy_job job = {c, err, 0};
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_pushlightuserdata(L, &job);
     int status = lua_pcall(L, 1, LUA_MULTRET, 0);
@@ -325,12 +355,13 @@ static void fill_options(hdb_options *opt, const double num[OPT_COUNT])
 }
 
 /* The one close path. Returns HDB_OK, or HDB_ERR with err filled and the
- * store still open (its unwritten records kept for a retry). */
-static int store_close(lstore *s, char *err, size_t errlen)
+ * store still open (its unwritten records kept for a retry), or closed all
+ * the same when close(2) failed after everything was written. */
+static int store_close(lstore *s, hdb_err *err)
 {
     if (s->db == NULL)
         return HDB_OK;
-    int rc = hdb_close(s->db, err, errlen);
+    int rc = hdb_close(s->db, err);
     if (rc == HDB_ERR)
         return HDB_ERR; /* still open, its records kept: the caller may retry */
     /* Closed, possibly with an error that leaves nothing to retry. */
@@ -345,11 +376,12 @@ static int store_close(lstore *s, char *err, size_t errlen)
  * the store is freed all the same, releasing its file. */
 static void store_discard(lstore *s, const char *why)
 {
-    char err[HDB_ERRLEN];
-    if (s->db != NULL && store_close(s, err, sizeof err) != HDB_OK) {
+    hdb_err err;
+    if (s->db != NULL && store_close(s, &err) != HDB_OK) {
         /* err names the file; the store may already be closed (a close(2)
          * error after everything was written). */
-        fprintf(stderr, "hurrahdb: a store was %s, and closing it failed: %s\n", why, err);
+        fprintf(stderr, "hurrahdb: a store was %s, and closing it failed: %s\n", why,
+                err.msg);
         hdb_free(s->db);
         s->db = NULL;
         hdb_buf_free(&s->scratch);
@@ -385,10 +417,10 @@ static int push_new_store(lua_State *L, const hdb_options *opt, int on_warning_i
      * the protected call below: pushing a C function allocates in LuaJIT. */
     if (has_handler)
         lua_pushcfunction(L, call_on_warning);
-    char err[HDB_ERRLEN];
-    s->db = hdb_open(opt, err, sizeof err);
+    hdb_err err;
+    s->db = hdb_open(opt, &err);
     if (s->db == NULL)
-        return push_error(L, err);
+        return push_error(L, &err);
     hdb_stats st;
     hdb_get_stats(s->db, &st);
     if (st.warning[0] != '\0' && has_handler) {
@@ -460,10 +492,10 @@ static void scratch_release(lstore *s)
 /* db:delete(key) and db:set(key, nil) share this. */
 static int delete_key(lua_State *L, lstore *s, const char *key, size_t klen, int report_existed)
 {
-    char err[HDB_ERRLEN];
+    hdb_err err;
     int existed;
-    if (hdb_delete(s->db, key, klen, &existed, err, sizeof err) != HDB_OK)
-        return push_error(L, err);
+    if (hdb_delete(s->db, key, klen, &existed, &err) != HDB_OK)
+        return push_error(L, &err);
     lua_pushboolean(L, report_existed ? existed : 1);
     return 1;
 }
@@ -478,25 +510,26 @@ static int l_set(lua_State *L)
     require_open(L, s);
     if (lua_isnoneornil(L, 3))
         return delete_key(L, s, key, klen, 0);
-    char err[HDB_ERRLEN];
+    hdb_err err;
     s->scratch.len = 0;
-    int enc = lvalue_encode(L, 3, &s->scratch, HDB_MAX_ITEM_LEN, err, sizeof err);
+    int enc = lvalue_encode(L, 3, &s->scratch, HDB_MAX_ITEM_LEN, err.msg, sizeof err.msg);
     if (enc == LVALUE_UNKNOWN_MARK && lvalue_markers_refresh(L)) {
         /* lua-cjson was loaded (or reloaded) since the markers were last
          * read. The refresh allocated: a finalizer may have closed the store
          * or used its scratch buffer, so both are checked anew. */
         require_open(L, s);
         s->scratch.len = 0;
-        enc = lvalue_encode(L, 3, &s->scratch, HDB_MAX_ITEM_LEN, err, sizeof err);
+        enc = lvalue_encode(L, 3, &s->scratch, HDB_MAX_ITEM_LEN, err.msg, sizeof err.msg);
     }
     if (enc != LVALUE_OK) {
         scratch_release(s);
-        return push_error(L, err);
+        err.code = encode_code(enc);
+        return push_error(L, &err);
     }
-    int rc = hdb_set(s->db, key, klen, s->scratch.data, s->scratch.len, err, sizeof err);
+    int rc = hdb_set(s->db, key, klen, s->scratch.data, s->scratch.len, &err);
     scratch_release(s);
     if (rc != HDB_OK)
-        return push_error(L, err);
+        return push_error(L, &err);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -513,10 +546,10 @@ static int l_get(lua_State *L)
     }
     copy_out c;
     if (copy_take(&c, NULL, 0, val, vlen) != 0)
-        return push_error(L, "out of memory");
-    char err[HDB_ERRLEN];
-    if (!copy_push(L, &c, err, sizeof err))
-        return push_error(L, err);
+        return push_failure(L, HDB_CODE_NO_MEMORY, "out of memory");
+    hdb_err err;
+    if (!copy_push(L, &c, &err))
+        return push_error(L, &err);
     return 1;
 }
 
@@ -574,7 +607,7 @@ static int l_keys(lua_State *L)
             continue;
         if (copy_take(&c, k, klen, NULL, 0) != 0)
             return luaL_error(L, "out of memory");
-        copy_push(L, &c, NULL, 0);
+        copy_push(L, &c, NULL);
         lua_rawseti(L, -2, ++n);
     }
     return 1;
@@ -582,8 +615,8 @@ static int l_keys(lua_State *L)
 
 /* The iterator of db:pairs(). Its position lives in upvalue 3 (the store is
  * upvalue 2), so the loop's control variable (the key) plays no part: the
- * store may change under it. A value this Lua cannot decode gives key, nil
- * and the error, and the loop goes on. */
+ * store may change under it. A value this Lua cannot decode gives key, nil,
+ * the error and its code ("value"), and the loop goes on. */
 static int pairs_step(lua_State *L)
 {
     lstore *s = (lstore *)lua_touserdata(L, lua_upvalueindex(2));
@@ -601,12 +634,9 @@ static int pairs_step(lua_State *L)
         return luaL_error(L, "out of memory");
     lua_pushnumber(L, (lua_Number)cursor);
     lua_replace(L, lua_upvalueindex(3));
-    char err[HDB_ERRLEN];
-    if (!copy_push(L, &c, err, sizeof err)) {
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-        return 3;
-    }
+    hdb_err err;
+    if (!copy_push(L, &c, &err))
+        return 1 + push_error(L, &err); /* after the key */
     return 2;
 }
 
@@ -625,9 +655,9 @@ static int l_pairs(lua_State *L)
 static int l_sync(lua_State *L)
 {
     lstore *s = check_open(L);
-    char err[HDB_ERRLEN];
-    if (hdb_sync(s->db, err, sizeof err) != HDB_OK)
-        return push_error(L, err);
+    hdb_err err;
+    if (hdb_sync(s->db, &err) != HDB_OK)
+        return push_error(L, &err);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -657,9 +687,9 @@ static int l_rewrite(lua_State *L)
     /* Reading the option ran the table's __index, if any, which may have
      * closed the store. */
     require_open(L, s);
-    char err[HDB_ERRLEN];
-    if (hdb_rewrite(s->db, wait, err, sizeof err) != HDB_OK)
-        return push_error(L, err);
+    hdb_err err;
+    if (hdb_rewrite(s->db, wait, &err) != HDB_OK)
+        return push_error(L, &err);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -723,7 +753,7 @@ static int l_stats(lua_State *L)
         }
     }
     if (warning.slen > 0) {
-        copy_push(L, &warning, NULL, 0);
+        copy_push(L, &warning, NULL);
         lua_setfield(L, -2, "warning");
     }
     if (st.last_error[0] != '\0') {
@@ -731,7 +761,7 @@ static int l_stats(lua_State *L)
         lua_setfield(L, -2, "last_error");
     }
     if (path.has_str) {
-        copy_push(L, &path, NULL, 0);
+        copy_push(L, &path, NULL);
         lua_setfield(L, -2, "path");
     }
     return 1;
@@ -740,9 +770,9 @@ static int l_stats(lua_State *L)
 static int l_close(lua_State *L)
 {
     lstore *s = check_store(L);
-    char err[HDB_ERRLEN];
-    if (store_close(s, err, sizeof err) != HDB_OK)
-        return push_error(L, err);
+    hdb_err err;
+    if (store_close(s, &err) != HDB_OK)
+        return push_error(L, &err);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -753,9 +783,9 @@ static int l_close(lua_State *L)
 static int l_close_scope(lua_State *L)
 {
     lstore *s = check_store(L);
-    char err[HDB_ERRLEN];
-    if (store_close(s, err, sizeof err) != HDB_OK)
-        return luaL_error(L, "%s", err);
+    hdb_err err;
+    if (store_close(s, &err) != HDB_OK)
+        return luaL_error(L, "%s", err.msg);
     return 0;
 }
 
@@ -784,7 +814,7 @@ static int l_tostring(lua_State *L)
         lua_pushfstring(L, "hurrahdb store (memory): %p", (void *)s);
         return 1;
     }
-    copy_push(L, &path, NULL, 0);
+    copy_push(L, &path, NULL);
     lua_pushfstring(L, "hurrahdb store (%s): %p", lua_tostring(L, -1), (void *)s);
     return 1;
 }

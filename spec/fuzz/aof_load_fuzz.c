@@ -62,8 +62,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     st.sets = UINT64_MAX;
     aof_replay replay = {&st, fuzz_apply, fuzz_reserve};
     aof_load_result res;
-    char err[512];
-    int rc = aof_load(copy, size, &replay, &res, err, sizeof err);
+    hdb_err err;
+    int rc = aof_load(copy, size, &replay, &res, &err);
     table_fit(&st.table);
 
     if (res.records != st.calls)
@@ -81,7 +81,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         __builtin_trap();
     if (rc == AOF_LOAD_DAMAGED && (res.damage_at != res.good_len || res.damage_at >= size))
         __builtin_trap();
-    if (rc != AOF_LOAD_OK && memchr(err, '\0', sizeof err) == NULL)
+    if (rc != AOF_LOAD_OK && memchr(err.msg, '\0', sizeof err.msg) == NULL)
+        __builtin_trap();
+    /* Every refusal says what kind it is: no memory, or a file to repair. */
+    if (rc != AOF_LOAD_OK &&
+        err.code != (rc == AOF_LOAD_NOMEM ? HDB_CODE_NO_MEMORY : HDB_CODE_DAMAGED))
         __builtin_trap();
     /* Loading the good prefix alone must replay the same records, cleanly. */
     if (rc == AOF_LOAD_OK || rc == AOF_LOAD_DAMAGED) {
@@ -90,7 +94,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         again.calls = 0;
         aof_replay replay2 = {&again, fuzz_apply, fuzz_reserve};
         aof_load_result res2;
-        int rc2 = aof_load(copy, res.good_len, &replay2, &res2, err, sizeof err);
+        int rc2 = aof_load(copy, res.good_len, &replay2, &res2, &err);
         if (rc2 != AOF_LOAD_OK || res2.records != res.records || again.table.count != st.table.count)
             __builtin_trap();
         table_free(&again.table);
