@@ -652,6 +652,10 @@ add(hurrahdb_case("hurrahdb memory-only", "hurrahdb\\nmemory")).repeats = REPEAT
 add(hurrahdb_case(AOF, "hurrahdb\\nAOF 1000 ms", { sync_time = 1000 })).repeats = REPEATS
 add(hurrahdb_case("hurrahdb AOF sync_time=1000, fsync=false", "hurrahdb\\nAOF no fsync",
   { sync_time = 1000, fsync = false })).repeats = REPEATS
+-- The same AOF store with values through lua-cjson (codec = "cjson"): what a
+-- user who picks cjson's promise gets, beside the default codec.
+local AOF_CJSON = "hurrahdb AOF sync_time=1000, codec=cjson"
+add(hurrahdb_case(AOF_CJSON, "hurrahdb\\nAOF cjson", { sync_time = 1000, codec = "cjson" })).repeats = REPEATS
 do
   -- sync_time = 0, and the disk's limit: write + fdatasync of records of the
   -- size this case writes per key (measured by the latency pass), in chunks
@@ -1973,7 +1977,7 @@ local function readme_summary()
   put("")
   put("| case | small mixed set | get | small strings set | get | 1 KB set | get |")
   put("|---|---:|---:|---:|---:|---:|---:|")
-  for _, name in ipairs({ CEILING, BOUND, cjson_alone_case.name, "hurrahdb memory-only", AOF }) do
+  for _, name in ipairs({ CEILING, BOUND, cjson_alone_case.name, "hurrahdb memory-only", AOF, AOF_CJSON }) do
     local cells = {}
     for _, kind in ipairs(kinds) do
       local r, c = find(results[kind.name].rows, name), ceil[kind.name]

@@ -173,3 +173,24 @@ describe("Debian's lua-cjson, which has no markers", function()
     db:close()
   end)
 end)
+
+-- With OpenResty's lua-cjson installed (CI has Debian's), the real markers.
+local real_cjson = require "cjson"
+if real_cjson.array_mt then
+  describe("OpenResty's lua-cjson", function()
+    it("round-trips what cjson.decode_array_with_array_mt(true) makes, and cjson.encode writes [] again", function()
+      local c = real_cjson.new()
+      c.decode_array_with_array_mt(true)
+      local value = c.decode('{"list":[1,2],"empty":[],"map":{}}')
+      local db = hurrahdb.new()
+      assert.is_true(db:set("k", value))
+      local got = db:get("k")
+      assert.same({ 1, 2 }, got.list)
+      assert.equals("[]", real_cjson.encode(got.empty))
+      assert.equals("{}", real_cjson.encode(got.map))
+      assert.is_true(db:set("e", real_cjson.empty_array))
+      assert.equals("[]", real_cjson.encode(db:get("e")))
+      db:close()
+    end)
+  end)
+end

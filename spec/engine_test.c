@@ -465,7 +465,7 @@ static int load_into(load_check *lc, const hdb_buf *file, uint64_t seed)
     uint64_t table_seed[2] = {seed, seed + 1};
     memset(lc, 0, sizeof *lc);
     table_init(&lc->table, table_seed);
-    aof_replay replay = {lc, load_apply, load_reserve};
+    aof_replay replay = {lc, load_apply, load_reserve, NULL};
     aof_load_result res;
     hdb_err err;
     int rc = aof_load(file->data, file->len, &replay, &res, &err);
@@ -485,8 +485,8 @@ static void check_load_sizing(void)
         hdb_buf file, records;
         hdb_buf_init(&file);
         hdb_buf_init(&records);
-        char header[AOF_HEADER_LEN + 1], k[32];
-        aof_format_header(header, key);
+        char header[AOF_HEADER_MAX + 1], k[32];
+        aof_format_header(header, key, NULL);
         int ok = hdb_buf_reserve(&file, AOF_HEADER_LEN) == 0;
         if (ok) {
             memcpy(file.data, header, AOF_HEADER_LEN);
@@ -575,8 +575,8 @@ static void check_load_of_few_keys(void)
     hdb_buf file, records;
     hdb_buf_init(&file);
     hdb_buf_init(&records);
-    char header[AOF_HEADER_LEN + 1], k[32];
-    aof_format_header(header, key);
+    char header[AOF_HEADER_MAX + 1], k[32];
+    aof_format_header(header, key, NULL);
     int ok = hdb_buf_append(&file, header, AOF_HEADER_LEN) == 0;
     uint64_t seq = 1;
     for (size_t i = 0; ok && i < 2000000; i++) {
@@ -616,10 +616,10 @@ static void check_load_of_few_keys(void)
 static void check_format_example(void)
 {
     uint64_t key[2] = {UINT64_C(0x6f0c4a1d2b3e5f7a), UINT64_C(0x8c9d0e1f2a3b4c5d)};
-    char header[AOF_HEADER_LEN + 1], line1[AOF_BEGIN_MAX + 1], line2[AOF_BEGIN_MAX + 1];
+    char header[AOF_HEADER_MAX + 1], line1[AOF_BEGIN_MAX + 1], line2[AOF_BEGIN_MAX + 1];
     const char *set = "*3\r\n$3\r\nSET\r\n$1\r\na\r\n$8\r\n{\"n\":42}\r\n";
     const char *del = "*2\r\n$3\r\nDEL\r\n$1\r\na\r\n";
-    aof_format_header(header, key);
+    aof_format_header(header, key, NULL);
     line1[aof_format_begin(line1, key, 1, set, strlen(set))] = '\0';
     line2[aof_format_begin(line2, key, 2, del, strlen(del))] = '\0';
     CHECK("the header of the format document's example",

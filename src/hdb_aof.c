@@ -105,7 +105,37 @@ int aof_append_del(hdb_buf *b, const char *key, size_t key_len)
     return 0;
 }
 
-size_t aof_format_header(char *out, const uint64_t key[2])
+#define CODEC_FIELD " codec "
+#define CODEC_FIELD_LEN (sizeof(CODEC_FIELD) - 1)
+
+static int is_codec_char(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '.' || ch == '_' || ch == '-' || ch == '+';
+}
+
+int aof_codec_name_valid(const char *name, size_t len)
+{
+    if (len == 0 || len > AOF_CODEC_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        if (!is_codec_char(name[i]))
+            return 0;
+    }
+    return 1;
+}
+
+int aof_codec_is_json(const char *codec)
+{
+    return codec == NULL || codec[0] == '\0' || strcmp(codec, "json") == 0;
+}
+
+size_t aof_header_len(const char *codec)
+{
+    return AOF_HEADER_LEN + (aof_codec_is_json(codec) ? 0 : CODEC_FIELD_LEN + strlen(codec) + 1 + 8);
+}
+
+size_t aof_format_header(char *out, const uint64_t key[2], const char *codec)
 {
     char *p = out;
     memcpy(p, HEADER_V2_PREFIX, HEADER_V2_PREFIX_LEN);
@@ -114,6 +144,15 @@ size_t aof_format_header(char *out, const uint64_t key[2])
     p = put_hex(p, key[1], 16);
     *p++ = ' ';
     p = put_hex(p, crc32c_update(0, out + HEADER_V2_PREFIX_LEN, 32), 8);
+    if (!aof_codec_is_json(codec)) {
+        size_t n = strlen(codec);
+        memcpy(p, CODEC_FIELD, CODEC_FIELD_LEN);
+        p += CODEC_FIELD_LEN;
+        memcpy(p, codec, n);
+        p += n;
+        *p++ = ' ';
+        p = put_hex(p, crc32c_update(0, codec, n), 8);
+    }
     *p++ = '\r';
     *p++ = '\n';
     *p = '\0';
@@ -378,19 +417,42 @@ static int is_header_prefix(const char *data, size_t len)
         return 0;
     if (len < HEADER_V1_LEN && memcmp(data, v1, len) == 0)
         return 1;
-    if (len >= AOF_HEADER_LEN)
+    if (len >= AOF_HEADER_MAX)
         return 0;
     size_t fixed = len < HEADER_V2_PREFIX_LEN ? len : HEADER_V2_PREFIX_LEN;
     if (memcmp(data, HEADER_V2_PREFIX, fixed) != 0)
         return 0;
-    for (size_t i = HEADER_V2_PREFIX_LEN; i < len; i++) {
-        size_t at = i - HEADER_V2_PREFIX_LEN; /* 32 hex, ' ', 8 hex, CR, LF */
-        int ok = at < 32 || (at > 32 && at < 41) ? hex_value(data[i]) >= 0
-                 : at == 32 ? data[i] == ' ' : data[i] == "\r\n"[at - 41];
+    size_t i = HEADER_V2_PREFIX_LEN;
+    for (; i < len && i < HEADER_V2_PREFIX_LEN + 41; i++) {
+        size_t at = i - HEADER_V2_PREFIX_LEN; /* 32 hex, ' ', 8 hex */
+        int ok = at == 32 ? data[i] == ' ' : hex_value(data[i]) >= 0;
         if (!ok)
             return 0;
     }
-    return 1;
+    if (i < len && data[i] == ' ') {
+        /* " codec " name " " 8 hex */
+        for (size_t j = 0; j < CODEC_FIELD_LEN && i < len; j++, i++) {
+            if (data[i] != CODEC_FIELD[j])
+                return 0;
+        }
+        size_t name = 0;
+        while (i < len && is_codec_char(data[i]) && name < AOF_CODEC_NAME_MAX) {
+            i++;
+            name++;
+        }
+        if (i < len && (name == 0 || data[i++] != ' '))
+            return 0;
+        for (size_t digits = 0; i < len && digits < 8; i++, digits++) {
+            if (hex_value(data[i]) < 0)
+                return 0;
+        }
+    }
+    for (size_t j = 0; i < len; i++, j++) {
+        if (j >= 2 || data[i] != "\r\n"[j])
+            return 0;
+    }
+    /* A whole line is a header, whole or damaged, not a cut one. */
+    return len < 2 || data[len - 2] != '\r' || data[len - 1] != '\n';
 }
 
 /* Reads the header; sets res->version (and the key) and returns the
@@ -398,15 +460,32 @@ static int is_header_prefix(const char *data, size_t len)
 /* Parses a version-2 header line at the start of data, ended by `eol`
  * ("\r\n", or "\n" to recognise a file whose line endings were converted).
  * Returns its length, or 0. */
-static size_t parse_v2_header(const char *data, size_t len, const char *eol, uint64_t key[2])
+static size_t parse_v2_header(const char *data, size_t len, const char *eol, uint64_t key[2],
+                              char codec[AOF_CODEC_NAME_MAX + 1])
 {
     aof_cursor c = {data, len, HEADER_V2_PREFIX_LEN, 0};
     uint64_t check;
+    codec[0] = '\0';
     if (len < HEADER_V2_PREFIX_LEN || memcmp(data, HEADER_V2_PREFIX, HEADER_V2_PREFIX_LEN) != 0 ||
         parse_hex(&c, 16, &key[0]) != 0 || parse_hex(&c, 16, &key[1]) != 0 ||
         parse_literal(&c, " ", 1) != 0 || parse_hex(&c, 8, &check) != 0 ||
-        parse_literal(&c, eol, strlen(eol)) != 0 ||
         crc32c_update(0, data + HEADER_V2_PREFIX_LEN, 32) != (uint32_t)check)
+        return 0;
+    if (len - c.pos >= CODEC_FIELD_LEN && memcmp(data + c.pos, CODEC_FIELD, CODEC_FIELD_LEN) == 0) {
+        size_t start = c.pos + CODEC_FIELD_LEN, end = start;
+        while (end < len && end - start <= AOF_CODEC_NAME_MAX && is_codec_char(data[end]))
+            end++;
+        size_t n = end - start;
+        c.pos = end;
+        if (!aof_codec_name_valid(data + start, n) || parse_literal(&c, " ", 1) != 0 ||
+            parse_hex(&c, 8, &check) != 0 || crc32c_update(0, data + start, n) != (uint32_t)check)
+            return 0;
+        memcpy(codec, data + start, n);
+        codec[n] = '\0';
+        if (aof_codec_is_json(codec))
+            return 0; /* JSON is written without a name: this one was not written by us */
+    }
+    if (parse_literal(&c, eol, strlen(eol)) != 0)
         return 0;
     return c.pos;
 }
@@ -424,13 +503,14 @@ static size_t parse_header(const char *data, size_t len, aof_load_result *res, i
         res->version = 1;
         return HEADER_V1_LEN;
     }
-    size_t n = parse_v2_header(data, len, "\r\n", res->key);
+    size_t n = parse_v2_header(data, len, "\r\n", res->key, res->codec);
     if (n > 0) {
         res->version = 2;
         return n;
     }
     uint64_t ignored[2];
-    int converted = parse_v2_header(data, len, "\n", ignored) > 0 ||
+    char ignored_codec[AOF_CODEC_NAME_MAX + 1];
+    int converted = parse_v2_header(data, len, "\n", ignored, ignored_codec) > 0 ||
                     (len >= HEADER_V1_LEN - 1 && memcmp(data, "#hurrahdb aof 1\n", HEADER_V1_LEN - 1) == 0);
     *rc = AOF_LOAD_VERSION;
     if (converted) {
@@ -649,6 +729,15 @@ int aof_load(const char *data, size_t len, const aof_replay *replay,
     size_t header_len = parse_header(data, len, res, &rc, err);
     if (header_len == 0)
         return rc;
+    const char *want = aof_codec_is_json(replay->codec) ? "" : replay->codec;
+    if (strcmp(res->codec, want) != 0) {
+        hdb_fail(err, HDB_CODE_CODEC, "the file was written with codec '%s'%s; open it with "
+                 "%s (option codec)", res->codec[0] ? res->codec : "json",
+                 res->codec[0] ? "" : " (its values are JSON)",
+                 res->codec[0] ? "the codec of that name" : "\"json\", \"cjson\" or a codec "
+                 "table named \"json\"");
+        return AOF_LOAD_CODEC;
+    }
     /* The whole file is checked before anything is replayed: the replay then
      * knows how many SETs it will see (the table is sized once, never
      * rehashed during the load), and replays only what the check accepted. */

@@ -31,6 +31,11 @@
 /* "#hurrahdb aof 2 " + 32 hex digits of the key + " " + 8 hex digits of
  * their CRC-32C + CRLF */
 #define AOF_HEADER_LEN 59
+/* A codec's name in the header (see doc/aof-format.md): 1 to 64 bytes of
+ * A-Z a-z 0-9 . _ - +, never "json" (JSON values carry no name). */
+#define AOF_CODEC_NAME_MAX 64
+/* The longest header: " codec " + the name + " " + 8 hex digits more. */
+#define AOF_HEADER_MAX (AOF_HEADER_LEN + 7 + AOF_CODEC_NAME_MAX + 1 + 8)
 /* Room for a batch's announcing line: "#hdb <seq> <len> <crc8> <tag16>\r\n" */
 #define AOF_BEGIN_MAX 80
 
@@ -42,9 +47,19 @@ int aof_append_del(hdb_buf *b, const char *key, size_t key_len);
 /* Number of bytes aof_append_set would append. */
 size_t aof_set_record_len(size_t key_len, size_t val_len);
 
-/* Writes the header of a new file with the given key into out
- * (AOF_HEADER_LEN + 1 bytes, NUL-terminated); returns AOF_HEADER_LEN. */
-size_t aof_format_header(char *out, const uint64_t key[2]);
+/* Whether name (len bytes) may name a codec in a header. */
+int aof_codec_name_valid(const char *name, size_t len);
+
+/* Whether codec names JSON values: NULL, "" or "json". */
+int aof_codec_is_json(const char *codec);
+
+/* The length of the header aof_format_header writes for codec. */
+size_t aof_header_len(const char *codec);
+
+/* Writes the header of a new file with the given key and codec (JSON: see
+ * aof_codec_is_json; else a valid name) into out (AOF_HEADER_MAX + 1 bytes,
+ * NUL-terminated); returns its length. */
+size_t aof_format_header(char *out, const uint64_t key[2], const char *codec);
 
 /* Writes the line announcing batch number `seq`, made of the `len` bytes of
  * records at `records`, into out (AOF_BEGIN_MAX bytes); returns its length. */
@@ -72,6 +87,9 @@ typedef struct aof_replay {
      * replayed, with the number of SETs the replay holds (an upper bound of
      * the keys it leaves). */
     void (*reserve)(void *ud, uint64_t set_records);
+    /* The codec of the caller's values (see aof_codec_is_json): a file whose
+     * header names another is refused before anything is replayed. */
+    const char *codec;
 } aof_replay;
 
 /* What follows the last good batch of a file that otherwise loaded. */
@@ -92,6 +110,7 @@ enum aof_tail {
 typedef struct aof_load_result {
     int version;        /* the file's format version; 0 for an empty file */
     uint64_t key[2];    /* version 2: the file's key */
+    char codec[AOF_CODEC_NAME_MAX + 1]; /* the codec the header names; "" for JSON */
     uint64_t next_seq;  /* version 2: the number of the next batch to write */
     uint64_t records;   /* commands replayed */
     uint64_t set_records; /* SETs among the commands of the good batches */
@@ -110,7 +129,9 @@ enum aof_load_status {
                              version, or its line endings were converted) */
     AOF_LOAD_DAMAGED,     /* a bad batch followed by a valid one, or a
                              damaged version-2 header (damage_at 0) */
-    AOF_LOAD_NOMEM        /* a replay callback failed */
+    AOF_LOAD_NOMEM,       /* a replay callback failed */
+    AOF_LOAD_CODEC        /* the file's values are of another codec than the
+                             caller's: nothing replayed */
 };
 
 /* Checks and replays a whole file held in memory. Every batch is verified
@@ -124,7 +145,8 @@ enum aof_load_status {
  * batch after it" would mean searching content for framing, none is looked
  * for. `len` == 0 is a valid empty file (the caller writes the header). The
  * time taken is linear in len. Whatever is not AOF_LOAD_OK fills err: with
- * HDB_CODE_NO_MEMORY for AOF_LOAD_NOMEM, else HDB_CODE_DAMAGED. */
+ * HDB_CODE_NO_MEMORY for AOF_LOAD_NOMEM, HDB_CODE_CODEC for AOF_LOAD_CODEC,
+ * else HDB_CODE_DAMAGED. */
 int aof_load(const char *data, size_t len, const aof_replay *replay,
              aof_load_result *res, hdb_err *err);
 

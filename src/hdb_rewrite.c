@@ -68,6 +68,7 @@ struct hdb_rewriter {
     char error[256];
     int error_code;
     uint64_t key[2];
+    char *codec;        /* the store's codec, written in the new file's header */
     uint64_t size;      /* of the new file when it took the name */
     uint64_t keys;
     struct timespec started, ended;
@@ -133,8 +134,8 @@ int rewrite_remove_leftover(const char *tmp, hdb_err *err)
     return rc;
 }
 
-int rewrite_file_create(const char *file_path, const uint64_t key[2], char **tmp_out,
-                        int *fd_out, hdb_err *err)
+int rewrite_file_create(const char *file_path, const uint64_t key[2], const char *codec,
+                        char **tmp_out, int *fd_out, hdb_err *err)
 {
     /* Handed out at once, so that the caller holds it (reachable from its
      * own structures) during the system calls below. */
@@ -181,9 +182,9 @@ int rewrite_file_create(const char *file_path, const uint64_t key[2], char **tmp
         e = errno;
         what = "give the permissions of the file to";
     } else {
-        char header[AOF_HEADER_LEN + 1];
-        aof_format_header(header, key);
-        e = file_write_all_at(fd, header, AOF_HEADER_LEN, 0);
+        char header[AOF_HEADER_MAX + 1];
+        size_t header_len = aof_format_header(header, key, codec);
+        e = file_write_all_at(fd, header, header_len, 0);
         what = "write";
     }
     if (e != 0) {
@@ -355,7 +356,7 @@ static int rewrite_install_cb(void *ud, hdb_err *err)
 static int rewrite_run(rewrite_job *job)
 {
     hdb_rewriter *rw = job->rw;
-    if (rewrite_file_create(rw->file_path, rw->key, &job->tmp, &job->fd, &job->err) != 0)
+    if (rewrite_file_create(rw->file_path, rw->key, rw->codec, &job->tmp, &job->fd, &job->err) != 0)
         return -1;
     /* The buffer a batch is built in, sized and touched once, here: grown
      * while a chunk is copied, its fresh pages would be faulted in with the
@@ -369,7 +370,7 @@ static int rewrite_run(rewrite_job *job)
     pthread_mutex_lock(&rw->lock);
     rw->buf_cap = job->out.cap;
     pthread_mutex_unlock(&rw->lock);
-    job->offset = AOF_HEADER_LEN;
+    job->offset = aof_header_len(rw->codec);
     job->seq = 1;
     uint32_t cursor = 0;
     int rc;
@@ -449,7 +450,8 @@ static void *rewrite_thread_main(void *arg)
 
 /* ---- the owner's side ---- */
 
-hdb_rewriter *rewrite_new(hdb_table *t, hdb_flusher *f, const char *path, const char *file_path)
+hdb_rewriter *rewrite_new(hdb_table *t, hdb_flusher *f, const char *path, const char *file_path,
+                          const char *codec)
 {
     pthread_once(&rewrite_atfork_once, rewrite_register_atfork);
     if (rewrite_atfork_status != 0)
@@ -462,8 +464,9 @@ hdb_rewriter *rewrite_new(hdb_table *t, hdb_flusher *f, const char *path, const 
     rw->fork_gen = rewrite_fork_generation;
     rw->path = strdup(path);
     rw->file_path = strdup(file_path);
+    rw->codec = strdup(codec);
     int inited = 0;
-    if (rw->path != NULL && rw->file_path != NULL) {
+    if (rw->path != NULL && rw->file_path != NULL && rw->codec != NULL) {
         if (pthread_mutex_init(&rw->lock, NULL) == 0) {
             inited = 1;
             if (pthread_mutex_init(&rw->gate, NULL) == 0) {
@@ -484,6 +487,7 @@ hdb_rewriter *rewrite_new(hdb_table *t, hdb_flusher *f, const char *path, const 
         pthread_mutex_destroy(&rw->lock);
     free(rw->path);
     free(rw->file_path);
+    free(rw->codec);
     free(rw);
     return NULL;
 }
@@ -595,6 +599,7 @@ void rewrite_free(hdb_rewriter *rw)
     pthread_mutex_destroy(&rw->lock);
     free(rw->path);
     free(rw->file_path);
+    free(rw->codec);
     free(rw);
 }
 

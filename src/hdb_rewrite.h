@@ -52,7 +52,8 @@ typedef struct rewrite_stats {
 
 /* Prepares the rewrites of a store (no thread yet). path names the store in
  * messages; file_path is its file, links resolved. */
-hdb_rewriter *rewrite_new(hdb_table *t, hdb_flusher *f, const char *path, const char *file_path);
+hdb_rewriter *rewrite_new(hdb_table *t, hdb_flusher *f, const char *path, const char *file_path,
+                          const char *codec);
 
 /* Cancels a running rewrite and waits for its thread, then frees. In a
  * forked child, only frees this process's copy. */
@@ -92,7 +93,8 @@ void rewrite_get_stats(hdb_rewriter *rw, rewrite_stats *st);
  * malloc'd. rewrite_file_rename: renames it over file_path (the caller
  * syncs the directory). rewrite_file_discard: removes it (if the name is
  * still the file's), unlocks and closes it. */
-int rewrite_file_create(const char *file_path, const uint64_t key[2], char **tmp, int *fd,
+int rewrite_file_create(const char *file_path, const uint64_t key[2], const char *codec,
+                        char **tmp, int *fd,
                         hdb_err *err);
 int rewrite_file_rename(const char *tmp, const char *file_path, hdb_err *err);
 void rewrite_file_discard(int fd, const char *tmp);

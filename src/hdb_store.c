@@ -45,6 +45,7 @@ struct hdb_store {
     char *warning;      /* what the open repaired (malloc'd: it names two paths
                            in full), NULL if nothing */
     hdb_rewriter *rw;    /* NULL for a memory-only store */
+    char codec[AOF_CODEC_NAME_MAX + 1]; /* "" for JSON: see hdb_options */
     uint64_t live_bytes; /* the SET records of the live keys, as a rewrite writes them */
     /* Automatic rewrites. */
     unsigned auto_percentage;
@@ -505,7 +506,7 @@ static int store_load(hdb_store *s, int fd, uint64_t *size_io, int repair,
         return hdb_fail(err, hdb_errno_code(e), "cannot read %s: %s", s->path, strerror(e));
     }
     posix_madvise(map, (size_t)size, POSIX_MADV_SEQUENTIAL);
-    aof_replay replay = {s, replay_apply, replay_reserve};
+    aof_replay replay = {s, replay_apply, replay_reserve, s->codec};
     hdb_err why;
     int rc = aof_load(map, (size_t)size, &replay, res, &why);
     table_fit(&s->table);
@@ -570,10 +571,10 @@ fail:
  * makes it durable. */
 static int store_init_file(hdb_store *s, int fd, int created, uint64_t key[2], hdb_err *err)
 {
-    char header[AOF_HEADER_LEN + 1];
+    char header[AOF_HEADER_MAX + 1];
     store_random_key(key);
-    aof_format_header(header, key);
-    int e = file_write_all_at(fd, header, AOF_HEADER_LEN, 0);
+    size_t header_len = aof_format_header(header, key, s->codec);
+    int e = file_write_all_at(fd, header, header_len, 0);
     if (e != 0)
         return hdb_fail(err, hdb_errno_code(e), "cannot write %s: %s", s->path, strerror(e));
     if (fdatasync(fd) != 0) {
@@ -602,11 +603,11 @@ static int store_convert(hdb_store *s, int *fd, uint64_t *size, uint64_t key[2],
     char *tmp;
     int nfd;
     store_random_key(key);
-    if (rewrite_file_create(s->file_path, key, &tmp, &nfd, err) != 0)
+    if (rewrite_file_create(s->file_path, key, s->codec, &tmp, &nfd, err) != 0)
         return -1;
     hdb_buf batch;
     hdb_buf_init(&batch);
-    uint64_t offset = AOF_HEADER_LEN, seq = 1;
+    uint64_t offset = aof_header_len(s->codec), seq = 1;
     uint32_t cursor = 0;
     hdb_entry *entry;
     int e = 0;
@@ -680,6 +681,15 @@ hdb_store *hdb_open(const hdb_options *opt, hdb_err *err)
     uint64_t seed[2];
     store_random_key(seed);
     table_init(&s->table, seed);
+    if (!aof_codec_is_json(opt->codec)) {
+        size_t n = strlen(opt->codec);
+        if (!aof_codec_name_valid(opt->codec, n)) {
+            hdb_fail(err, HDB_CODE_INVALID, "a codec's name must be 1 to %d of A-Z a-z 0-9 . _ - +",
+                     AOF_CODEC_NAME_MAX);
+            goto fail;
+        }
+        memcpy(s->codec, opt->codec, n + 1);
+    }
     if (opt->path == NULL)
         return s;
 
@@ -702,7 +712,7 @@ hdb_store *hdb_open(const hdb_options *opt, hdb_err *err)
     if (size == 0) {
         if (store_init_file(s, fd, created, key, err) != 0)
             goto fail_fd;
-        size = AOF_HEADER_LEN;
+        size = aof_header_len(s->codec);
         next_seq = 1;
     } else if (res.version < AOF_FORMAT_VERSION) {
         /* A file of hurrahdb 0.2.0: rewritten in the current format, so
@@ -722,7 +732,7 @@ hdb_store *hdb_open(const hdb_options *opt, hdb_err *err)
                       opt->use_fsync, opt->max_pending ? opt->max_pending : HDB_DEFAULT_MAX_PENDING,
                       err) != 0)
         goto fail_fd;
-    if ((s->rw = rewrite_new(&s->table, s->aof, s->path, s->file_path)) == NULL) {
+    if ((s->rw = rewrite_new(&s->table, s->aof, s->path, s->file_path, s->codec)) == NULL) {
         hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory");
         flusher_free(s->aof); /* releases and closes fd */
         s->aof = NULL;
@@ -1009,7 +1019,7 @@ void hdb_get_stats(hdb_store *s, hdb_stats *st)
         st->last_rewrite_seconds = rs.last_seconds;
         memcpy(st->last_rewrite_error, rs.last_error, sizeof st->last_rewrite_error);
         st->rewrite_base_bytes = s->base_size;
-        st->live_bytes = AOF_HEADER_LEN + s->live_bytes;
+        st->live_bytes = aof_header_len(s->codec) + s->live_bytes;
     }
 }
 

@@ -82,6 +82,10 @@ typedef struct hdb_store hdb_store;
 
 typedef struct hdb_options {
     const char *path;      /* NULL: memory only */
+    const char *codec;     /* what the values are: NULL or "json" for JSON, else
+                              the name of the codec that makes them (1 to 64 of
+                              A-Z a-z 0-9 . _ - +), recorded in the file's header;
+                              a file of another codec is refused (HDB_CODE_CODEC) */
     unsigned sync_time_ms; /* 0: every write is written and synced before it returns */
     int use_fsync;         /* 0: write to the OS, never fdatasync */
     int repair;            /* damage mid-file: keep the good prefix, move the rest aside */

@@ -27,9 +27,17 @@
  * released so that one big value does not pin its size for the store's life. */
 #define SCRATCH_KEEP (64u * 1024u)
 
+/* The longest name of a codec table (the engine checks its bytes). */
+#define CODEC_NAME_MAX 64
+
 typedef struct lstore {
     hdb_store *db;  /* NULL once closed */
     hdb_buf scratch;
+    /* LUA_NOREF: values go through hurrahdb's own JSON codec (lvalue).
+     * Else the registry reference of { encode, decode }: a Lua codec ("cjson"
+     * or a codec table), kept until the store is collected. */
+    int codec_ref;
+    char codec_name[CODEC_NAME_MAX + 1]; /* "json", "cjson" or the table's name */
 } lstore;
 
 /* Upvalue 2 of every method is the stores' metatable (see set_methods):
@@ -135,6 +143,7 @@ typedef struct copy_out {
     size_t slen;    /* the string part first, pushed as a Lua string */
     size_t vlen;    /* then the JSON of a value, pushed decoded */
     int has_str, has_val;
+    int val_raw;    /* the value is pushed as its bytes, for a Lua codec to decode */
     char stack[COPY_STACK_MAX];
 } copy_out;
 
@@ -145,6 +154,7 @@ static int copy_take(copy_out *c, const char *str, size_t slen, const char *val,
 {
     c->has_str = str != NULL;
     c->has_val = val != NULL;
+    c->val_raw = 0;
     c->slen = c->has_str ? slen : 0;
     c->vlen = c->has_val ? vlen : 0;
     c->data = c->stack;
@@ -168,6 +178,10 @@ static int copy_push_unprotected(lua_State *L, const copy_out *c, hdb_err *err)
 {
     if (c->has_str)
         lua_pushlstring(L, c->data, c->slen);
+    if (c->has_val && c->val_raw) {
+        lua_pushlstring(L, c->data + c->slen, c->vlen);
+        return 1;
+    }
     if (c->has_val && lvalue_decode(L, c->data + c->slen, c->vlen, err->msg,
                                     sizeof err->msg) != 0) {
         err->code = HDB_CODE_VALUE;
@@ -209,6 +223,177 @@ static int copy_push(lua_State *L, copy_out *c, hdb_err *err)
     return job.ok;
 }
 
+/* ---- Lua codecs ----
+ *
+ * With codec "cjson" or a codec table, set calls encode(value) and get calls
+ * decode(bytes), in protected calls. Either runs any Lua code, which may use
+ * or close the store: nothing is held across the call but Lua values on the
+ * stack, and the store is checked to be open after it. */
+
+/* Calls the codec's encode on the value at idx. Leaves the text on the top
+ * of the stack and returns it (its length in *len), or returns NULL with err
+ * filled (HDB_CODE_VALUE or HDB_CODE_TOO_LARGE) and nothing left pushed. */
+static const char *codec_encode(lua_State *L, const lstore *s, int idx, size_t *len, hdb_err *err)
+{
+    luaL_checkstack(L, 4, NULL);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->codec_ref);
+    lua_rawgeti(L, -1, 1);
+    lua_remove(L, -2);
+    lua_pushvalue(L, idx);
+    if (lua_pcall(L, 1, 2, 0) != 0) {
+        hdb_fail(err, HDB_CODE_VALUE, "cannot store the value: codec '%s' encode raised: %s",
+                 s->codec_name, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                                                             : luaL_typename(L, -1));
+        lua_pop(L, 1);
+        return NULL;
+    }
+    if (lua_type(L, -2) != LUA_TSTRING) {
+        if (lua_isnil(L, -2) && lua_type(L, -1) == LUA_TSTRING)
+            hdb_fail(err, HDB_CODE_VALUE, "cannot store the value: codec '%s' encode: %s",
+                     s->codec_name, lua_tostring(L, -1));
+        else
+            hdb_fail(err, HDB_CODE_VALUE, "cannot store the value: codec '%s' encode returned "
+                     "a %s, not a string", s->codec_name, luaL_typename(L, -2));
+        lua_pop(L, 2);
+        return NULL;
+    }
+    lua_pop(L, 1);
+    const char *text = lua_tolstring(L, -1, len);
+    if (*len > HDB_MAX_ITEM_LEN) {
+        hdb_fail(err, HDB_CODE_TOO_LARGE, "value too long (codec '%s' encoded it in %zu bytes; "
+                 "the limit is %u)", s->codec_name, *len, HDB_MAX_ITEM_LEN);
+        lua_pop(L, 1);
+        return NULL;
+    }
+    return text;
+}
+
+/* Replaces the bytes on the top of the stack by what the codec's decode
+ * makes of them. Returns 1, or 0 with err filled (HDB_CODE_VALUE) and the
+ * bytes popped. */
+static int codec_decode(lua_State *L, const lstore *s, hdb_err *err)
+{
+    luaL_checkstack(L, 4, NULL);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->codec_ref);
+    lua_rawgeti(L, -1, 2);
+    lua_remove(L, -2);
+    lua_insert(L, -2);
+    if (lua_pcall(L, 1, 2, 0) != 0) {
+        hdb_fail(err, HDB_CODE_VALUE, "cannot decode stored value: codec '%s' decode raised: %s",
+                 s->codec_name, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                                                             : luaL_typename(L, -1));
+        lua_pop(L, 1);
+        return 0;
+    }
+    if (lua_isnil(L, -2)) {
+        hdb_fail(err, HDB_CODE_VALUE, "cannot decode stored value: codec '%s' decode: %s",
+                 s->codec_name, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                                                             : "it returned nil");
+        lua_pop(L, 2);
+        return 0;
+    }
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* Makes the "cjson" codec: a private instance of the installed lua-cjson
+ * (cjson.new()), at the highest number precision it takes, its other
+ * settings as lua-cjson sets them. Arguments: require, pcall, ipairs. */
+static const char cjson_codec_chunk[] =
+    "local require, pcall, ipairs = ...\n"
+    "local ok, cjson = pcall(require, 'cjson')\n"
+    "if not ok then return nil, tostring(cjson) end\n"
+    "if type(cjson) ~= 'table' or type(cjson.new) ~= 'function' then\n"
+    "  return nil, 'the cjson module has no new()'\n"
+    "end\n"
+    "local c = cjson.new()\n"
+    "for _, digits in ipairs { 17, 16, 15, 14 } do\n"
+    "  if pcall(c.encode_number_precision, digits) then break end\n"
+    "end\n"
+    "return { c.encode, c.decode }\n";
+
+/* Pushes the { encode, decode } of codec "cjson", or returns 0 with err
+ * filled (HDB_CODE_CODEC) and nothing pushed. */
+static int push_cjson_codec(lua_State *L, hdb_err *err)
+{
+    luaL_checkstack(L, 6, NULL);
+    if (luaL_loadbuffer(L, cjson_codec_chunk, sizeof cjson_codec_chunk - 1, "=hurrahdb.cjson") != 0)
+        return lua_error(L);
+    lua_getglobal(L, "require");
+    lua_getglobal(L, "pcall");
+    lua_getglobal(L, "ipairs");
+    lua_call(L, 3, 2);
+    if (!lua_istable(L, -2)) {
+        const char *why = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
+        size_t first_line = strcspn(why, "\n");
+        hdb_fail(err, HDB_CODE_CODEC, "codec 'cjson' needs lua-cjson: %.*s", (int)first_line, why);
+        lua_pop(L, 2);
+        return 0;
+    }
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* Reads option codec (at idx; nil for the default) into s and, for the
+ * engine, *engine_codec (NULL for JSON values). Raises on a malformed one;
+ * returns 0 with err filled (HDB_CODE_CODEC) if lua-cjson is missing. */
+static int read_codec(lua_State *L, int idx, const char *fn, lstore *s, const char **engine_codec,
+                      hdb_err *err)
+{
+    *engine_codec = NULL;
+    s->codec_ref = LUA_NOREF;
+    strcpy(s->codec_name, "json");
+    if (lua_isnil(L, idx))
+        return 1;
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        const char *name = lua_tostring(L, idx);
+        if (strcmp(name, "json") == 0)
+            return 1;
+        if (strcmp(name, "cjson") != 0)
+            luaL_error(L, "%s: option 'codec' must be \"json\", \"cjson\" or a table (got \"%s\")",
+                       fn, name);
+        if (!push_cjson_codec(L, err))
+            return 0;
+        strcpy(s->codec_name, "cjson");
+        s->codec_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        return 1;
+    }
+    /* A table, as check_option_value made sure: its fields are read by
+     * ordinary indexing, like the options. */
+    luaL_checkstack(L, 4, NULL);
+    lua_getfield(L, idx, "name");
+    size_t len;
+    const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+    if (name == NULL)
+        luaL_error(L, "%s: option 'codec' needs a name (a string naming the format of its values, "
+                   "recorded in the file; \"json\" for JSON)", fn);
+    int valid = len >= 1 && len <= CODEC_NAME_MAX;
+    for (size_t i = 0; valid && i < len; i++) {
+        char ch = name[i];
+        valid = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                ch == '.' || ch == '_' || ch == '-' || ch == '+';
+    }
+    if (!valid)
+        luaL_error(L, "%s: option 'codec': name must be 1 to %d of A-Z a-z 0-9 . _ - + (got \"%s\")",
+                   fn, CODEC_NAME_MAX, name);
+    memcpy(s->codec_name, name, len + 1);
+    lua_pop(L, 1);
+    lua_createtable(L, 2, 0);
+    static const char *const fields[] = {"encode", "decode"};
+    static const char *const articles[] = {"an", "a"};
+    for (int i = 0; i < 2; i++) {
+        lua_getfield(L, idx, fields[i]);
+        if (lua_type(L, -1) != LUA_TFUNCTION)
+            luaL_error(L, "%s: option 'codec' needs %s %s function (got %s)", fn, articles[i],
+                       fields[i], luaL_typename(L, -1));
+        lua_rawseti(L, -2, i + 1);
+    }
+    s->codec_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (strcmp(s->codec_name, "json") != 0)
+        *engine_codec = s->codec_name;
+    return 1;
+}
+
 /* ---- opening ---- */
 
 /* The options, in the order the error messages list them. */
@@ -221,9 +406,13 @@ enum {
     OPT_MAX_PENDING,
     OPT_AUTO_REWRITE_PERCENTAGE,
     OPT_AUTO_REWRITE_MIN_SIZE,
+    OPT_CODEC,
     OPT_ON_WARNING,
     OPT_COUNT
 };
+
+/* The type of an option that takes a string or a table. */
+#define OPTION_STRING_OR_TABLE (-100)
 
 /* Every option: its Lua type; for numbers, the range of whole numbers taken;
  * for numbers and booleans (0 or 1), the default. Reading, checking,
@@ -245,6 +434,7 @@ static const struct option_def {
                                      HDB_DEFAULT_AUTO_REWRITE_PERCENTAGE},
     [OPT_AUTO_REWRITE_MIN_SIZE] = {"auto_rewrite_min_size", LUA_TNUMBER, 0, 1125899906842624.0,
                                    HDB_DEFAULT_AUTO_REWRITE_MIN_SIZE},
+    [OPT_CODEC] = {"codec", OPTION_STRING_OR_TABLE, 0, 0, 0},
     [OPT_ON_WARNING] = {"on_warning", LUA_TFUNCTION, 0, 0, 0},
 };
 
@@ -263,7 +453,7 @@ static void check_option_names(lua_State *L, int idx, const char *fn)
         while (i < OPT_COUNT && strcmp(name, option_defs[i].name) != 0)
             i++;
         if (i == OPT_COUNT) {
-            char known[160];
+            char known[256];
             size_t used = 0;
             known[0] = '\0';
             for (int j = 0; j < OPT_COUNT && used < sizeof known; j++) {
@@ -281,6 +471,12 @@ static void check_option_names(lua_State *L, int idx, const char *fn)
 static double check_option_value(lua_State *L, int idx, const char *fn, int i)
 {
     const struct option_def *def = &option_defs[i];
+    if (def->type == OPTION_STRING_OR_TABLE) {
+        if (lua_type(L, idx) != LUA_TSTRING && lua_type(L, idx) != LUA_TTABLE)
+            luaL_error(L, "%s: option '%s' must be a string or a table (got %s)", fn, def->name,
+                       luaL_typename(L, idx));
+        return 0;
+    }
     if (lua_type(L, idx) != def->type) {
         luaL_error(L, "%s: option '%s' must be a %s (got %s)", fn, def->name,
                    lua_typename(L, def->type), luaL_typename(L, idx));
@@ -403,21 +599,30 @@ static int call_on_warning(lua_State *L)
  * goes to the on_warning function at on_warning_idx (if not nil), or to
  * stderr: a repair is never silent. The options' strings stay on the Lua
  * stack meanwhile. */
-static int push_new_store(lua_State *L, const hdb_options *opt, int on_warning_idx)
+static int push_new_store(lua_State *L, const hdb_options *options, int on_warning_idx,
+                          int codec_idx, const char *fn)
 {
     int has_handler = !lua_isnil(L, on_warning_idx);
     luaL_checkstack(L, 4, NULL);
     lstore *s = (lstore *)lua_newuserdata(L, sizeof *s);
     s->db = NULL;
     hdb_buf_init(&s->scratch);
+    s->codec_ref = LUA_NOREF;
+    strcpy(s->codec_name, "json");
     luaL_getmetatable(L, STORE_MT);
     lua_setmetatable(L, -2);
     int ud = lua_gettop(L);
+    hdb_options opt_copy = *options, *opt = &opt_copy;
+    hdb_err err;
+    /* The codec first: a missing lua-cjson fails the open before the file
+     * is touched. */
+    if (!read_codec(L, codec_idx, fn, s, &opt->codec, &err))
+        return push_error(L, &err);
+    lua_settop(L, ud);
     /* Whatever may raise comes before the file is opened and locked, or in
      * the protected call below: pushing a C function allocates in LuaJIT. */
     if (has_handler)
         lua_pushcfunction(L, call_on_warning);
-    hdb_err err;
     s->db = hdb_open(opt, &err);
     if (s->db == NULL)
         return push_error(L, &err);
@@ -456,7 +661,7 @@ static int l_new(lua_State *L)
     hdb_options opt;
     fill_options(&opt, num);
     opt.path = lua_tostring(L, base + OPT_PATH);
-    return push_new_store(L, &opt, base + OPT_ON_WARNING);
+    return push_new_store(L, &opt, base + OPT_ON_WARNING, base + OPT_CODEC, "hurrahdb.new");
 }
 
 /* hurrahdb.open(path[, options]) */
@@ -477,7 +682,7 @@ static int l_open(lua_State *L)
     hdb_options opt;
     fill_options(&opt, num);
     opt.path = lua_tostring(L, 1);
-    return push_new_store(L, &opt, base + OPT_ON_WARNING);
+    return push_new_store(L, &opt, base + OPT_ON_WARNING, base + OPT_CODEC, "hurrahdb.open");
 }
 
 /* ---- methods ---- */
@@ -511,6 +716,19 @@ static int l_set(lua_State *L)
     if (lua_isnoneornil(L, 3))
         return delete_key(L, s, key, klen, 0);
     hdb_err err;
+    if (s->codec_ref != LUA_NOREF) {
+        size_t tlen;
+        const char *text = codec_encode(L, s, 3, &tlen, &err);
+        /* The text stays on the stack, alive, until hdb_set has copied it;
+         * encode ran Lua code, which may have closed the store. */
+        require_open(L, s);
+        if (text == NULL)
+            return push_error(L, &err);
+        if (hdb_set(s->db, key, klen, text, tlen, &err) != HDB_OK)
+            return push_error(L, &err);
+        lua_pushboolean(L, 1);
+        return 1;
+    }
     s->scratch.len = 0;
     int enc = lvalue_encode(L, 3, &s->scratch, HDB_MAX_ITEM_LEN, err.msg, sizeof err.msg);
     if (enc == LVALUE_UNKNOWN_MARK && lvalue_markers_refresh(L)) {
@@ -547,8 +765,11 @@ static int l_get(lua_State *L)
     copy_out c;
     if (copy_take(&c, NULL, 0, val, vlen) != 0)
         return push_failure(L, HDB_CODE_NO_MEMORY, "out of memory");
+    c.val_raw = s->codec_ref != LUA_NOREF;
     hdb_err err;
     if (!copy_push(L, &c, &err))
+        return push_error(L, &err);
+    if (c.val_raw && !codec_decode(L, s, &err))
         return push_error(L, &err);
     return 1;
 }
@@ -632,11 +853,14 @@ static int pairs_step(lua_State *L)
     copy_out c;
     if (copy_take(&c, k, klen, v, vlen) != 0)
         return luaL_error(L, "out of memory");
+    c.val_raw = s->codec_ref != LUA_NOREF;
     lua_pushnumber(L, (lua_Number)cursor);
     lua_replace(L, lua_upvalueindex(3));
     hdb_err err;
     if (!copy_push(L, &c, &err))
         return 1 + push_error(L, &err); /* after the key */
+    if (c.val_raw && !codec_decode(L, s, &err))
+        return 1 + push_error(L, &err);
     return 2;
 }
 
@@ -724,7 +948,11 @@ static int l_stats(lua_State *L)
      * allocations below may close: copied first, like the path. */
     if (copy_take(&warning, st.warning, strlen(st.warning), NULL, 0) != 0)
         luaL_error(L, "out of memory");
-    lua_createtable(L, 0, 20);
+    lua_createtable(L, 0, 21);
+    /* In the userdata, never changed after the open: no finalizer run by
+     * these allocations can change it. */
+    lua_pushstring(L, s->codec_name);
+    lua_setfield(L, -2, "codec");
     set_count_field(L, "keys", (int64_t)st.keys);
     set_count_field(L, "memory", memory);
     set_count_field(L, "aof_bytes", (int64_t)st.aof_bytes);
@@ -792,7 +1020,12 @@ static int l_close_scope(lua_State *L)
 /* __gc: the store was dropped without close(). Flush what is pending. */
 static int l_gc(lua_State *L)
 {
-    store_discard(check_store(L), "garbage-collected");
+    lstore *s = check_store(L);
+    store_discard(s, "garbage-collected");
+    if (s->codec_ref != LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, s->codec_ref);
+        s->codec_ref = LUA_NOREF;
+    }
     return 0;
 }
 

@@ -60,10 +60,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     table_init(&st.table, seed);
     st.calls = 0;
     st.sets = UINT64_MAX;
-    aof_replay replay = {&st, fuzz_apply, fuzz_reserve};
+    aof_replay replay = {&st, fuzz_apply, fuzz_reserve, NULL};
     aof_load_result res;
     hdb_err err;
     int rc = aof_load(copy, size, &replay, &res, &err);
+    char codec[AOF_CODEC_NAME_MAX + 1] = "";
+    if (rc == AOF_LOAD_CODEC) {
+        /* A file of another codec is refused before anything is replayed;
+         * loaded with that codec, it goes through every check below. */
+        if (err.code != HDB_CODE_CODEC || res.codec[0] == '\0' || st.calls != 0)
+            __builtin_trap();
+        memcpy(codec, res.codec, sizeof codec);
+        replay.codec = codec;
+        st.sets = UINT64_MAX;
+        rc = aof_load(copy, size, &replay, &res, &err);
+        if (rc == AOF_LOAD_CODEC || strcmp(res.codec, codec) != 0)
+            __builtin_trap();
+    }
     table_fit(&st.table);
 
     if (res.records != st.calls)
@@ -92,7 +105,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_state again;
         table_init(&again.table, seed);
         again.calls = 0;
-        aof_replay replay2 = {&again, fuzz_apply, fuzz_reserve};
+        aof_replay replay2 = {&again, fuzz_apply, fuzz_reserve, codec};
         aof_load_result res2;
         int rc2 = aof_load(copy, res.good_len, &replay2, &res2, &err);
         if (rc2 != AOF_LOAD_OK || res2.records != res.records || again.table.count != st.table.count)
