@@ -130,12 +130,13 @@ test: deps-test all nginx-module $(TEST_TOOLS)
 	@: > $(BUILD)/faults
 	$(TEST_ENV) $(LUA_BIN) $(BUSTED) $(BUSTED_ARGS)
 
-# Everyday work: the specs but the nginx ones (09), the kill loops (08) and
-# those tagged #slow (each a second or more); well under 30 s.
+# Everyday work: the specs but the nginx ones (09), the kill loops (08),
+# those tagged #slow (each a second or more) and those that need the LuaJIT
+# build (#luajit, which only make test makes); under 30 s.
 CHECK_SPECS := $(filter-out spec/08-crash_spec.lua spec/09-openresty_spec.lua,$(wildcard spec/*_spec.lua))
 check: deps-check all $(TEST_TOOLS)
 	@: > $(BUILD)/faults
-	$(TEST_ENV) $(LUA_BIN) $(BUSTED) --exclude-tags=slow $(BUSTED_ARGS) $(CHECK_SPECS)
+	$(TEST_ENV) $(LUA_BIN) $(BUSTED) --exclude-tags=slow,luajit $(BUSTED_ARGS) $(CHECK_SPECS)
 
 demo: all
 	$(RUN_ENV) $(LUA_BIN) examples/quickstart.lua

@@ -212,7 +212,7 @@ describe("db:pairs() over a value this Lua cannot decode", function()
   end
 
   if helpers.HAS_INTEGERS then
-    it("in a LuaJIT process: gives key, nil, err for it and goes on (the file written here, by Lua 5.4)", function()
+    it("in a LuaJIT process: gives key, nil, err for it and goes on (the file written here, by Lua 5.4) #luajit", function()
       local cpath = os.getenv("HURRAHDB_LUAJIT_CPATH")
       assert(cpath, "HURRAHDB_LUAJIT_CPATH is not set: run the specs with `make test`")
       local path = dir .. "/from54.aof"
