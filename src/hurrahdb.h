@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HDB_VERSION "0.3.0"
+#define HDB_VERSION "0.4.0"
 
 #define HDB_OK 0
 #define HDB_ERR (-1)
