@@ -13,6 +13,11 @@
 #define HEADER_V1_LEN (sizeof(HEADER_V1) - 1)
 #define HEADER_V2_PREFIX "#hurrahdb aof 2 "
 #define HEADER_V2_PREFIX_LEN (sizeof(HEADER_V2_PREFIX) - 1)
+/* Version 3 is version 2 with a codec field in the header: a file whose
+ * values are not JSON. Builds that read only version 2 refuse it as made by
+ * a newer hurrahdb, and never repair it away as a damaged header. */
+#define HEADER_V3_PREFIX "#hurrahdb aof 3 "
+#define NEWEST_VERSION 3
 #define BEGIN_PREFIX "#hdb "
 #define BEGIN_PREFIX_LEN (sizeof(BEGIN_PREFIX) - 1)
 #define V1_TRAILER_PREFIX "#hdb batch "
@@ -138,13 +143,14 @@ size_t aof_header_len(const char *codec)
 size_t aof_format_header(char *out, const uint64_t key[2], const char *codec)
 {
     char *p = out;
-    memcpy(p, HEADER_V2_PREFIX, HEADER_V2_PREFIX_LEN);
+    int with_codec = !aof_codec_is_json(codec);
+    memcpy(p, with_codec ? HEADER_V3_PREFIX : HEADER_V2_PREFIX, HEADER_V2_PREFIX_LEN);
     p += HEADER_V2_PREFIX_LEN;
     p = put_hex(p, key[0], 16);
     p = put_hex(p, key[1], 16);
     *p++ = ' ';
     p = put_hex(p, crc32c_update(0, out + HEADER_V2_PREFIX_LEN, 32), 8);
-    if (!aof_codec_is_json(codec)) {
+    if (with_codec) {
         size_t n = strlen(codec);
         memcpy(p, CODEC_FIELD, CODEC_FIELD_LEN);
         p += CODEC_FIELD_LEN;
@@ -420,7 +426,7 @@ static int is_header_prefix(const char *data, size_t len)
     if (len >= AOF_HEADER_MAX)
         return 0;
     size_t fixed = len < HEADER_V2_PREFIX_LEN ? len : HEADER_V2_PREFIX_LEN;
-    if (memcmp(data, HEADER_V2_PREFIX, fixed) != 0)
+    if (memcmp(data, HEADER_V2_PREFIX, fixed) != 0 && memcmp(data, HEADER_V3_PREFIX, fixed) != 0)
         return 0;
     size_t i = HEADER_V2_PREFIX_LEN;
     for (; i < len && i < HEADER_V2_PREFIX_LEN + 41; i++) {
@@ -466,7 +472,10 @@ static size_t parse_v2_header(const char *data, size_t len, const char *eol, uin
     aof_cursor c = {data, len, HEADER_V2_PREFIX_LEN, 0};
     uint64_t check;
     codec[0] = '\0';
-    if (len < HEADER_V2_PREFIX_LEN || memcmp(data, HEADER_V2_PREFIX, HEADER_V2_PREFIX_LEN) != 0 ||
+    if (len < HEADER_V2_PREFIX_LEN)
+        return 0;
+    int v3 = memcmp(data, HEADER_V3_PREFIX, HEADER_V2_PREFIX_LEN) == 0;
+    if ((!v3 && memcmp(data, HEADER_V2_PREFIX, HEADER_V2_PREFIX_LEN) != 0) ||
         parse_hex(&c, 16, &key[0]) != 0 || parse_hex(&c, 16, &key[1]) != 0 ||
         parse_literal(&c, " ", 1) != 0 || parse_hex(&c, 8, &check) != 0 ||
         crc32c_update(0, data + HEADER_V2_PREFIX_LEN, 32) != (uint32_t)check)
@@ -485,6 +494,8 @@ static size_t parse_v2_header(const char *data, size_t len, const char *eol, uin
         if (aof_codec_is_json(codec))
             return 0; /* JSON is written without a name: this one was not written by us */
     }
+    if (v3 != (codec[0] != '\0'))
+        return 0; /* the field, and only it, makes a version-3 header */
     if (parse_literal(&c, eol, strlen(eol)) != 0)
         return 0;
     return c.pos;
@@ -505,7 +516,7 @@ static size_t parse_header(const char *data, size_t len, aof_load_result *res, i
     }
     size_t n = parse_v2_header(data, len, "\r\n", res->key, res->codec);
     if (n > 0) {
-        res->version = 2;
+        res->version = res->codec[0] != '\0' ? 3 : 2;
         return n;
     }
     uint64_t ignored[2];
@@ -520,7 +531,8 @@ static size_t parse_header(const char *data, size_t len, aof_load_result *res, i
                  data[HEADER_PREFIX_LEN]);
         return 0;
     }
-    if (len >= HEADER_V2_PREFIX_LEN && memcmp(data, HEADER_V2_PREFIX, HEADER_V2_PREFIX_LEN) == 0) {
+    if (len >= HEADER_V2_PREFIX_LEN && (memcmp(data, HEADER_V2_PREFIX, HEADER_V2_PREFIX_LEN) == 0 ||
+                                        memcmp(data, HEADER_V3_PREFIX, HEADER_V2_PREFIX_LEN) == 0)) {
         /* Without the key no batch can be checked: nothing after the
          * header can be trusted, nor taken for a torn tail. */
         *rc = AOF_LOAD_DAMAGED;
@@ -536,12 +548,12 @@ static size_t parse_header(const char *data, size_t len, aof_load_result *res, i
         v++;
         digits++;
     }
-    if (digits > 0 && version > AOF_FORMAT_VERSION && v < len && (data[v] == ' ' || data[v] == '\r'))
+    if (digits > 0 && version > NEWEST_VERSION && v < len && (data[v] == ' ' || data[v] == '\r'))
         hdb_fail(err, HDB_CODE_DAMAGED, "made by a newer hurrahdb (file format version %lu; "
-                 "this build reads versions 1 and %d)", version, AOF_FORMAT_VERSION);
+                 "this build reads versions 1 to %d)", version, NEWEST_VERSION);
     else
         hdb_fail(err, HDB_CODE_DAMAGED, "a hurrahdb AOF header this build cannot read (it "
-                 "reads format versions 1 and %d)", AOF_FORMAT_VERSION);
+                 "reads format versions 1 to %d)", NEWEST_VERSION);
     return 0;
 }
 

@@ -29,4 +29,18 @@ static inline void lcompat_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
 #define luaL_setfuncs(L, l, nup) lcompat_setfuncs((L), (l), (nup))
 #endif
 
+/* A full userdata with one Lua value attached to it (the user value in Lua
+ * 5.4, the environment table in LuaJIT), reachable only through the userdata:
+ * what it holds lives as long as the userdata, and a cycle through it is
+ * collected, unlike one through the registry. */
+#if LUA_VERSION_NUM >= 504
+#define lcompat_newuserdata(L, size) lua_newuserdatauv((L), (size), 1)
+#define lcompat_setuservalue(L, idx) ((void)lua_setiuservalue((L), (idx), 1))
+#define lcompat_getuservalue(L, idx) ((void)lua_getiuservalue((L), (idx), 1))
+#else
+#define lcompat_newuserdata(L, size) lua_newuserdata((L), (size))
+#define lcompat_setuservalue(L, idx) ((void)lua_setfenv((L), (idx)))
+#define lcompat_getuservalue(L, idx) lua_getfenv((L), (idx))
+#endif
+
 #endif

@@ -33,10 +33,11 @@
 typedef struct lstore {
     hdb_store *db;  /* NULL once closed */
     hdb_buf scratch;
-    /* LUA_NOREF: values go through hurrahdb's own JSON codec (lvalue).
-     * Else the registry reference of { encode, decode }: a Lua codec ("cjson"
-     * or a codec table), kept until the store is collected. */
-    int codec_ref;
+    /* 0: values go through hurrahdb's own JSON codec (lvalue). 1: through a
+     * Lua codec ("cjson" or a codec table), whose { encode, decode } is the
+     * userdata's user value: kept as long as the store, and collected with
+     * it even when its functions refer to the store. */
+    int lua_codec;
     char codec_name[CODEC_NAME_MAX + 1]; /* "json", "cjson" or the table's name */
 } lstore;
 
@@ -230,20 +231,29 @@ static int copy_push(lua_State *L, copy_out *c, hdb_err *err)
  * or close the store: nothing is held across the call but Lua values on the
  * stack, and the store is checked to be open after it. */
 
+/* The text of an error object: a string or a number as it reads, anything
+ * else by its type (its __tostring is not called: that would run more code
+ * outside a protected call). */
+static const char *error_text(lua_State *L, int idx)
+{
+    int t = lua_type(L, idx);
+    return t == LUA_TSTRING || t == LUA_TNUMBER ? lua_tostring(L, idx) : luaL_typename(L, idx);
+}
+
 /* Calls the codec's encode on the value at idx. Leaves the text on the top
  * of the stack and returns it (its length in *len), or returns NULL with err
  * filled (HDB_CODE_VALUE or HDB_CODE_TOO_LARGE) and nothing left pushed. */
-static const char *codec_encode(lua_State *L, const lstore *s, int idx, size_t *len, hdb_err *err)
+static const char *codec_encode(lua_State *L, const lstore *s, int store_idx, int idx, size_t *len,
+                                hdb_err *err)
 {
     luaL_checkstack(L, 4, NULL);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->codec_ref);
+    lcompat_getuservalue(L, store_idx);
     lua_rawgeti(L, -1, 1);
     lua_remove(L, -2);
     lua_pushvalue(L, idx);
     if (lua_pcall(L, 1, 2, 0) != 0) {
         hdb_fail(err, HDB_CODE_VALUE, "cannot store the value: codec '%s' encode raised: %s",
-                 s->codec_name, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
-                                                             : luaL_typename(L, -1));
+                 s->codec_name, error_text(L, -1));
         lua_pop(L, 1);
         return NULL;
     }
@@ -271,17 +281,16 @@ static const char *codec_encode(lua_State *L, const lstore *s, int idx, size_t *
 /* Replaces the bytes on the top of the stack by what the codec's decode
  * makes of them. Returns 1, or 0 with err filled (HDB_CODE_VALUE) and the
  * bytes popped. */
-static int codec_decode(lua_State *L, const lstore *s, hdb_err *err)
+static int codec_decode(lua_State *L, const lstore *s, int store_idx, hdb_err *err)
 {
     luaL_checkstack(L, 4, NULL);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->codec_ref);
+    lcompat_getuservalue(L, store_idx);
     lua_rawgeti(L, -1, 2);
     lua_remove(L, -2);
     lua_insert(L, -2);
     if (lua_pcall(L, 1, 2, 0) != 0) {
         hdb_fail(err, HDB_CODE_VALUE, "cannot decode stored value: codec '%s' decode raised: %s",
-                 s->codec_name, lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
-                                                             : luaL_typename(L, -1));
+                 s->codec_name, error_text(L, -1));
         lua_pop(L, 1);
         return 0;
     }
@@ -307,6 +316,10 @@ static const char cjson_codec_chunk[] =
     "  return nil, 'the cjson module has no new()'\n"
     "end\n"
     "local c = cjson.new()\n"
+    /* One buffer per call: with the shared one, a finalizer's set that ran
+     * while the text was made a Lua string (LuaJIT runs the collector
+     * there) would overwrite the text. */
+    "pcall(c.encode_keep_buffer, false)\n"
     "for _, digits in ipairs { 17, 16, 15, 14 } do\n"
     "  if pcall(c.encode_number_precision, digits) then break end\n"
     "end\n"
@@ -337,11 +350,11 @@ static int push_cjson_codec(lua_State *L, hdb_err *err)
 /* Reads option codec (at idx; nil for the default) into s and, for the
  * engine, *engine_codec (NULL for JSON values). Raises on a malformed one;
  * returns 0 with err filled (HDB_CODE_CODEC) if lua-cjson is missing. */
-static int read_codec(lua_State *L, int idx, const char *fn, lstore *s, const char **engine_codec,
-                      hdb_err *err)
+static int read_codec(lua_State *L, int idx, const char *fn, lstore *s, int store_idx,
+                      const char **engine_codec, hdb_err *err)
 {
     *engine_codec = NULL;
-    s->codec_ref = LUA_NOREF;
+    s->lua_codec = 0;
     strcpy(s->codec_name, "json");
     if (lua_isnil(L, idx))
         return 1;
@@ -355,7 +368,8 @@ static int read_codec(lua_State *L, int idx, const char *fn, lstore *s, const ch
         if (!push_cjson_codec(L, err))
             return 0;
         strcpy(s->codec_name, "cjson");
-        s->codec_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        lcompat_setuservalue(L, store_idx);
+        s->lua_codec = 1;
         return 1;
     }
     /* A table, as check_option_value made sure: its fields are read by
@@ -376,6 +390,9 @@ static int read_codec(lua_State *L, int idx, const char *fn, lstore *s, const ch
     if (!valid)
         luaL_error(L, "%s: option 'codec': name must be 1 to %d of A-Z a-z 0-9 . _ - + (got \"%s\")",
                    fn, CODEC_NAME_MAX, name);
+    if (strcmp(name, "cjson") == 0)
+        luaL_error(L, "%s: option 'codec': name \"cjson\" is codec = \"cjson\"'s; a table whose "
+                   "values are JSON is named \"json\"", fn);
     memcpy(s->codec_name, name, len + 1);
     lua_pop(L, 1);
     lua_createtable(L, 2, 0);
@@ -388,7 +405,8 @@ static int read_codec(lua_State *L, int idx, const char *fn, lstore *s, const ch
                        fields[i], luaL_typename(L, -1));
         lua_rawseti(L, -2, i + 1);
     }
-    s->codec_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lcompat_setuservalue(L, store_idx);
+    s->lua_codec = 1;
     if (strcmp(s->codec_name, "json") != 0)
         *engine_codec = s->codec_name;
     return 1;
@@ -604,10 +622,10 @@ static int push_new_store(lua_State *L, const hdb_options *options, int on_warni
 {
     int has_handler = !lua_isnil(L, on_warning_idx);
     luaL_checkstack(L, 4, NULL);
-    lstore *s = (lstore *)lua_newuserdata(L, sizeof *s);
+    lstore *s = (lstore *)lcompat_newuserdata(L, sizeof *s);
     s->db = NULL;
     hdb_buf_init(&s->scratch);
-    s->codec_ref = LUA_NOREF;
+    s->lua_codec = 0;
     strcpy(s->codec_name, "json");
     luaL_getmetatable(L, STORE_MT);
     lua_setmetatable(L, -2);
@@ -616,7 +634,7 @@ static int push_new_store(lua_State *L, const hdb_options *options, int on_warni
     hdb_err err;
     /* The codec first: a missing lua-cjson fails the open before the file
      * is touched. */
-    if (!read_codec(L, codec_idx, fn, s, &opt->codec, &err))
+    if (!read_codec(L, codec_idx, fn, s, ud, &opt->codec, &err))
         return push_error(L, &err);
     lua_settop(L, ud);
     /* Whatever may raise comes before the file is opened and locked, or in
@@ -716,9 +734,9 @@ static int l_set(lua_State *L)
     if (lua_isnoneornil(L, 3))
         return delete_key(L, s, key, klen, 0);
     hdb_err err;
-    if (s->codec_ref != LUA_NOREF) {
+    if (s->lua_codec) {
         size_t tlen;
-        const char *text = codec_encode(L, s, 3, &tlen, &err);
+        const char *text = codec_encode(L, s, 1, 3, &tlen, &err);
         /* The text stays on the stack, alive, until hdb_set has copied it;
          * encode ran Lua code, which may have closed the store. */
         require_open(L, s);
@@ -765,11 +783,11 @@ static int l_get(lua_State *L)
     copy_out c;
     if (copy_take(&c, NULL, 0, val, vlen) != 0)
         return push_failure(L, HDB_CODE_NO_MEMORY, "out of memory");
-    c.val_raw = s->codec_ref != LUA_NOREF;
+    c.val_raw = s->lua_codec;
     hdb_err err;
     if (!copy_push(L, &c, &err))
         return push_error(L, &err);
-    if (c.val_raw && !codec_decode(L, s, &err))
+    if (c.val_raw && !codec_decode(L, s, 1, &err))
         return push_error(L, &err);
     return 1;
 }
@@ -853,13 +871,13 @@ static int pairs_step(lua_State *L)
     copy_out c;
     if (copy_take(&c, k, klen, v, vlen) != 0)
         return luaL_error(L, "out of memory");
-    c.val_raw = s->codec_ref != LUA_NOREF;
+    c.val_raw = s->lua_codec;
     lua_pushnumber(L, (lua_Number)cursor);
     lua_replace(L, lua_upvalueindex(3));
     hdb_err err;
     if (!copy_push(L, &c, &err))
         return 1 + push_error(L, &err); /* after the key */
-    if (c.val_raw && !codec_decode(L, s, &err))
+    if (c.val_raw && !codec_decode(L, s, lua_upvalueindex(2), &err))
         return 1 + push_error(L, &err);
     return 2;
 }
@@ -1022,10 +1040,6 @@ static int l_gc(lua_State *L)
 {
     lstore *s = check_store(L);
     store_discard(s, "garbage-collected");
-    if (s->codec_ref != LUA_NOREF) {
-        luaL_unref(L, LUA_REGISTRYINDEX, s->codec_ref);
-        s->codec_ref = LUA_NOREF;
-    }
     return 0;
 }
 

@@ -677,6 +677,7 @@ static int take_field(lua_State *L, int idx, const char *name, int type, int slo
 int lvalue_markers_refresh(lua_State *L)
 {
     static const char *const modules[] = {"cjson", "cjson.safe"};
+    luaL_checkstack(L, 8, "reading lua-cjson's markers");
     int top = lua_gettop(L), found = 0;
     lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
     int loaded = lua_gettop(L);
