@@ -642,7 +642,8 @@ int flusher_tail_take(hdb_flusher *f, hdb_buf *out, hdb_err *err)
         /* A small tail is copied, so that each buffer keeps its capacity,
          * with its pages mapped: the rewrite's for its batches, the tail
          * for the writers' copies. */
-        memcpy(out->data + out->len, f->tail.data, f->tail.len);
+        if (f->tail.len > 0) /* an empty tail may have no buffer at all */
+            memcpy(out->data + out->len, f->tail.data, f->tail.len);
         out->len += f->tail.len;
         f->tail.len = 0;
     } else if (out->len == 0) {
