@@ -367,11 +367,19 @@ end)
 describe("a disk slower than the writers", function()
   local dir
   before_each(function() dir = helpers.tmpdir() end)
-  after_each(function() helpers.rmdir(dir) end)
+  after_each(function()
+    if FAULTS then helpers.write_file(FAULTS, "") end
+    helpers.rmdir(dir)
+  end)
 
   it("never holds more than max_pending unwritten bytes: set waits for the disk", function()
+    assert(FAULTS, "HURRAHDB_FAULTS is not set: run the specs with make test")
     local path = dir .. "/data.aof"
-    -- No background flush within the test: only max_pending can bound memory.
+    -- No timed flush within the test: only max_pending can bound memory.
+    -- The thread still writes early, at half of max_pending; each of its
+    -- fdatasyncs takes 10 ms, so the writers reach max_pending meanwhile
+    -- (about 30 sets) and must wait, however fast the machine.
+    helpers.write_file(FAULTS, "fdatasync delay 10")
     local db = assert(hurrahdb.open(path, { sync_time = 86400000, max_pending = 8192 }))
     local value = string.rep("v", 100)
     local record = #("*3\r\n$3\r\nSET\r\n$5\r\nk1000\r\n$102\r\n") + 102 + 2
@@ -397,7 +405,9 @@ describe("a forked child", function()
 
   it("never blocks in set, delete, sync or stats on a lock the parent's flusher held at the fork #slow", function()
     local forks = tonumber(os.getenv("HURRAHDB_FORKS") or "300")
-    local out = helpers.capture("timeout 120 " .. helpers.lua_command("spec/support/fork_stress.lua", dir, 100, forks)
+    -- fork_stress.lua bounds the wait for each child; the outer timeout only
+    -- guards against the parent itself hanging.
+    local out = helpers.capture("timeout 1200 " .. helpers.lua_command("spec/support/fork_stress.lua", dir, 100, forks)
       .. " 2>&1; echo \"exit $?\"")
     assert.equals("forks done\nexit 0\n", out)
   end)

@@ -239,8 +239,13 @@ describe("db:rewrite()", function()
     assert.equals("nil", r[3])
     assert.equals("1", r[5])
     assert.equals("true", r[6])
+    -- Joins the parent's rewrite if it still runs, or (on a slow machine,
+    -- where it ended while the child ran) runs a second one: either way none
+    -- has failed.
     assert.is_true(db:rewrite { wait = true })
-    assert.equals(1, db:stats().rewrites)
+    local st = db:stats()
+    assert.equals(0, st.rewrites_failed)
+    assert.is_true(st.rewrites == 1 or st.rewrites == 2, "rewrites: " .. st.rewrites)
     helpers.assert_same_typed(model, contents(db))
     assert(db:close())
     assert_reopens_as(path, model)

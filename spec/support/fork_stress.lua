@@ -2,12 +2,13 @@
 -- sync_time = 1 (their flusher threads take their locks every millisecond),
 -- then forks `forks` times; each child uses every store (set, delete, sync,
 -- stats, count) and leaves with _exit. A child that blocks on a lock the
--- parent's thread held at the fork never returns, and this process waits
--- for it forever: the spec runs it under `timeout`.
+-- parent's thread held at the fork never returns: this process gives each
+-- child CHILD_LIMIT seconds, then reports it and fails.
 -- Usage: lua fork_stress.lua <dir> <stores> <forks>
 local hurrahdb = require "hurrahdb"
 local testlib = require "hdb_testlib"
 local dir, nstores, nforks = arg[1], tonumber(arg[2]), tonumber(arg[3])
+local CHILD_LIMIT = 60
 
 local stores = {}
 for i = 1, nstores do
@@ -27,7 +28,17 @@ for _ = 1, nforks do
     end
     testlib._exit(status)
   end
-  local status = testlib.waitpid(pid)
+  -- A child's work takes milliseconds; one still running after CHILD_LIMIT
+  -- seconds is blocked for good. The bound is per child, so a slow machine
+  -- (forks of a sanitized process with 100 threads take tens of ms each)
+  -- makes the run longer, never a failure.
+  local status = testlib.waitpid(pid, CHILD_LIMIT)
+  if status == nil then
+    io.stderr:write("a child is still running after ", CHILD_LIMIT, " s: blocked\n")
+    testlib.kill(pid, 9)
+    testlib.waitpid(pid)
+    os.exit(1)
+  end
   if status ~= 0 then
     io.stderr:write("a child exited with ", status, "\n")
     os.exit(1)
