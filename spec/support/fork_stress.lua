@@ -2,13 +2,44 @@
 -- sync_time = 1 (their flusher threads take their locks every millisecond),
 -- then forks `forks` times; each child uses every store (set, delete, sync,
 -- stats, count) and leaves with _exit. A child that blocks on a lock the
--- parent's thread held at the fork never returns: this process gives each
--- child CHILD_LIMIT seconds, then reports it and fails.
+-- parent's thread held at the fork never returns. The child never sleeps of
+-- its own accord, so one found asleep (state S or D in /proc) at every look
+-- for ASLEEP_LIMIT seconds is blocked: this process reports it and fails.
+-- A child that is runnable is only slow: on a slow machine, 100 flusher
+-- threads waking every millisecond (under the sanitizers, tens of
+-- microseconds each) leave a new process little of the CPU, for tens of
+-- seconds. RUN_LIMIT only ends a run that would never end.
 -- Usage: lua fork_stress.lua <dir> <stores> <forks>
 local hurrahdb = require "hurrahdb"
 local testlib = require "hdb_testlib"
 local dir, nstores, nforks = arg[1], tonumber(arg[2]), tonumber(arg[3])
-local CHILD_LIMIT = 60
+local ASLEEP_LIMIT, RUN_LIMIT, LOOK = 10, 900, 0.1
+
+local function state_of(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return nil end
+  local stat = f:read("a")
+  f:close()
+  return stat:match("%) (%a)")
+end
+
+-- The child's exit status, or nil and why it was given up on.
+local function wait_child(pid)
+  local asleep, looks = 0, 0
+  while true do
+    local status = testlib.waitpid(pid, LOOK)
+    if status ~= nil then return status end
+    looks = looks + 1
+    local state = state_of(pid)
+    asleep = (state == "S" or state == "D") and asleep + 1 or 0
+    if asleep * LOOK >= ASLEEP_LIMIT then
+      return nil, "a child has been asleep for " .. ASLEEP_LIMIT .. " s: blocked"
+    end
+    if looks * LOOK >= RUN_LIMIT then
+      return nil, "a child is still running after " .. RUN_LIMIT .. " s"
+    end
+  end
+end
 
 local stores = {}
 for i = 1, nstores do
@@ -28,13 +59,9 @@ for _ = 1, nforks do
     end
     testlib._exit(status)
   end
-  -- A child's work takes milliseconds; one still running after CHILD_LIMIT
-  -- seconds is blocked for good. The bound is per child, so a slow machine
-  -- (forks of a sanitized process with 100 threads take tens of ms each)
-  -- makes the run longer, never a failure.
-  local status = testlib.waitpid(pid, CHILD_LIMIT)
+  local status, why = wait_child(pid)
   if status == nil then
-    io.stderr:write("a child is still running after ", CHILD_LIMIT, " s: blocked\n")
+    io.stderr:write(why, "\n")
     testlib.kill(pid, 9)
     testlib.waitpid(pid)
     os.exit(1)
