@@ -281,11 +281,11 @@ describe("a file of another format version", function()
   after_each(function() helpers.rmdir(dir) end)
 
   it("made by a newer hurrahdb is refused as such and left alone", function()
-    local newer = "#hurrahdb aof 4 0123456789abcdef0123456789abcdef\r\n#hdb 1 0 00000000 0000000000000000\r\n"
+    local newer = "#hurrahdb aof 5 0123456789abcdef0123456789abcdef\r\n#hdb 1 0 00000000 0000000000000000\r\n"
     helpers.write_file(path, newer)
     local db, err = hurrahdb.open(path)
     assert.is_nil(db)
-    assert.matches("made by a newer hurrahdb (file format version 4; this build reads versions 1 to 3)", err, 1, true)
+    assert.matches("made by a newer hurrahdb (file format version 5; this build reads versions 1 to 4)", err, 1, true)
     assert.equals(newer, helpers.read_file(path))
   end)
 

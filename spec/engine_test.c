@@ -86,7 +86,7 @@ static void put(hdb_table *t, const char *key, size_t len)
 {
     uint32_t h;
     hdb_entry *old = table_lookup(t, key, len, &h);
-    hdb_entry *e = table_entry_new(t, h, key, len, "1", 1);
+    hdb_entry *e = table_entry_new(t, h, key, len, "1", 1, 0);
     if (e == NULL) {
         printf("not ok out of memory\n");
         exit(1);
@@ -415,9 +415,9 @@ static size_t load_apply(void *ud, const aof_record *r, size_t n)
     if (n > lc->largest_group)
         lc->largest_group = n;
     for (size_t i = 0; i < n; i++) {
-        if (r[i].is_set)
+        if (r[i].kind == AOF_SET)
             put(&lc->table, r[i].key, r[i].key_len);
-        else
+        else if (r[i].kind == AOF_DEL)
             table_remove(&lc->table, r[i].key, r[i].key_len);
     }
     lc->rehashing_groups += lc->table.idx[1].buckets != NULL;
@@ -486,7 +486,7 @@ static void check_load_sizing(void)
         hdb_buf_init(&file);
         hdb_buf_init(&records);
         char header[AOF_HEADER_MAX + 1], k[32];
-        aof_format_header(header, key, NULL);
+        aof_format_header(header, key, NULL, 0);
         int ok = hdb_buf_reserve(&file, AOF_HEADER_LEN) == 0;
         if (ok) {
             memcpy(file.data, header, AOF_HEADER_LEN);
@@ -576,7 +576,7 @@ static void check_load_of_few_keys(void)
     hdb_buf_init(&file);
     hdb_buf_init(&records);
     char header[AOF_HEADER_MAX + 1], k[32];
-    aof_format_header(header, key, NULL);
+    aof_format_header(header, key, NULL, 0);
     int ok = hdb_buf_append(&file, header, AOF_HEADER_LEN) == 0;
     uint64_t seq = 1;
     for (size_t i = 0; ok && i < 2000000; i++) {
@@ -619,7 +619,7 @@ static void check_format_example(void)
     char header[AOF_HEADER_MAX + 1], line1[AOF_BEGIN_MAX + 1], line2[AOF_BEGIN_MAX + 1];
     const char *set = "*3\r\n$3\r\nSET\r\n$1\r\na\r\n$8\r\n{\"n\":42}\r\n";
     const char *del = "*2\r\n$3\r\nDEL\r\n$1\r\na\r\n";
-    aof_format_header(header, key, NULL);
+    aof_format_header(header, key, NULL, 0);
     line1[aof_format_begin(line1, key, 1, set, strlen(set))] = '\0';
     line2[aof_format_begin(line2, key, 2, del, strlen(del))] = '\0';
     CHECK("the header of the format document's example",

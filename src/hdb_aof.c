@@ -17,7 +17,10 @@
  * values are not JSON. Builds that read only version 2 refuse it as made by
  * a newer hurrahdb, and never repair it away as a damaged header. */
 #define HEADER_V3_PREFIX "#hurrahdb aof 3 "
-#define NEWEST_VERSION 3
+/* Version 4: the header of version 2 or 3 (the codec field optional), and
+ * records of expiries and FLUSHALL among the SETs and DELs. */
+#define HEADER_V4_PREFIX "#hurrahdb aof 4 "
+#define NEWEST_VERSION 4
 #define BEGIN_PREFIX "#hdb "
 #define BEGIN_PREFIX_LEN (sizeof(BEGIN_PREFIX) - 1)
 #define V1_TRAILER_PREFIX "#hdb batch "
@@ -98,6 +101,77 @@ int aof_append_set(hdb_buf *b, const char *key, size_t key_len,
     return 0;
 }
 
+/* "$4\r\nPXAT\r\n", then the time as a bulk string */
+#define PXAT_WORD_LEN 10
+
+size_t aof_set_px_record_len(size_t key_len, size_t val_len, int64_t expire_ms)
+{
+    size_t n = aof_set_record_len(key_len, val_len);
+    if (expire_ms > 0)
+        n += PXAT_WORD_LEN + bulk_len(decimal_len((uint64_t)expire_ms));
+    return n;
+}
+
+/* A time as a bulk string of its decimal digits. */
+static char *put_time_bulk(char *p, int64_t ms)
+{
+    char digits[24];
+    size_t n = (size_t)(put_decimal(digits, (uint64_t)ms) - digits);
+    return put_bulk(p, digits, n);
+}
+
+int aof_append_set_px(hdb_buf *b, const char *key, size_t key_len,
+                      const char *val, size_t val_len, int64_t expire_ms)
+{
+    if (expire_ms <= 0)
+        return aof_append_set(b, key, key_len, val, val_len);
+    size_t n = aof_set_px_record_len(key_len, val_len, expire_ms);
+    if (hdb_buf_reserve(b, n) != 0)
+        return -1;
+    char *p = b->data + b->len;
+    memcpy(p, "*5\r\n$3\r\nSET\r\n", 13);
+    p = put_bulk(p + 13, key, key_len);
+    p = put_bulk(p, val, val_len);
+    memcpy(p, "$4\r\nPXAT\r\n", PXAT_WORD_LEN);
+    put_time_bulk(p + PXAT_WORD_LEN, expire_ms);
+    b->len += n;
+    return 0;
+}
+
+int aof_append_pexpireat(hdb_buf *b, const char *key, size_t key_len, int64_t expire_ms)
+{
+    size_t n = 19 + bulk_len(key_len) + bulk_len(decimal_len((uint64_t)expire_ms));
+    if (hdb_buf_reserve(b, n) != 0)
+        return -1;
+    char *p = b->data + b->len;
+    memcpy(p, "*3\r\n$9\r\nPEXPIREAT\r\n", 19);
+    p = put_bulk(p + 19, key, key_len);
+    put_time_bulk(p, expire_ms);
+    b->len += n;
+    return 0;
+}
+
+int aof_append_persist(hdb_buf *b, const char *key, size_t key_len)
+{
+    size_t n = 17 + bulk_len(key_len);
+    if (hdb_buf_reserve(b, n) != 0)
+        return -1;
+    char *p = b->data + b->len;
+    memcpy(p, "*2\r\n$7\r\nPERSIST\r\n", 17);
+    put_bulk(p + 17, key, key_len);
+    b->len += n;
+    return 0;
+}
+
+int aof_append_flushall(hdb_buf *b)
+{
+    if (hdb_buf_reserve(b, 18) != 0)
+        return -1;
+    memcpy(b->data + b->len, "*1\r\n$8\r\nFLUSHALL\r\n", 18);
+    b->len += 18;
+    return 0;
+}
+
 int aof_append_del(hdb_buf *b, const char *key, size_t key_len)
 {
     size_t n = 13 + bulk_len(key_len);
@@ -140,11 +214,12 @@ size_t aof_header_len(const char *codec)
     return AOF_HEADER_LEN + (aof_codec_is_json(codec) ? 0 : CODEC_FIELD_LEN + strlen(codec) + 1 + 8);
 }
 
-size_t aof_format_header(char *out, const uint64_t key[2], const char *codec)
+size_t aof_format_header(char *out, const uint64_t key[2], const char *codec, int expiry)
 {
     char *p = out;
     int with_codec = !aof_codec_is_json(codec);
-    memcpy(p, with_codec ? HEADER_V3_PREFIX : HEADER_V2_PREFIX, HEADER_V2_PREFIX_LEN);
+    memcpy(p, expiry ? HEADER_V4_PREFIX : with_codec ? HEADER_V3_PREFIX : HEADER_V2_PREFIX,
+           HEADER_V2_PREFIX_LEN);
     p += HEADER_V2_PREFIX_LEN;
     p = put_hex(p, key[0], 16);
     p = put_hex(p, key[1], 16);
@@ -305,30 +380,65 @@ static int parse_bulk(aof_cursor *c, const char **s, size_t *len)
     return 0;
 }
 
-/* Parses one command at c->pos: exactly what aof_append_set/del write. */
+/* Parses a bulk string holding a time in Unix ms: decimal digits, no
+ * leading zero, 1 to AOF_EXPIRE_MAX_MS. */
+static int parse_time_bulk(aof_cursor *c, int64_t *ms)
+{
+    const char *s;
+    size_t len;
+    if (parse_bulk(c, &s, &len) != 0 || len == 0 || len > 16 || s[0] == '0')
+        return -1;
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    if (v > (uint64_t)AOF_EXPIRE_MAX_MS)
+        return -1;
+    *ms = (int64_t)v;
+    return 0;
+}
+
+/* Parses one command at c->pos: exactly what the aof_append_* functions
+ * write, in their argument counts and spelling. */
 static int parse_record(aof_cursor *c, aof_record *r)
 {
     uint64_t argc;
     size_t cmd_len;
     const char *cmd;
-    if (parse_literal(c, "*", 1) != 0 || parse_decimal(c, 3, '\r', &argc) != 0 || argc < 2)
+    if (parse_literal(c, "*", 1) != 0 || parse_decimal(c, 5, '\r', &argc) != 0)
         return -1;
     if (!have(c, c->pos, 1) || c->data[c->pos] != '\n')
         return -1;
     c->pos++;
-    if (parse_bulk(c, &cmd, &cmd_len) != 0 || cmd_len != 3)
+    if (parse_bulk(c, &cmd, &cmd_len) != 0)
         return -1;
-    if (argc == 3 && memcmp(cmd, "SET", 3) == 0)
-        r->is_set = 1;
-    else if (argc == 2 && memcmp(cmd, "DEL", 3) == 0)
-        r->is_set = 0;
+    r->key = r->val = NULL;
+    r->key_len = r->val_len = 0;
+    r->expire_ms = 0;
+    if (cmd_len == 3 && memcmp(cmd, "SET", 3) == 0 && (argc == 3 || argc == 5)) {
+        r->kind = AOF_SET;
+        if (parse_bulk(c, &r->key, &r->key_len) != 0 || parse_bulk(c, &r->val, &r->val_len) != 0)
+            return -1;
+        if (argc == 5 && (parse_literal(c, "$4\r\nPXAT\r\n", PXAT_WORD_LEN) != 0 ||
+                          parse_time_bulk(c, &r->expire_ms) != 0))
+            return -1;
+        return 0;
+    }
+    if (cmd_len == 3 && memcmp(cmd, "DEL", 3) == 0 && argc == 2)
+        r->kind = AOF_DEL;
+    else if (cmd_len == 9 && memcmp(cmd, "PEXPIREAT", 9) == 0 && argc == 3)
+        r->kind = AOF_PEXPIREAT;
+    else if (cmd_len == 7 && memcmp(cmd, "PERSIST", 7) == 0 && argc == 2)
+        r->kind = AOF_PERSIST;
+    else if (cmd_len == 8 && memcmp(cmd, "FLUSHALL", 8) == 0 && argc == 1)
+        r->kind = AOF_FLUSHALL;
     else
         return -1;
-    if (parse_bulk(c, &r->key, &r->key_len) != 0)
+    if (argc >= 2 && parse_bulk(c, &r->key, &r->key_len) != 0)
         return -1;
-    r->val = NULL;
-    r->val_len = 0;
-    if (r->is_set && parse_bulk(c, &r->val, &r->val_len) != 0)
+    if (r->kind == AOF_PEXPIREAT && parse_time_bulk(c, &r->expire_ms) != 0)
         return -1;
     return 0;
 }
@@ -346,7 +456,7 @@ static int check_records(const char *data, size_t from, size_t to, uint64_t *set
         *bad_at = c.pos;
         if (parse_record(&c, &r) != 0)
             return -1;
-        n += (uint64_t)r.is_set;
+        n += (uint64_t)(r.kind == AOF_SET);
     }
     *sets += n;
     return 0;
@@ -395,19 +505,40 @@ static int replay_checked(const char *data, size_t from, size_t to, const aof_re
             return 0;
         aof_record *r = &group[n];
         offsets[n++] = p;
-        r->is_set = data[p + 1] == '3';
-        p += 4 + 9; /* "*3\r\n" or "*2\r\n", then "$3\r\nSET\r\n" or "$3\r\nDEL\r\n" */
-        p++;        /* '$' */
+        /* "*<argc>\r\n$<n>\r\n<command>\r\n": every argument count and
+         * command length the check accepts is one digit. */
+        char argc = data[p + 1];
+        size_t cmd_len = (size_t)(data[p + 5] - '0');
+        char cmd = data[p + 8];
+        p += 8 + cmd_len + 2;
+        r->kind = cmd_len == 3 ? (cmd == 'S' ? AOF_SET : AOF_DEL)
+                : cmd_len == 9 ? AOF_PEXPIREAT
+                : cmd_len == 7 ? AOF_PERSIST : AOF_FLUSHALL;
+        r->key = r->val = NULL;
+        r->key_len = r->val_len = 0;
+        r->expire_ms = 0;
+        if (r->kind == AOF_FLUSHALL)
+            continue;
+        p++; /* '$' */
         r->key_len = checked_decimal(data, &p);
         r->key = data + p;
         p += r->key_len + 2;
-        r->val = NULL;
-        r->val_len = 0;
-        if (r->is_set) {
+        if (r->kind == AOF_SET) {
             p++;
             r->val_len = checked_decimal(data, &p);
             r->val = data + p;
             p += r->val_len + 2;
+        }
+        if (argc == '5' || r->kind == AOF_PEXPIREAT) {
+            if (argc == '5')
+                p += PXAT_WORD_LEN;
+            p++;
+            size_t len = checked_decimal(data, &p);
+            int64_t ms = 0;
+            for (size_t i = 0; i < len; i++)
+                ms = ms * 10 + (data[p + i] - '0');
+            r->expire_ms = ms;
+            p += len + 2;
         }
     }
 }
@@ -426,7 +557,8 @@ static int is_header_prefix(const char *data, size_t len)
     if (len >= AOF_HEADER_MAX)
         return 0;
     size_t fixed = len < HEADER_V2_PREFIX_LEN ? len : HEADER_V2_PREFIX_LEN;
-    if (memcmp(data, HEADER_V2_PREFIX, fixed) != 0 && memcmp(data, HEADER_V3_PREFIX, fixed) != 0)
+    if (memcmp(data, HEADER_V2_PREFIX, fixed) != 0 && memcmp(data, HEADER_V3_PREFIX, fixed) != 0 &&
+        memcmp(data, HEADER_V4_PREFIX, fixed) != 0)
         return 0;
     size_t i = HEADER_V2_PREFIX_LEN;
     for (; i < len && i < HEADER_V2_PREFIX_LEN + 41; i++) {
@@ -475,7 +607,8 @@ static size_t parse_v2_header(const char *data, size_t len, const char *eol, uin
     if (len < HEADER_V2_PREFIX_LEN)
         return 0;
     int v3 = memcmp(data, HEADER_V3_PREFIX, HEADER_V2_PREFIX_LEN) == 0;
-    if ((!v3 && memcmp(data, HEADER_V2_PREFIX, HEADER_V2_PREFIX_LEN) != 0) ||
+    int v4 = memcmp(data, HEADER_V4_PREFIX, HEADER_V2_PREFIX_LEN) == 0;
+    if ((!v3 && !v4 && memcmp(data, HEADER_V2_PREFIX, HEADER_V2_PREFIX_LEN) != 0) ||
         parse_hex(&c, 16, &key[0]) != 0 || parse_hex(&c, 16, &key[1]) != 0 ||
         parse_literal(&c, " ", 1) != 0 || parse_hex(&c, 8, &check) != 0 ||
         crc32c_update(0, data + HEADER_V2_PREFIX_LEN, 32) != (uint32_t)check)
@@ -494,7 +627,7 @@ static size_t parse_v2_header(const char *data, size_t len, const char *eol, uin
         if (aof_codec_is_json(codec))
             return 0; /* JSON is written without a name: this one was not written by us */
     }
-    if (v3 != (codec[0] != '\0'))
+    if (!v4 && v3 != (codec[0] != '\0'))
         return 0; /* the field, and only it, makes a version-3 header */
     if (parse_literal(&c, eol, strlen(eol)) != 0)
         return 0;
@@ -516,7 +649,7 @@ static size_t parse_header(const char *data, size_t len, aof_load_result *res, i
     }
     size_t n = parse_v2_header(data, len, "\r\n", res->key, res->codec);
     if (n > 0) {
-        res->version = res->codec[0] != '\0' ? 3 : 2;
+        res->version = data[AOF_VERSION_OFFSET] == '4' ? 4 : res->codec[0] != '\0' ? 3 : 2;
         return n;
     }
     uint64_t ignored[2];
@@ -532,7 +665,8 @@ static size_t parse_header(const char *data, size_t len, aof_load_result *res, i
         return 0;
     }
     if (len >= HEADER_V2_PREFIX_LEN && (memcmp(data, HEADER_V2_PREFIX, HEADER_V2_PREFIX_LEN) == 0 ||
-                                        memcmp(data, HEADER_V3_PREFIX, HEADER_V2_PREFIX_LEN) == 0)) {
+                                        memcmp(data, HEADER_V3_PREFIX, HEADER_V2_PREFIX_LEN) == 0 ||
+                                        memcmp(data, HEADER_V4_PREFIX, HEADER_V2_PREFIX_LEN) == 0)) {
         /* Without the key no batch can be checked: nothing after the
          * header can be trusted, nor taken for a torn tail. */
         *rc = AOF_LOAD_DAMAGED;
@@ -693,7 +827,7 @@ static int check_v1(const char *data, size_t len, size_t pos, aof_load_result *r
                 bad = 1;
                 break;
             }
-            sets += (uint64_t)r.is_set;
+            sets += (uint64_t)(r.kind == AOF_SET);
         }
         size_t batch_end = c.pos;
         uint64_t batch_len = 0;

@@ -28,6 +28,13 @@
 #include "hurrahdb.h"
 
 #define AOF_FORMAT_VERSION 2
+/* The version of a file that holds (or may hold) expiries or FLUSHALL:
+ * version 2 or 3 with more kinds of record. A file becomes version 4 in
+ * place (one byte of its header, at AOF_VERSION_OFFSET) before the first
+ * such record is written to it, so that older builds refuse it as newer
+ * instead of taking those records for damage. */
+#define AOF_VERSION_EXPIRY 4
+#define AOF_VERSION_OFFSET 14
 /* "#hurrahdb aof 2 " + 32 hex digits of the key + " " + 8 hex digits of
  * their CRC-32C + CRLF */
 #define AOF_HEADER_LEN 59
@@ -39,13 +46,27 @@
 /* Room for a batch's announcing line: "#hdb <seq> <len> <crc8> <tag16>\r\n" */
 #define AOF_BEGIN_MAX 80
 
-/* Appends one RESP command to b. Return 0, or -1 on ENOMEM with b unchanged. */
+/* The latest expiry a file may hold (Unix ms): 2^53, far beyond any
+ * clock, and every such time is exact in a double. */
+#define AOF_EXPIRE_MAX_MS (INT64_C(1) << 53)
+
+/* Appends one RESP command to b. Return 0, or -1 on ENOMEM with b unchanged.
+ * aof_append_set_px writes `SET key val PXAT ms` (expire_ms > 0, Unix ms)
+ * or, with expire_ms 0, a plain SET. */
 int aof_append_set(hdb_buf *b, const char *key, size_t key_len,
                    const char *val, size_t val_len);
+int aof_append_set_px(hdb_buf *b, const char *key, size_t key_len,
+                      const char *val, size_t val_len, int64_t expire_ms);
 int aof_append_del(hdb_buf *b, const char *key, size_t key_len);
+int aof_append_pexpireat(hdb_buf *b, const char *key, size_t key_len, int64_t expire_ms);
+int aof_append_persist(hdb_buf *b, const char *key, size_t key_len);
+int aof_append_flushall(hdb_buf *b);
 
 /* Number of bytes aof_append_set would append. */
 size_t aof_set_record_len(size_t key_len, size_t val_len);
+
+/* ... and aof_append_set_px. */
+size_t aof_set_px_record_len(size_t key_len, size_t val_len, int64_t expire_ms);
 
 /* Whether name (len bytes) may name a codec in a header. */
 int aof_codec_name_valid(const char *name, size_t len);
@@ -58,19 +79,30 @@ size_t aof_header_len(const char *codec);
 
 /* Writes the header of a new file with the given key and codec (JSON: see
  * aof_codec_is_json; else a valid name) into out (AOF_HEADER_MAX + 1 bytes,
- * NUL-terminated); returns its length. */
-size_t aof_format_header(char *out, const uint64_t key[2], const char *codec);
+ * NUL-terminated); returns its length. With `expiry`, the header is of
+ * version 4 (AOF_VERSION_EXPIRY); else of version 2 (JSON) or 3. */
+size_t aof_format_header(char *out, const uint64_t key[2], const char *codec, int expiry);
 
 /* Writes the line announcing batch number `seq`, made of the `len` bytes of
  * records at `records`, into out (AOF_BEGIN_MAX bytes); returns its length. */
 size_t aof_format_begin(char *out, const uint64_t key[2], uint64_t seq,
                         const char *records, size_t len);
 
+/* The commands a file holds. */
+enum aof_kind {
+    AOF_SET = 0,   /* SET key val [PXAT ms] */
+    AOF_DEL,       /* DEL key */
+    AOF_PEXPIREAT, /* PEXPIREAT key ms (version 4) */
+    AOF_PERSIST,   /* PERSIST key (version 4) */
+    AOF_FLUSHALL   /* FLUSHALL (version 4) */
+};
+
 /* One command of a file, pointing into the caller's bytes. */
 typedef struct aof_record {
-    int is_set;                /* SET key val; else DEL key */
-    const char *key, *val;     /* val: NULL for a DEL */
+    int kind;                  /* an enum aof_kind */
+    const char *key, *val;     /* val: NULL but for a SET; key: NULL for FLUSHALL */
     size_t key_len, val_len;
+    int64_t expire_ms;         /* a SET's PXAT (0: none), a PEXPIREAT's time */
 } aof_record;
 
 /* Records reach the replay in groups of up to this many, so that it can

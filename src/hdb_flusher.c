@@ -58,6 +58,8 @@ struct hdb_flusher {
     hdb_buf writing;
     uint64_t file_size;     /* end of the last complete batch on disk */
     uint64_t next_seq;      /* number of the next batch written */
+    int expiry_format;      /* the file is of format version 4 (AOF_VERSION_EXPIRY);
+                               changed by the store's thread under io_lock */
     int tail_dirty;         /* a failed write may have left bytes past file_size */
     int dir_unsynced_fd;    /* a rewritten file took the name, and the sync of its
                                directory (this descriptor) failed: retried before
@@ -280,7 +282,7 @@ static int flusher_start_thread(hdb_flusher *f, hdb_err *err)
 }
 
 int flusher_start(hdb_flusher **out, int fd, const char *path, uint64_t size,
-                  const uint64_t file_key[2], uint64_t next_seq,
+                  const uint64_t file_key[2], uint64_t next_seq, int expiry_format,
                   unsigned sync_time_ms, int use_fsync, uint64_t max_pending,
                   hdb_err *err)
 {
@@ -298,6 +300,7 @@ int flusher_start(hdb_flusher **out, int fd, const char *path, uint64_t size,
         return -1;
     }
     f->fd = fd;
+    f->expiry_format = expiry_format;
     f->dir_unsynced_fd = -1;
     f->switch_dir_fd = -1;
     f->sync_time_ms = sync_time_ms;
@@ -426,12 +429,74 @@ static int flusher_copy_to_tail(hdb_flusher *f, const char *rec, size_t len)
     return 0;
 }
 
-/* Appends one record (val == NULL: a DEL). When the bytes not yet written
- * pass max_pending, the disk is slower than the writers: the caller first
- * writes them itself, waiting for the disk, so memory stays bounded; if that
- * fails, nothing is appended. */
-static int flusher_append(hdb_flusher *f, const char *key, size_t key_len,
-                          const char *val, size_t val_len, hdb_err *err)
+/* Marks the file as format version 4 before its first record that versions
+ * 2 and 3 do not have: the digit of the header's version (which its
+ * checksum does not cover), made durable before any such record can be
+ * written, so that an older build refuses the file as newer instead of
+ * taking the records for damage. Runs on the store's thread. */
+static int flusher_upgrade_format(hdb_flusher *f, hdb_err *err)
+{
+    pthread_mutex_lock(&f->io_lock);
+    int e = 0;
+    const char *what = "write";
+    if (!f->expiry_format) {
+        char digit = '0' + AOF_VERSION_EXPIRY;
+        e = file_write_all_at(f->fd, &digit, 1, AOF_VERSION_OFFSET);
+        if (e == 0 && f->use_fsync && fdatasync(f->fd) != 0) {
+            e = errno;
+            what = "fdatasync";
+        }
+        if (e == 0)
+            f->expiry_format = 1;
+    }
+    pthread_mutex_unlock(&f->io_lock);
+    if (e != 0)
+        return hdb_fail(err, hdb_errno_code(e), "cannot %s the header of %s (to format "
+                        "version %d, for expiries): %s", what, f->path, AOF_VERSION_EXPIRY,
+                        strerror(e));
+    return 0;
+}
+
+int flusher_expiry_format(hdb_flusher *f)
+{
+    if (flusher_in_forked_child(f))
+        return f->expiry_format;
+    pthread_mutex_lock(&f->io_lock);
+    int v = f->expiry_format;
+    pthread_mutex_unlock(&f->io_lock);
+    return v;
+}
+
+/* One record to append. */
+typedef struct flusher_record {
+    int kind; /* an enum aof_kind */
+    const char *key, *val;
+    size_t key_len, val_len;
+    int64_t expire_ms;
+} flusher_record;
+
+static int flusher_format_record(hdb_buf *b, const flusher_record *r)
+{
+    switch (r->kind) {
+    case AOF_SET:
+        return aof_append_set_px(b, r->key, r->key_len, r->val ? r->val : "", r->val_len,
+                                 r->expire_ms);
+    case AOF_DEL:
+        return aof_append_del(b, r->key, r->key_len);
+    case AOF_PEXPIREAT:
+        return aof_append_pexpireat(b, r->key, r->key_len, r->expire_ms);
+    case AOF_PERSIST:
+        return aof_append_persist(b, r->key, r->key_len);
+    default:
+        return aof_append_flushall(b);
+    }
+}
+
+/* Appends one record. When the bytes not yet written pass max_pending, the
+ * disk is slower than the writers: the caller first writes them itself,
+ * waiting for the disk, so memory stays bounded; if that fails, nothing is
+ * appended. */
+static int flusher_append(hdb_flusher *f, const flusher_record *r, hdb_err *err)
 {
     /* Before any lock: in a forked child a mutex may be held forever by the
      * parent's thread, which does not exist here. */
@@ -439,6 +504,14 @@ static int flusher_append(hdb_flusher *f, const char *key, size_t key_len,
         hdb_fail(err, HDB_CODE_FORKED, "store %s was opened by another process (before a "
                  "fork); writes from this process are refused", f->path);
         return -1;
+    }
+    int needs_v4 = r->kind >= AOF_PEXPIREAT || (r->kind == AOF_SET && r->expire_ms > 0);
+    if (needs_v4 && !f->expiry_format) {
+        pthread_mutex_lock(&f->buf_lock);
+        int rc = flusher_check_writable(f, err);
+        pthread_mutex_unlock(&f->buf_lock);
+        if (rc != 0 || flusher_upgrade_format(f, err) != 0)
+            return -1;
     }
     pthread_mutex_lock(&f->buf_lock);
     int rc = flusher_check_writable(f, err);
@@ -451,9 +524,7 @@ static int flusher_append(hdb_flusher *f, const char *key, size_t key_len,
     }
     if (rc == 0) {
         size_t before = f->pending.len;
-        int ok = val != NULL ? aof_append_set(&f->pending, key, key_len, val, val_len)
-                             : aof_append_del(&f->pending, key, key_len);
-        if (ok != 0) {
+        if (flusher_format_record(&f->pending, r) != 0) {
             hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory appending to %s", f->path);
             rc = -1;
         } else if (f->tail_on &&
@@ -471,13 +542,40 @@ static int flusher_append(hdb_flusher *f, const char *key, size_t key_len,
 int flusher_append_set(hdb_flusher *f, const char *key, size_t key_len,
                        const char *val, size_t val_len, hdb_err *err)
 {
-    /* An empty value still needs a non-NULL pointer to mean SET. */
-    return flusher_append(f, key, key_len, val ? val : "", val_len, err);
+    flusher_record r = {AOF_SET, key, val, key_len, val_len, 0};
+    return flusher_append(f, &r, err);
+}
+
+int flusher_append_set_px(hdb_flusher *f, const char *key, size_t key_len,
+                          const char *val, size_t val_len, int64_t expire_ms, hdb_err *err)
+{
+    flusher_record r = {AOF_SET, key, val, key_len, val_len, expire_ms};
+    return flusher_append(f, &r, err);
 }
 
 int flusher_append_del(hdb_flusher *f, const char *key, size_t key_len, hdb_err *err)
 {
-    return flusher_append(f, key, key_len, NULL, 0, err);
+    flusher_record r = {AOF_DEL, key, NULL, key_len, 0, 0};
+    return flusher_append(f, &r, err);
+}
+
+int flusher_append_pexpireat(hdb_flusher *f, const char *key, size_t key_len,
+                             int64_t expire_ms, hdb_err *err)
+{
+    flusher_record r = {AOF_PEXPIREAT, key, NULL, key_len, 0, expire_ms};
+    return flusher_append(f, &r, err);
+}
+
+int flusher_append_persist(hdb_flusher *f, const char *key, size_t key_len, hdb_err *err)
+{
+    flusher_record r = {AOF_PERSIST, key, NULL, key_len, 0, 0};
+    return flusher_append(f, &r, err);
+}
+
+int flusher_append_flushall(hdb_flusher *f, hdb_err *err)
+{
+    flusher_record r = {AOF_FLUSHALL, NULL, NULL, 0, 0, 0};
+    return flusher_append(f, &r, err);
 }
 
 int flusher_sync(hdb_flusher *f, hdb_err *err)
@@ -684,8 +782,8 @@ static int flusher_file_still_named(const hdb_flusher *f, const char *path)
            held.st_dev == named.st_dev && held.st_ino == named.st_ino;
 }
 
-int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t file_key[2],
-                   uint64_t next_seq, const char *file_path,
+int flusher_switch(hdb_flusher *f, int fd, int expiry_format, uint64_t *size_io,
+                   const uint64_t file_key[2], uint64_t next_seq, const char *file_path,
                    int (*install)(void *ud, hdb_err *err),
                    void *ud, hdb_err *err)
 {
@@ -733,13 +831,18 @@ int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t fil
     if (!refuse) {
         int e = 0;
         const char *what = "write";
-        if (last->len > 0 && (e = file_write_batch(fd, file_key, next_seq, last->data,
-                                                   last->len, &size)) == 0) {
+        /* The old file became version 4 while the rewrite ran: so does the
+         * new one, before it can take the name. */
+        char digit = '0' + AOF_VERSION_EXPIRY;
+        int upgrade = f->expiry_format && !expiry_format;
+        if (upgrade)
+            e = file_write_all_at(fd, &digit, 1, AOF_VERSION_OFFSET);
+        if (e == 0 && last->len > 0 &&
+            (e = file_write_batch(fd, file_key, next_seq, last->data, last->len, &size)) == 0)
             next_seq++;
-            if (fdatasync(fd) != 0) {
-                e = errno;
-                what = "fdatasync";
-            }
+        if (e == 0 && (upgrade || last->len > 0) && fdatasync(fd) != 0) {
+            e = errno;
+            what = "fdatasync";
         }
         if (e != 0)
             hdb_fail(err, hdb_errno_code(e), "cannot %s the rewritten file of %s: %s", what,
@@ -796,6 +899,7 @@ int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t fil
     f->file_key[0] = file_key[0];
     f->file_key[1] = file_key[1];
     f->next_seq = next_seq;
+    f->expiry_format = f->expiry_format || expiry_format;
     f->last_sync_ms = wall_clock_ms();
     flusher_wake_if_full(f);
     pthread_mutex_unlock(&f->buf_lock);

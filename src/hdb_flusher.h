@@ -34,12 +34,12 @@ typedef struct flusher_stats {
 } flusher_stats;
 
 /* Takes over `fd` (open for writing and locked, `size` bytes of valid
- * content in format version 2 whose key is file_key and whose next batch is
- * number next_seq), and, when sync_time_ms > 0, starts the background thread.
- * On failure returns -1 with err filled and fd left open for the caller to
- * close. */
+ * content in format version 2, 3 or 4 (expiry_format) whose key is file_key
+ * and whose next batch is number next_seq), and, when sync_time_ms > 0,
+ * starts the background thread. On failure returns -1 with err filled and
+ * fd left open for the caller to close. */
 int flusher_start(hdb_flusher **out, int fd, const char *path, uint64_t size,
-                  const uint64_t file_key[2], uint64_t next_seq,
+                  const uint64_t file_key[2], uint64_t next_seq, int expiry_format,
                   unsigned sync_time_ms, int use_fsync, uint64_t max_pending,
                   hdb_err *err);
 
@@ -53,6 +53,20 @@ int flusher_start(hdb_flusher **out, int fd, const char *path, uint64_t size,
 int flusher_append_set(hdb_flusher *f, const char *key, size_t key_len,
                        const char *val, size_t val_len, hdb_err *err);
 int flusher_append_del(hdb_flusher *f, const char *key, size_t key_len, hdb_err *err);
+
+/* The records of format version 4 (see hdb_aof.h): the first one makes the
+ * file version 4 (one byte of its header, synced) before it is appended,
+ * and fails, appending nothing, if that write fails. */
+int flusher_append_set_px(hdb_flusher *f, const char *key, size_t key_len,
+                          const char *val, size_t val_len, int64_t expire_ms, hdb_err *err);
+int flusher_append_pexpireat(hdb_flusher *f, const char *key, size_t key_len,
+                             int64_t expire_ms, hdb_err *err);
+int flusher_append_persist(hdb_flusher *f, const char *key, size_t key_len, hdb_err *err);
+int flusher_append_flushall(hdb_flusher *f, hdb_err *err);
+
+/* Whether the file is of format version 4, so that a rewrite makes its new
+ * file version 4 too. */
+int flusher_expiry_format(hdb_flusher *f);
 
 /* Writes and (unless fsync is off) fdatasyncs everything appended so far.
  * Fails in a forked child (HDB_CODE_FORKED). */
@@ -95,7 +109,8 @@ int flusher_tail_take(hdb_flusher *f, hdb_buf *out, hdb_err *err);
 void flusher_tail_stop(hdb_flusher *f);
 
 /* Moves the store onto its rewritten file (fd, locked, *size_io bytes,
- * file_key, next batch next_seq). With the flusher kept off the old file,
+ * file_key, next batch next_seq; of format version 4 if expiry_format, and
+ * made so here if the old file became version 4 meanwhile). With the flusher kept off the old file,
  * writes the tail (records appended since the rewrite's last take, which
  * the old file may already have made durable) into the new file and syncs
  * it, then calls install, which renames it to file_path, and syncs that
@@ -106,8 +121,8 @@ void flusher_tail_stop(hdb_flusher *f);
  * be opened, file_path no longer names the flusher's file (HDB_CODE_MOVED),
  * the tail overflowed (HDB_CODE_OUTPACED), the process is exiting, or a
  * write, sync or install fails. */
-int flusher_switch(hdb_flusher *f, int fd, uint64_t *size_io, const uint64_t file_key[2],
-                   uint64_t next_seq, const char *file_path,
+int flusher_switch(hdb_flusher *f, int fd, int expiry_format, uint64_t *size_io,
+                   const uint64_t file_key[2], uint64_t next_seq, const char *file_path,
                    int (*install)(void *ud, hdb_err *err),
                    void *ud, hdb_err *err);
 

@@ -69,6 +69,7 @@ struct hdb_rewriter {
     int error_code;
     uint64_t key[2];
     char *codec;        /* the store's codec, written in the new file's header */
+    int expiry_format;  /* the new file is of format version 4 */
     uint64_t size;      /* of the new file when it took the name */
     uint64_t keys;
     struct timespec started, ended;
@@ -135,6 +136,7 @@ int rewrite_remove_leftover(const char *tmp, hdb_err *err)
 }
 
 int rewrite_file_create(const char *file_path, const uint64_t key[2], const char *codec,
+                        int expiry_format,
                         char **tmp_out, int *fd_out, hdb_err *err)
 {
     /* Handed out at once, so that the caller holds it (reachable from its
@@ -183,7 +185,7 @@ int rewrite_file_create(const char *file_path, const uint64_t key[2], const char
         what = "give the permissions of the file to";
     } else {
         char header[AOF_HEADER_MAX + 1];
-        size_t header_len = aof_format_header(header, key, codec);
+        size_t header_len = aof_format_header(header, key, codec, expiry_format);
         e = file_write_all_at(fd, header, header_len, 0);
         what = "write";
     }
@@ -293,6 +295,9 @@ static int rewrite_take_chunk(rewrite_job *job, uint32_t *cursor)
     else if (flusher_tail_take(rw->aof, &job->out, &job->err) != 0)
         rc = -1;
     size_t start = job->out.len;
+    /* A key that has expired is left out: its SET with PXAT would be
+     * dropped by any later load anyway. */
+    int64_t now = rw->table->ttl_count > 0 ? expiry_clock_ms() : 0;
     for (int n = 0; rc == 0 && n < REWRITE_CHUNK_KEYS && job->out.len - start < REWRITE_CHUNK_BYTES;
          n++) {
         hdb_entry *e = table_next(rw->table, cursor);
@@ -300,7 +305,10 @@ static int rewrite_take_chunk(rewrite_job *job, uint32_t *cursor)
             rc = 1;
             break;
         }
-        if (aof_append_set(&job->out, entry_key(e), e->key_len, entry_val(e), e->val_len) != 0) {
+        if (entry_expired(e, now))
+            continue;
+        if (aof_append_set_px(&job->out, entry_key(e), e->key_len, entry_val(e), e->val_len,
+                              entry_expiry(e)) != 0) {
             rc = hdb_fail(&job->err, HDB_CODE_NO_MEMORY, "out of memory");
             break;
         }
@@ -356,7 +364,7 @@ static int rewrite_install_cb(void *ud, hdb_err *err)
 static int rewrite_run(rewrite_job *job)
 {
     hdb_rewriter *rw = job->rw;
-    if (rewrite_file_create(rw->file_path, rw->key, rw->codec, &job->tmp, &job->fd, &job->err) != 0)
+    if (rewrite_file_create(rw->file_path, rw->key, rw->codec, rw->expiry_format, &job->tmp, &job->fd, &job->err) != 0)
         return -1;
     /* The buffer a batch is built in, sized and touched once, here: grown
      * while a chunk is copied, its fresh pages would be faulted in with the
@@ -405,7 +413,7 @@ static int rewrite_run(rewrite_job *job)
             return hdb_fail(&job->err, HDB_CODE_CANCELLED, "cancelled (the store is closing)");
         }
     }
-    rc = flusher_switch(rw->aof, job->fd, &job->offset, rw->key, job->seq, rw->file_path,
+    rc = flusher_switch(rw->aof, job->fd, rw->expiry_format, &job->offset, rw->key, job->seq, rw->file_path,
                         rewrite_install_cb, job, &job->err);
     if (hold)
         pthread_mutex_unlock(&rw->lock);
@@ -549,6 +557,7 @@ int rewrite_start(hdb_rewriter *rw, const uint64_t key[2], hdb_err *err)
     rw->size = 0;
     rw->key[0] = key[0];
     rw->key[1] = key[1];
+    rw->expiry_format = flusher_expiry_format(rw->aof) || rw->table->ttl_count > 0;
     clock_gettime(CLOCK_MONOTONIC, &rw->started);
     if (thread_start_quiet(&rw->thread, rewrite_thread_main, rw, "rewrite", err) != 0)
         return -1;

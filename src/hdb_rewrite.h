@@ -89,11 +89,13 @@ void rewrite_get_stats(hdb_rewriter *rw, rewrite_stats *st);
 /* The file side, shared with the conversion of an old file at open.
  * rewrite_file_create: creates "<file_path>.rewrite" (removing one a crash
  * left, see rewrite_remove_leftover), locks it before anyone can know it, gives it the owner and
- * permissions of file_path, and writes a header with key. *tmp is
+ * permissions of file_path, and writes a header with key (of format
+ * version 4 if expiry_format). *tmp is
  * malloc'd. rewrite_file_rename: renames it over file_path (the caller
  * syncs the directory). rewrite_file_discard: removes it (if the name is
  * still the file's), unlocks and closes it. */
 int rewrite_file_create(const char *file_path, const uint64_t key[2], const char *codec,
+                        int expiry_format,
                         char **tmp, int *fd,
                         hdb_err *err);
 int rewrite_file_rename(const char *tmp, const char *file_path, hdb_err *err);

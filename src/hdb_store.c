@@ -47,6 +47,9 @@ struct hdb_store {
     hdb_rewriter *rw;    /* NULL for a memory-only store */
     char codec[AOF_CODEC_NAME_MAX + 1]; /* "" for JSON: see hdb_options */
     uint64_t live_bytes; /* the SET records of the live keys, as a rewrite writes them */
+    int64_t load_now_ms;  /* the expiry clock when the open began: what expired
+                             before it is not loaded */
+    uint64_t expired_keys; /* reclaimed since the open */
     /* Automatic rewrites. */
     unsigned auto_percentage;
     uint64_t auto_min_size;
@@ -177,39 +180,99 @@ static void store_random_key(uint64_t seed[2])
     memcpy(&seed[1], bytes + 8, 8);
 }
 
+/* The bytes a rewrite would write for the entry: its SET, with PXAT if it
+ * expires. */
+static uint64_t entry_record_len(const hdb_entry *e)
+{
+    return aof_set_px_record_len(e->key_len, e->val_len, entry_expiry(e));
+}
+
+/* Gives the entry `e` (in the table) the expiry expire_ms (0: none). An
+ * entry that gains or loses its expiry is rebuilt (the trailer holding it
+ * is allocated only for entries that have one). Returns -1, changing
+ * nothing, when memory is exhausted. */
+static int store_entry_reexpire(hdb_store *s, hdb_entry *e, int64_t expire_ms)
+{
+    hdb_table *t = &s->table;
+    s->live_bytes -= entry_record_len(e);
+    if (expire_ms > 0 && (e->slot & ENTRY_HAS_TTL)) {
+        table_set_expiry(t, e, expire_ms);
+        s->live_bytes += entry_record_len(e);
+        return 0;
+    }
+    hdb_entry *n = table_entry_new(t, e->hash, entry_key(e), e->key_len, entry_val(e),
+                                   e->val_len, expire_ms);
+    if (n == NULL) {
+        s->live_bytes += entry_record_len(e);
+        return -1;
+    }
+    table_commit(t, n, e);
+    s->live_bytes += entry_record_len(n);
+    return 0;
+}
+
+/* Takes an entry out of the table, keeping live_bytes. */
+static void store_remove_entry(hdb_store *s, hdb_entry *e)
+{
+    s->live_bytes -= entry_record_len(e);
+    table_remove_entry(&s->table, e);
+}
+
 /* Applies a group of records of the file being loaded. The cache misses of
  * a load (a random bucket, then the chain's first entry, for each record)
  * are issued for the whole group before the first record is applied, so
- * that they overlap. */
+ * that they overlap. An expiry that passed before the open began is
+ * applied as the deletion it has become. */
 static size_t replay_apply(void *ud, const aof_record *r, size_t n)
 {
     hdb_store *s = ud;
     hdb_table *t = &s->table;
     uint32_t hash[AOF_REPLAY_GROUP];
     for (size_t i = 0; i < n; i++) {
+        if (r[i].kind == AOF_FLUSHALL)
+            continue;
         hash[i] = table_hash_key(t, r[i].key, r[i].key_len);
         table_prefetch(t, hash[i], 0);
     }
-    for (size_t i = 0; i < n; i++)
-        table_prefetch(t, hash[i], 1);
     for (size_t i = 0; i < n; i++) {
+        if (r[i].kind != AOF_FLUSHALL)
+            table_prefetch(t, hash[i], 1);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (r[i].kind == AOF_FLUSHALL) {
+            table_free(t);
+            s->live_bytes = 0;
+            continue;
+        }
         hdb_entry *old = table_lookup_hashed(t, r[i].key, r[i].key_len, hash[i]);
-        if (old != NULL)
-            s->live_bytes -= aof_set_record_len(old->key_len, old->val_len);
-        if (!r[i].is_set) {
-            if (old != NULL)
-                table_remove(t, r[i].key, r[i].key_len);
+        int64_t ms = r[i].expire_ms;
+        int gone = r[i].kind == AOF_DEL || (ms > 0 && ms <= s->load_now_ms);
+        if (gone || r[i].kind == AOF_PERSIST || r[i].kind == AOF_PEXPIREAT) {
+            if (old == NULL)
+                continue;
+            if (gone)
+                store_remove_entry(s, old);
+            else if (store_entry_reexpire(s, old, r[i].kind == AOF_PERSIST ? 0 : ms) != 0)
+                return i;
             continue;
         }
-        s->live_bytes += aof_set_record_len(r[i].key_len, r[i].val_len);
-        if (old != NULL && old->val_len == r[i].val_len) {
+        if (old != NULL && old->val_len == r[i].val_len &&
+            (old->slot & ENTRY_HAS_TTL) == (ms > 0 ? ENTRY_HAS_TTL : 0)) {
+            s->live_bytes -= entry_record_len(old);
             table_update_value(old, r[i].val, r[i].val_len);
+            if (ms > 0)
+                table_set_expiry(t, old, ms);
+            s->live_bytes += entry_record_len(old);
             continue;
         }
-        hdb_entry *e = table_entry_new(t, hash[i], r[i].key, r[i].key_len, r[i].val, r[i].val_len);
+        hdb_entry *e = table_entry_new(t, hash[i], r[i].key, r[i].key_len, r[i].val,
+                                       r[i].val_len, ms);
         if (e == NULL)
             return i;
+        if (old != NULL)
+            s->live_bytes -= entry_record_len(old);
         table_commit(t, e, old);
+        s->live_bytes += entry_record_len(e);
     }
     return n;
 }
@@ -573,7 +636,7 @@ static int store_init_file(hdb_store *s, int fd, int created, uint64_t key[2], h
 {
     char header[AOF_HEADER_MAX + 1];
     store_random_key(key);
-    size_t header_len = aof_format_header(header, key, s->codec);
+    size_t header_len = aof_format_header(header, key, s->codec, 0);
     int e = file_write_all_at(fd, header, header_len, 0);
     if (e != 0)
         return hdb_fail(err, hdb_errno_code(e), "cannot write %s: %s", s->path, strerror(e));
@@ -603,7 +666,7 @@ static int store_convert(hdb_store *s, int *fd, uint64_t *size, uint64_t key[2],
     char *tmp;
     int nfd;
     store_random_key(key);
-    if (rewrite_file_create(s->file_path, key, s->codec, &tmp, &nfd, err) != 0)
+    if (rewrite_file_create(s->file_path, key, s->codec, 0, &tmp, &nfd, err) != 0)
         return -1;
     hdb_buf batch;
     hdb_buf_init(&batch);
@@ -706,7 +769,9 @@ hdb_store *hdb_open(const hdb_options *opt, hdb_err *err)
         goto fail;
     aof_load_result res;
     uint64_t key[2], next_seq;
+    int expiry_format = 0;
     store_remove_stale_rewrite(s);
+    s->load_now_ms = expiry_clock_ms();
     if (store_load(s, fd, &size, opt->repair, &res, err) != 0)
         goto fail_fd;
     if (size == 0) {
@@ -727,8 +792,9 @@ hdb_store *hdb_open(const hdb_options *opt, hdb_err *err)
         key[0] = res.key[0];
         key[1] = res.key[1];
         next_seq = res.next_seq;
+        expiry_format = res.version == AOF_VERSION_EXPIRY;
     }
-    if (flusher_start(&s->aof, fd, s->path, size, key, next_seq, opt->sync_time_ms,
+    if (flusher_start(&s->aof, fd, s->path, size, key, next_seq, expiry_format, opt->sync_time_ms,
                       opt->use_fsync, opt->max_pending ? opt->max_pending : HDB_DEFAULT_MAX_PENDING,
                       err) != 0)
         goto fail_fd;
@@ -879,65 +945,267 @@ static void store_after_write(hdb_store *s, size_t bytes)
         s->auto_started = 1;
 }
 
+/* Expired keys reclaimed per call, at most, by the calls that read or
+ * write a key: the work a call adds is bounded (each is a removal from the
+ * table and the expiry heap), and a store whose keys expire no faster than
+ * it is called reclaims them all. */
+#define SWEEP_PER_CALL 16
+
+/* Reclaims up to `max` keys (0: all) that expired by now_ms, first to
+ * expire first. Nothing is written to the file: the records that gave the
+ * keys their expiry hold it as an absolute time, so every later load drops
+ * them too. Caller holds the rewrite's lock (rewrite_enter). */
+static uint64_t store_reclaim(hdb_store *s, int64_t now_ms, uint64_t max)
+{
+    uint64_t n = 0;
+    hdb_entry *e;
+    while ((max == 0 || n < max) && (e = table_first_to_expire(&s->table)) != NULL &&
+           entry_expired(e, now_ms)) {
+        store_remove_entry(s, e);
+        n++;
+    }
+    s->expired_keys += n;
+    return n;
+}
+
+/* The expiry clock now, or 0 (which nothing is expired at) when no key of
+ * the store has an expiry: a store that never uses them never reads the
+ * clock. */
+static int64_t store_now(const hdb_store *s)
+{
+    return s->table.ttl_count > 0 ? expiry_clock_ms() : 0;
+}
+
+/* Looks a key up for a change, under the rewrite's lock: first reclaims a
+ * few expired keys, then treats the key as absent if it has expired
+ * (reclaiming it). */
+static hdb_entry *store_lookup_live(hdb_store *s, const char *key, size_t key_len,
+                                    int64_t now_ms, uint32_t *hash)
+{
+    if (now_ms > 0)
+        store_reclaim(s, now_ms, SWEEP_PER_CALL);
+    hdb_entry *e = table_lookup(&s->table, key, key_len, hash);
+    if (e != NULL && entry_expired(e, now_ms)) {
+        store_remove_entry(s, e);
+        s->expired_keys++;
+        e = NULL;
+    }
+    return e;
+}
+
+static int check_expiry(int64_t expire_ms, hdb_err *err)
+{
+    if (expire_ms < 0 || expire_ms > AOF_EXPIRE_MAX_MS)
+        return hdb_fail(err, HDB_CODE_INVALID, "expiry time out of range (%" PRId64 " ms; "
+                        "1 to %" PRId64 ")", expire_ms, AOF_EXPIRE_MAX_MS);
+    return 0;
+}
+
+/* Deletes the live entry `old`: a DEL record, then the table. */
+static int store_delete_entry(hdb_store *s, hdb_entry *old, hdb_err *err)
+{
+    if (s->aof && flusher_append_del(s->aof, entry_key(old), old->key_len, err) != 0)
+        return HDB_ERR;
+    store_remove_entry(s, old);
+    return HDB_OK;
+}
+
 int hdb_set(hdb_store *s, const char *key, size_t key_len,
             const char *val, size_t val_len, hdb_err *err)
 {
-    if (check_lengths(key_len, val_len, err) != 0)
+    int done;
+    return hdb_set_ex(s, key, key_len, val, val_len, 0, 0, &done, err);
+}
+
+int hdb_set_ex(hdb_store *s, const char *key, size_t key_len, const char *val, size_t val_len,
+               int64_t expire_ms, int flags, int *done, hdb_err *err)
+{
+    *done = 0;
+    if (check_lengths(key_len, val_len, err) != 0 || check_expiry(expire_ms, err) != 0)
         return HDB_ERR;
-    uint32_t h;
-    hdb_entry *old = table_lookup(&s->table, key, key_len, &h);
     int locked = rewrite_enter(s->rw);
+    int64_t now = expire_ms > 0 ? expiry_clock_ms() : store_now(s);
+    uint32_t h;
+    hdb_entry *old = store_lookup_live(s, key, key_len, now, &h);
     int rc = HDB_OK;
-    if (old != NULL && old->val_len == val_len) {
-        /* Same size: overwrite in place, once the record is appended. */
-        if (s->aof && flusher_append_set(s->aof, key, key_len, val, val_len, err) != 0)
-            rc = HDB_ERR;
-        else
-            table_update_value(old, val, val_len);
+    if (((flags & HDB_SET_IF_ABSENT) && old != NULL) || ((flags & HDB_SET_IF_PRESENT) && old == NULL))
+        goto out;
+    if ((flags & HDB_SET_KEEP_TTL) && old != NULL && expire_ms == 0)
+        expire_ms = entry_expiry(old);
+    if (expire_ms > 0 && expire_ms <= now) {
+        /* Set and expired at once (a time already past): the key is gone. */
+        if (old != NULL)
+            rc = store_delete_entry(s, old, err);
+        *done = rc == HDB_OK;
         goto out;
     }
-    hdb_entry *e = table_entry_new(&s->table, h, key, key_len, val, val_len);
+    int64_t old_expiry = old != NULL ? entry_expiry(old) : 0;
+    if (old != NULL && old->val_len == val_len && (old_expiry > 0) == (expire_ms > 0)) {
+        /* Same size, same kind of entry: overwritten in place, once the
+         * record is appended. */
+        if (s->aof && flusher_append_set_px(s->aof, key, key_len, val, val_len, expire_ms,
+                                            err) != 0) {
+            rc = HDB_ERR;
+            goto out;
+        }
+        s->live_bytes -= entry_record_len(old);
+        table_update_value(old, val, val_len);
+        if (expire_ms > 0 && expire_ms != old_expiry)
+            table_set_expiry(&s->table, old, expire_ms);
+        s->live_bytes += entry_record_len(old);
+        *done = 1;
+        goto out;
+    }
+    hdb_entry *e = table_entry_new(&s->table, h, key, key_len, val, val_len, expire_ms);
     if (e == NULL) {
         rc = hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory");
         goto out;
     }
-    if (s->aof && flusher_append_set(s->aof, key, key_len, val, val_len, err) != 0) {
+    if (s->aof && flusher_append_set_px(s->aof, key, key_len, val, val_len, expire_ms, err) != 0) {
         table_entry_discard(&s->table, e);
         rc = HDB_ERR;
         goto out;
     }
     if (old != NULL)
-        s->live_bytes -= aof_set_record_len(key_len, old->val_len);
-    s->live_bytes += aof_set_record_len(key_len, val_len);
+        s->live_bytes -= entry_record_len(old);
     table_commit(&s->table, e, old);
+    s->live_bytes += entry_record_len(e);
+    *done = 1;
 out:
     if (locked)
         rewrite_leave(s->rw);
-    if (rc == HDB_OK)
+    if (rc == HDB_OK && *done)
         store_after_write(s, key_len + val_len);
     return rc;
 }
 
 int hdb_delete(hdb_store *s, const char *key, size_t key_len, int *existed, hdb_err *err)
 {
-    uint32_t h;
     *existed = 0;
-    hdb_entry *old = table_lookup(&s->table, key, key_len, &h);
+    int locked = rewrite_enter(s->rw);
+    uint32_t h;
+    hdb_entry *old = store_lookup_live(s, key, key_len, store_now(s), &h);
+    int rc = HDB_OK;
+    if (old != NULL) {
+        rc = store_delete_entry(s, old, err);
+        *existed = rc == HDB_OK;
+    }
+    if (locked)
+        rewrite_leave(s->rw);
+    if (*existed)
+        store_after_write(s, key_len);
+    return rc;
+}
+
+int hdb_expire_at(hdb_store *s, const char *key, size_t key_len, int64_t expire_ms,
+                  int *existed, hdb_err *err)
+{
+    *existed = 0;
+    if (check_expiry(expire_ms, err) != 0)
+        return HDB_ERR;
+    int locked = rewrite_enter(s->rw);
+    int64_t now = expiry_clock_ms();
+    uint32_t h;
+    hdb_entry *old = store_lookup_live(s, key, key_len, now, &h);
+    int rc = HDB_OK;
     if (old == NULL)
-        return HDB_OK;
+        goto out;
+    if (expire_ms <= now) {
+        /* A time already past: the key expires now (as in Redis). */
+        rc = store_delete_entry(s, old, err);
+        *existed = rc == HDB_OK;
+        goto out;
+    }
+    /* Rebuilt first, where the entry gains its expiry, so that a failure
+     * leaves the store as it was. */
+    hdb_entry *e = NULL;
+    if (!(old->slot & ENTRY_HAS_TTL) &&
+        (e = table_entry_new(&s->table, old->hash, key, key_len, entry_val(old), old->val_len,
+                             expire_ms)) == NULL) {
+        rc = hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory");
+        goto out;
+    }
+    if (s->aof && flusher_append_pexpireat(s->aof, key, key_len, expire_ms, err) != 0) {
+        if (e != NULL)
+            table_entry_discard(&s->table, e);
+        rc = HDB_ERR;
+        goto out;
+    }
+    s->live_bytes -= entry_record_len(old);
+    if (e != NULL) {
+        table_commit(&s->table, e, old);
+        s->live_bytes += entry_record_len(e);
+    } else {
+        table_set_expiry(&s->table, old, expire_ms);
+        s->live_bytes += entry_record_len(old);
+    }
+    *existed = 1;
+out:
+    if (locked)
+        rewrite_leave(s->rw);
+    if (*existed)
+        store_after_write(s, key_len);
+    return rc;
+}
+
+int hdb_persist(hdb_store *s, const char *key, size_t key_len, int *removed, hdb_err *err)
+{
+    *removed = 0;
+    int locked = rewrite_enter(s->rw);
+    uint32_t h;
+    hdb_entry *old = store_lookup_live(s, key, key_len, store_now(s), &h);
+    int rc = HDB_OK;
+    if (old == NULL || !(old->slot & ENTRY_HAS_TTL))
+        goto out;
+    hdb_entry *e = table_entry_new(&s->table, old->hash, key, key_len, entry_val(old),
+                                   old->val_len, 0);
+    if (e == NULL) {
+        rc = hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory");
+        goto out;
+    }
+    if (s->aof && flusher_append_persist(s->aof, key, key_len, err) != 0) {
+        table_entry_discard(&s->table, e);
+        rc = HDB_ERR;
+        goto out;
+    }
+    s->live_bytes -= entry_record_len(old);
+    table_commit(&s->table, e, old);
+    s->live_bytes += entry_record_len(e);
+    *removed = 1;
+out:
+    if (locked)
+        rewrite_leave(s->rw);
+    if (*removed)
+        store_after_write(s, key_len);
+    return rc;
+}
+
+int hdb_flush_all(hdb_store *s, hdb_err *err)
+{
     int locked = rewrite_enter(s->rw);
     int rc = HDB_OK;
-    if (s->aof && flusher_append_del(s->aof, key, key_len, err) != 0) {
+    if (s->aof && flusher_append_flushall(s->aof, err) != 0) {
         rc = HDB_ERR;
     } else {
-        s->live_bytes -= aof_set_record_len(key_len, old->val_len);
-        *existed = table_remove(&s->table, key, key_len);
+        table_free(&s->table);
+        s->live_bytes = 0;
     }
     if (locked)
         rewrite_leave(s->rw);
     if (rc == HDB_OK)
-        store_after_write(s, key_len);
+        store_after_write(s, 0);
     return rc;
+}
+
+uint64_t hdb_flush_expired(hdb_store *s, uint64_t max)
+{
+    if (s->table.ttl_count == 0)
+        return 0;
+    int locked = rewrite_enter(s->rw);
+    uint64_t n = store_reclaim(s, expiry_clock_ms(), max);
+    if (locked)
+        rewrite_leave(s->rw);
+    return n;
 }
 
 int hdb_rewrite(hdb_store *s, int wait, hdb_err *err)
@@ -966,20 +1234,40 @@ int hdb_rewrite(hdb_store *s, int wait, hdb_err *err)
     return rc == 0 ? HDB_OK : HDB_ERR;
 }
 
-int hdb_get(hdb_store *s, const char *key, size_t key_len,
-            const char **val, size_t *val_len)
+int hdb_get_ex(hdb_store *s, const char *key, size_t key_len, const char **val,
+               size_t *val_len, int64_t *expire_ms)
 {
+    int64_t now = store_now(s);
+    hdb_entry *top = table_first_to_expire(&s->table);
     uint32_t h;
-    hdb_entry *e = table_lookup(&s->table, key, key_len, &h);
+    hdb_entry *e;
+    if (top != NULL && entry_expired(top, now)) {
+        /* Something to reclaim: done under the rewrite's lock. */
+        int locked = rewrite_enter(s->rw);
+        e = store_lookup_live(s, key, key_len, now, &h);
+        if (locked)
+            rewrite_leave(s->rw);
+    } else {
+        e = table_lookup(&s->table, key, key_len, &h);
+    }
     if (e == NULL)
         return 0;
     *val = entry_val(e);
     *val_len = e->val_len;
+    if (expire_ms != NULL)
+        *expire_ms = entry_expiry(e);
     return 1;
 }
 
-uint64_t hdb_count(const hdb_store *s)
+int hdb_get(hdb_store *s, const char *key, size_t key_len,
+            const char **val, size_t *val_len)
 {
+    return hdb_get_ex(s, key, key_len, val, val_len, NULL);
+}
+
+uint64_t hdb_count(hdb_store *s)
+{
+    hdb_flush_expired(s, 0);
     return s->table.count;
 }
 
@@ -993,7 +1281,9 @@ int hdb_sync(hdb_store *s, hdb_err *err)
 void hdb_get_stats(hdb_store *s, hdb_stats *st)
 {
     memset(st, 0, sizeof *st);
-    st->keys = s->table.count;
+    st->keys = hdb_count(s);
+    st->expired_keys = s->expired_keys;
+    st->keys_with_ttl = s->table.ttl_count;
     st->memory_bytes = sizeof *s + s->table.bytes;
     st->loaded_records = s->loaded_records;
     st->dropped_bytes = s->dropped_bytes;
@@ -1031,9 +1321,13 @@ const char *hdb_path(const hdb_store *s)
 int hdb_next(const hdb_store *s, uint32_t *cursor, const char **key,
              size_t *key_len, const char **val, size_t *val_len)
 {
-    hdb_entry *e = table_next(&s->table, cursor);
-    if (e == NULL)
-        return 0;
+    int64_t now = store_now(s);
+    hdb_entry *e;
+    do {
+        e = table_next(&s->table, cursor);
+        if (e == NULL)
+            return 0;
+    } while (entry_expired(e, now));
     *key = entry_key(e);
     *key_len = e->key_len;
     *val = entry_val(e);

@@ -39,6 +39,107 @@ void table_init(hdb_table *t, const uint64_t seed[2])
     t->seed[1] = seed[1];
 }
 
+/* ---- the expiry heap ---- */
+
+static inline uint32_t heap_pos(const hdb_entry *e)
+{
+    uint32_t i;
+    memcpy(&i, e->data + e->key_len + e->val_len + 8, sizeof i);
+    return i;
+}
+
+static inline void heap_put(hdb_table *t, uint32_t i, hdb_entry *e)
+{
+    t->ttl_heap[i] = e;
+    memcpy(e->data + e->key_len + e->val_len + 8, &i, sizeof i);
+}
+
+static void heap_up(hdb_table *t, uint32_t i)
+{
+    hdb_entry *e = t->ttl_heap[i];
+    int64_t ms = entry_expiry(e);
+    while (i > 0) {
+        uint32_t parent = (i - 1) / 2;
+        if (entry_expiry(t->ttl_heap[parent]) <= ms)
+            break;
+        heap_put(t, i, t->ttl_heap[parent]);
+        i = parent;
+    }
+    heap_put(t, i, e);
+}
+
+static void heap_down(hdb_table *t, uint32_t i)
+{
+    hdb_entry *e = t->ttl_heap[i];
+    int64_t ms = entry_expiry(e);
+    for (;;) {
+        uint32_t child = 2 * i + 1;
+        if (child >= t->ttl_count)
+            break;
+        if (child + 1 < t->ttl_count &&
+            entry_expiry(t->ttl_heap[child + 1]) < entry_expiry(t->ttl_heap[child]))
+            child++;
+        if (entry_expiry(t->ttl_heap[child]) >= ms)
+            break;
+        heap_put(t, i, t->ttl_heap[child]);
+        i = child;
+    }
+    heap_put(t, i, e);
+}
+
+/* Makes room for one more entry in the heap, so that commit cannot fail. */
+static int heap_reserve_one(hdb_table *t)
+{
+    if (t->ttl_count < t->ttl_cap)
+        return 0;
+    uint32_t cap = t->ttl_cap ? t->ttl_cap * 2 : 64;
+    if (cap <= t->ttl_cap) /* cannot pass 2^31 entries: slots are fewer */
+        return -1;
+    hdb_entry **h = realloc(t->ttl_heap, (size_t)cap * sizeof *h);
+    if (h == NULL)
+        return -1;
+    t->bytes += (size_t)(cap - t->ttl_cap) * sizeof *h;
+    t->ttl_heap = h;
+    t->ttl_cap = cap;
+    return 0;
+}
+
+static void heap_insert(hdb_table *t, hdb_entry *e)
+{
+    uint32_t i = t->ttl_count++;
+    t->ttl_heap[i] = e;
+    heap_up(t, i);
+}
+
+static void heap_remove(hdb_table *t, hdb_entry *e)
+{
+    uint32_t i = heap_pos(e), last = --t->ttl_count;
+    if (i == last)
+        return;
+    heap_put(t, i, t->ttl_heap[last]);
+    if (i > 0 && entry_expiry(t->ttl_heap[i]) < entry_expiry(t->ttl_heap[(i - 1) / 2]))
+        heap_up(t, i);
+    else
+        heap_down(t, i);
+}
+
+/* `e` takes the place in the heap of `old` (both have an expiry). */
+static void heap_replace(hdb_table *t, hdb_entry *old, hdb_entry *e)
+{
+    uint32_t i = heap_pos(old);
+    heap_put(t, i, e);
+    if (i > 0 && entry_expiry(e) < entry_expiry(t->ttl_heap[(i - 1) / 2]))
+        heap_up(t, i);
+    else
+        heap_down(t, i);
+}
+
+void table_set_expiry(hdb_table *t, hdb_entry *e, int64_t expire_ms)
+{
+    memcpy(e->data + e->key_len + e->val_len, &expire_ms, sizeof expire_ms);
+    heap_replace(t, e, e);
+}
+
 void table_free(hdb_table *t)
 {
     for (uint32_t i = 0; i < t->slot_high; i++) {
@@ -51,6 +152,7 @@ void table_free(hdb_table *t)
     free(t->slot_chunks);
     free(t->idx[0].buckets);
     free(t->idx[1].buckets);
+    free(t->ttl_heap);
     uint64_t seed[2] = {t->seed[0], t->seed[1]};
     table_init(t, seed);
 }
@@ -259,7 +361,7 @@ static int slots_reserve_one(hdb_table *t)
 {
     if (t->slot_free != 0)
         return 0;
-    if (t->slot_high == UINT32_MAX)
+    if (t->slot_high == ENTRY_SLOT_MASK)
         return -1;
     size_t chunk = t->slot_high / SLOTS_PER_CHUNK;
     if (chunk < t->slot_nchunks)
@@ -292,35 +394,44 @@ static void slots_release(hdb_table *t, uint32_t i)
     t->slot_free = i + 1;
 }
 
-static size_t entry_size(size_t key_len, size_t val_len)
+size_t table_entry_size(size_t key_len, size_t val_len, int has_ttl)
 {
-    return sizeof(hdb_entry) + key_len + val_len;
+    return sizeof(hdb_entry) + key_len + val_len + (has_ttl ? ENTRY_TTL_TRAILER : 0);
+}
+
+static size_t entry_size(const hdb_entry *e)
+{
+    return table_entry_size(e->key_len, e->val_len, (e->slot & ENTRY_HAS_TTL) != 0);
 }
 
 hdb_entry *table_entry_new(hdb_table *t, uint32_t hash, const char *key, size_t key_len,
-                           const char *val, size_t val_len)
+                           const char *val, size_t val_len, int64_t expire_ms)
 {
     if (key_len > HDB_MAX_ITEM_LEN || val_len > HDB_MAX_ITEM_LEN)
         return NULL;
     if (slots_reserve_one(t) != 0)
+        return NULL;
+    if (expire_ms > 0 && heap_reserve_one(t) != 0)
         return NULL;
     if (t->idx[0].buckets == NULL) {
         table_start_rehash(t, TABLE_MIN_BUCKETS);
         if (t->idx[0].buckets == NULL)
             return NULL;
     }
-    hdb_entry *e = malloc(entry_size(key_len, val_len));
+    hdb_entry *e = malloc(table_entry_size(key_len, val_len, expire_ms > 0));
     if (e == NULL)
         return NULL;
     e->next = NULL;
     e->hash = hash;
-    e->slot = 0;
+    e->slot = expire_ms > 0 ? ENTRY_HAS_TTL : 0;
     e->key_len = (uint32_t)key_len;
     e->val_len = (uint32_t)val_len;
     if (key_len)
         memcpy(e->data, key, key_len);
     if (val_len)
         memcpy(e->data + key_len, val, val_len);
+    if (expire_ms > 0)
+        memcpy(e->data + key_len + val_len, &expire_ms, sizeof expire_ms);
     return e;
 }
 
@@ -359,22 +470,31 @@ static hdb_entry **table_link_of(hdb_table *t, const hdb_entry *e, table_index *
 void table_commit(hdb_table *t, hdb_entry *e, hdb_entry *old)
 {
     table_index *ix;
+    uint32_t ttl = e->slot & ENTRY_HAS_TTL;
     if (old != NULL) {
         hdb_entry **link = table_link_of(t, old, &ix);
         e->next = old->next;
-        e->slot = old->slot;
+        e->slot = (old->slot & ENTRY_SLOT_MASK) | ttl;
         *link = e;
-        *slot_at(t, e->slot) = (uintptr_t)e;
-        t->bytes -= entry_size(old->key_len, old->val_len);
-        t->bytes += entry_size(e->key_len, e->val_len);
+        *slot_at(t, e->slot & ENTRY_SLOT_MASK) = (uintptr_t)e;
+        if ((old->slot & ENTRY_HAS_TTL) && ttl)
+            heap_replace(t, old, e);
+        else if (old->slot & ENTRY_HAS_TTL)
+            heap_remove(t, old);
+        else if (ttl)
+            heap_insert(t, e);
+        t->bytes -= entry_size(old);
+        t->bytes += entry_size(e);
         free(old);
         return;
     }
     t->count++;
     table_maybe_resize(t);
-    e->slot = slots_take(t);
-    *slot_at(t, e->slot) = (uintptr_t)e;
-    t->bytes += entry_size(e->key_len, e->val_len);
+    e->slot = slots_take(t) | ttl;
+    *slot_at(t, e->slot & ENTRY_SLOT_MASK) = (uintptr_t)e;
+    if (ttl)
+        heap_insert(t, e);
+    t->bytes += entry_size(e);
     ix = table_index_for(t, e->hash);
     size_t b = e->hash & ix->mask;
     e->next = ix->buckets[b];
@@ -388,6 +508,21 @@ void table_update_value(hdb_entry *e, const char *val, size_t val_len)
         memcpy(e->data + e->key_len, val, val_len);
 }
 
+/* Takes the entry *link points at (in ix) out of the table and frees it. */
+static void table_unlink(hdb_table *t, hdb_entry **link, table_index *ix)
+{
+    hdb_entry *e = *link;
+    *link = e->next;
+    ix->used--;
+    slots_release(t, e->slot & ENTRY_SLOT_MASK);
+    if (e->slot & ENTRY_HAS_TTL)
+        heap_remove(t, e);
+    t->bytes -= entry_size(e);
+    t->count--;
+    free(e);
+    table_maybe_resize(t);
+}
+
 int table_remove(hdb_table *t, const char *key, size_t key_len)
 {
     if (t->count == 0)
@@ -399,15 +534,15 @@ int table_remove(hdb_table *t, const char *key, size_t key_len)
                                        key_len, &ix);
     if (link == NULL)
         return 0;
-    hdb_entry *e = *link;
-    *link = e->next;
-    ix->used--;
-    slots_release(t, e->slot);
-    t->bytes -= entry_size(e->key_len, e->val_len);
-    t->count--;
-    free(e);
-    table_maybe_resize(t);
+    table_unlink(t, link, ix);
     return 1;
+}
+
+void table_remove_entry(hdb_table *t, hdb_entry *e)
+{
+    table_index *ix;
+    hdb_entry **link = table_link_of(t, e, &ix);
+    table_unlink(t, link, ix);
 }
 
 hdb_entry *table_next(const hdb_table *t, uint32_t *cursor)

@@ -18,22 +18,58 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+#include <time.h>
 
 #include "hurrahdb.h" /* HDB_MAX_ITEM_LEN */
 
 typedef struct hdb_entry {
     struct hdb_entry *next; /* bucket chain */
     uint32_t hash;          /* kept so that rehashing never rereads keys; 32 bits
-                               index every bucket a table of 2^32 - 1 slots has,
+                               index every bucket a table of 2^31 slots has,
                                and keep the header at 24 bytes */
-    uint32_t slot;
+    uint32_t slot;          /* the slot, and ENTRY_HAS_TTL */
     uint32_t key_len;
     uint32_t val_len;
-    unsigned char data[];   /* key bytes, then value bytes */
+    unsigned char data[];   /* key bytes, then value bytes, then (ENTRY_HAS_TTL)
+                               the trailer: the expiry (int64, Unix ms) and the
+                               entry's place in the expiry heap (uint32), unaligned */
 } hdb_entry;
+
+/* The top bit of `slot` says that the entry has an expiry: an entry without
+ * one costs nothing more than before expiry existed. Slots are below 2^31. */
+#define ENTRY_HAS_TTL 0x80000000u
+#define ENTRY_SLOT_MASK 0x7fffffffu
+#define ENTRY_TTL_TRAILER 12
 
 static inline const char *entry_key(const hdb_entry *e) { return (const char *)e->data; }
 static inline const char *entry_val(const hdb_entry *e) { return (const char *)e->data + e->key_len; }
+
+/* The entry's expiry in Unix milliseconds, 0 if it has none. */
+static inline int64_t entry_expiry(const hdb_entry *e)
+{
+    int64_t ms = 0;
+    if (e->slot & ENTRY_HAS_TTL)
+        memcpy(&ms, e->data + e->key_len + e->val_len, sizeof ms);
+    return ms;
+}
+
+/* The clock of expiries: Unix time in ms. The wall clock, so that an
+ * expiry written to a file means the same time after a restart, on
+ * another machine, or to Redis. */
+static inline int64_t expiry_clock_ms(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_REALTIME, &ts) != 0)
+        return 0;
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Whether the entry has expired at `now_ms` (Unix ms). */
+static inline int entry_expired(const hdb_entry *e, int64_t now_ms)
+{
+    return (e->slot & ENTRY_HAS_TTL) && entry_expiry(e) <= now_ms;
+}
 
 typedef struct table_index {
     hdb_entry **buckets;
@@ -52,6 +88,10 @@ typedef struct hdb_table {
     uint32_t slot_free;  /* 1 + index of the first free slot, 0 if none */
     size_t bytes;        /* memory held by the table, for stats */
     int reserved;        /* between table_reserve and table_fit: never shrink */
+    /* The entries that have an expiry, in a binary min-heap by expiry: the
+     * next to expire is at [0], found without a scan. */
+    hdb_entry **ttl_heap;
+    uint32_t ttl_count, ttl_cap;
 } hdb_table;
 
 /* Per operation, a rehash moves at most this many non-empty buckets and
@@ -95,11 +135,27 @@ void table_prefetch(const hdb_table *t, uint32_t hash, int depth);
 
 /* Builds an entry for (key, value) without touching the table, so that the
  * caller can do fallible work (the AOF append) before anything changes.
- * `hash` comes from table_lookup. Returns NULL when memory is exhausted or a
- * length passes HDB_MAX_ITEM_LEN. It also makes sure that table_commit will
- * not need to allocate. */
+ * `hash` comes from table_lookup; `expire_ms` is the expiry (Unix ms), or 0
+ * for none. Returns NULL when memory is exhausted or a length passes
+ * HDB_MAX_ITEM_LEN. It also makes sure that table_commit will not need to
+ * allocate. */
 hdb_entry *table_entry_new(hdb_table *t, uint32_t hash, const char *key, size_t key_len,
-                           const char *val, size_t val_len);
+                           const char *val, size_t val_len, int64_t expire_ms);
+
+/* The memory an entry of these lengths takes, with or without an expiry. */
+size_t table_entry_size(size_t key_len, size_t val_len, int has_ttl);
+
+/* Changes the expiry of an entry that has one (expire_ms > 0). */
+void table_set_expiry(hdb_table *t, hdb_entry *e, int64_t expire_ms);
+
+/* The entry that expires first, or NULL if none has an expiry. */
+static inline hdb_entry *table_first_to_expire(const hdb_table *t)
+{
+    return t->ttl_count > 0 ? t->ttl_heap[0] : NULL;
+}
+
+/* Removes an entry that is in the table and frees it. */
+void table_remove_entry(hdb_table *t, hdb_entry *e);
 
 /* Frees an entry built by table_entry_new that was never committed. */
 void table_entry_discard(hdb_table *t, hdb_entry *e);

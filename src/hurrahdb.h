@@ -116,6 +116,8 @@ typedef struct hdb_stats {
     uint64_t rewrite_base_bytes; /* file size after the last rewrite or the open: what
                                     automatic rewrites measure growth against */
     uint64_t live_bytes;        /* about what a rewrite now would write */
+    uint64_t expired_keys;      /* expired keys reclaimed since the open */
+    uint64_t keys_with_ttl;     /* keys that have an expiry */
     const char *warning;        /* what the open dropped or repaired; "" if nothing
                                    (points into the store; valid until it is freed) */
 } hdb_stats;
@@ -151,17 +153,52 @@ void hdb_free(hdb_store *s);
 int hdb_set(hdb_store *s, const char *key, size_t key_len,
             const char *val, size_t val_len, hdb_err *err);
 
+/* Conditions and options of hdb_set_ex. */
+#define HDB_SET_IF_ABSENT 1  /* only if the key is absent (or expired) */
+#define HDB_SET_IF_PRESENT 2 /* only if it is present */
+#define HDB_SET_KEEP_TTL 4   /* with expire_ms 0: keep the key's expiry */
+
+/* hdb_set with an expiry and conditions. expire_ms: Unix time in ms (the
+ * wall clock) when the key expires, or 0 for none (the key's expiry, if it
+ * had one, is removed, unless HDB_SET_KEEP_TTL). A time already past sets
+ * and expires the key at once: it is deleted. *done is 0 when a condition
+ * kept the write from happening (nothing was written). Fails as hdb_set
+ * does, and with HDB_CODE_INVALID for an expiry past 2^53 ms. An
+ * expired key is absent to every call; a call that reads or writes a key
+ * also reclaims up to 16 expired keys. */
+int hdb_set_ex(hdb_store *s, const char *key, size_t key_len, const char *val, size_t val_len,
+               int64_t expire_ms, int flags, int *done, hdb_err *err);
+
+/* Gives a present key the expiry expire_ms (Unix ms; a time already past
+ * deletes the key). *existed tells whether the key was there. */
+int hdb_expire_at(hdb_store *s, const char *key, size_t key_len, int64_t expire_ms,
+                  int *existed, hdb_err *err);
+
+/* Removes the key's expiry; *removed tells whether it had one. */
+int hdb_persist(hdb_store *s, const char *key, size_t key_len, int *removed, hdb_err *err);
+
+/* Deletes every key (written as FLUSHALL). */
+int hdb_flush_all(hdb_store *s, hdb_err *err);
+
+/* Reclaims up to max (0: every) expired keys; returns how many. */
+uint64_t hdb_flush_expired(hdb_store *s, uint64_t max);
+
 /* *existed tells whether the key was there; deleting a missing key is not an
  * error and writes nothing. Fails as hdb_set does. */
 int hdb_delete(hdb_store *s, const char *key, size_t key_len, int *existed,
                hdb_err *err);
 
-/* Returns 1 and points *val into the store (valid until the next change of
- * the store), or 0 if the key is absent. */
+/* Returns 1 and points *val into the store (valid until the next call on
+ * the store but hdb_next), or 0 if the key is absent or expired. hdb_get_ex
+ * also gives the key's expiry (Unix ms, 0 if none). */
 int hdb_get(hdb_store *s, const char *key, size_t key_len,
             const char **val, size_t *val_len);
+int hdb_get_ex(hdb_store *s, const char *key, size_t key_len, const char **val,
+               size_t *val_len, int64_t *expire_ms);
 
-uint64_t hdb_count(const hdb_store *s);
+/* The keys, once every expired one is reclaimed (the work is proportional
+ * to their number). */
+uint64_t hdb_count(hdb_store *s);
 
 /* Writes and syncs every pending record now. A memory-only store succeeds.
  * Fails with HDB_CODE_IO, or HDB_CODE_FORKED in a forked child. */
@@ -183,7 +220,8 @@ int hdb_rewrite(hdb_store *s, int wait, hdb_err *err);
 const char *hdb_path(const hdb_store *s);
 
 /* Iteration: start with *cursor = 0; returns 1 with the next pair (pointers
- * valid until the next change of the store) or 0 at the end. The store may be
+ * valid until the next change of the store) or 0 at the end; expired keys
+ * are skipped. The store may be
  * changed between calls: every key present for the whole iteration is
  * returned exactly once; keys added meanwhile may or may not be returned. */
 int hdb_next(const hdb_store *s, uint32_t *cursor, const char **key,

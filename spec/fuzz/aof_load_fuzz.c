@@ -22,20 +22,52 @@ static size_t fuzz_apply(void *ud, const aof_record *r, size_t n)
     if (n == 0 || n > AOF_REPLAY_GROUP)
         __builtin_trap();
     for (size_t i = 0; i < n; i++) {
-        if (!r[i].is_set) {
+        if (r[i].kind == AOF_FLUSHALL) {
+            table_free(&st->table);
+        } else if (r[i].kind == AOF_DEL) {
             table_remove(&st->table, r[i].key, r[i].key_len);
         } else {
             uint32_t h;
             hdb_entry *old = table_lookup(&st->table, r[i].key, r[i].key_len, &h);
-            hdb_entry *e = table_entry_new(&st->table, h, r[i].key, r[i].key_len, r[i].val,
-                                           r[i].val_len);
+            const char *val = r[i].val;
+            size_t val_len = r[i].val_len;
+            int64_t ms = r[i].expire_ms; /* SET's PXAT, PEXPIREAT's time, PERSIST's 0 */
+            if (r[i].kind != AOF_SET) {
+                if (old == NULL)
+                    goto next;
+                val = entry_val(old);
+                val_len = old->val_len;
+            }
+            hdb_entry *e = table_entry_new(&st->table, h, r[i].key, r[i].key_len, val, val_len, ms);
             if (e == NULL)
                 return i;
             table_commit(&st->table, e, old);
         }
+    next:
         st->calls++;
     }
     return n;
+}
+
+/* The expiry heap holds exactly the entries that have an expiry, each
+ * where its trailer says, none expiring before its parent. */
+static void check_expiry_heap(const hdb_table *t)
+{
+    uint64_t with_ttl = 0;
+    uint32_t cursor = 0;
+    hdb_entry *e;
+    while ((e = table_next(t, &cursor)) != NULL)
+        with_ttl += (e->slot & ENTRY_HAS_TTL) != 0;
+    if (with_ttl != t->ttl_count)
+        __builtin_trap();
+    for (uint32_t i = 0; i < t->ttl_count; i++) {
+        const hdb_entry *h = t->ttl_heap[i];
+        uint32_t pos;
+        memcpy(&pos, h->data + h->key_len + h->val_len + 8, sizeof pos);
+        if (!(h->slot & ENTRY_HAS_TTL) || pos != i ||
+            (i > 0 && entry_expiry(t->ttl_heap[(i - 1) / 2]) > entry_expiry(h)))
+            __builtin_trap();
+    }
 }
 
 static void fuzz_reserve(void *ud, uint64_t set_records)
@@ -112,6 +144,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             __builtin_trap();
         table_free(&again.table);
     }
+    check_expiry_heap(&st.table);
     table_free(&st.table);
     free(copy);
     return 0;
