@@ -25,6 +25,11 @@
  *                                   fails, as for a directory without read
  *                                   permission (which root would not see)
  *
+ * The shim also moves the wall clock: clock_gettime(CLOCK_REALTIME), the
+ * clock of hurrahdb's expiries, runs hdb_shim_clock_offset_ms ahead, which
+ * hdb_testlib's clock_shift sets (through dlsym: the spec process holds
+ * both), so that a spec moves time forward instead of sleeping.
+ *
  * Every interposed call counts itself in the control file's sibling
  * "<control>.hits" so a spec can check that a fault was really hit.
  * Only descriptors whose path ends in ".aof" are affected; a rule prefixed
@@ -43,6 +48,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef ssize_t (*pwrite_fn)(int, const void *, size_t, off_t);
@@ -343,4 +349,25 @@ int open64(const char *path, int flags, ...)
     }
     static open_fn real;
     return shim_open(&real, "open64", path, flags, mode);
+}
+
+/* ---- the wall clock ---- */
+
+__attribute__((visibility("default"))) volatile long long hdb_shim_clock_offset_ms;
+
+typedef int (*clock_gettime_fn)(clockid_t, struct timespec *);
+
+int clock_gettime(clockid_t id, struct timespec *ts)
+{
+    static clock_gettime_fn real;
+    if (real == NULL)
+        real = (clock_gettime_fn)dlsym(RTLD_NEXT, "clock_gettime");
+    int rc = real(id, ts);
+    long long offset = hdb_shim_clock_offset_ms;
+    if (rc == 0 && id == CLOCK_REALTIME && offset != 0) {
+        long long ns = (long long)ts->tv_nsec + (offset % 1000) * 1000000;
+        ts->tv_sec += (time_t)(offset / 1000 + (ns >= 1000000000 ? 1 : ns < 0 ? -1 : 0));
+        ts->tv_nsec = (long)(ns >= 1000000000 ? ns - 1000000000 : ns < 0 ? ns + 1000000000 : ns);
+    }
+    return rc;
 }

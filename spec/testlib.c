@@ -8,7 +8,8 @@
  * holds one. Built by `make test`; not part of
  * hurrahdb.
  */
-#define _DEFAULT_SOURCE /* flock */
+#define _GNU_SOURCE /* flock, RTLD_DEFAULT */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <locale.h>
@@ -132,7 +133,21 @@ static int l_unlock(lua_State *L)
     return 0;
 }
 
+/* clock_shift(ms) --> the wall clock's new offset (ms): moves the clock
+ * of expiries forward (or back) by ms, through the fault shim, which must
+ * be preloaded (make test does). */
+static int l_clock_shift(lua_State *L)
+{
+    volatile long long *offset = dlsym(RTLD_DEFAULT, "hdb_shim_clock_offset_ms");
+    if (offset == NULL)
+        return luaL_error(L, "clock_shift needs the fault shim preloaded (make test)");
+    *offset += (long long)luaL_checknumber(L, 1);
+    lua_pushnumber(L, (lua_Number)*offset);
+    return 1;
+}
+
 static const luaL_Reg testlib[] = {
+    {"clock_shift", l_clock_shift},
     {"flock", l_flock},
     {"unlock", l_unlock},
     {"crc32c", l_crc32c},

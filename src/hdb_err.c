@@ -24,6 +24,9 @@ static const char *const code_names[] = {
     [HDB_CODE_EXITING] = "exiting",
     [HDB_CODE_VALUE] = "value",
     [HDB_CODE_CODEC] = "codec",
+    [HDB_CODE_NOT_FOUND] = "not found",
+    [HDB_CODE_NOT_A_NUMBER] = "not a number",
+    [HDB_CODE_OVERFLOW] = "overflow",
 };
 
 const char *hdb_code_name(int code)

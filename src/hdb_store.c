@@ -211,6 +211,8 @@ static int store_entry_reexpire(hdb_store *s, hdb_entry *e, int64_t expire_ms)
     return 0;
 }
 
+static uint64_t store_reclaim(hdb_store *s, int64_t now_ms, uint64_t max);
+
 /* Takes an entry out of the table, keeping live_bytes. */
 static void store_remove_entry(hdb_store *s, hdb_entry *e)
 {
@@ -221,8 +223,10 @@ static void store_remove_entry(hdb_store *s, hdb_entry *e)
 /* Applies a group of records of the file being loaded. The cache misses of
  * a load (a random bucket, then the chain's first entry, for each record)
  * are issued for the whole group before the first record is applied, so
- * that they overlap. An expiry that passed before the open began is
- * applied as the deletion it has become. */
+ * that they overlap. Expiries are applied as they were when written, even
+ * those that have passed since (a later PERSIST or SET may undo them, as
+ * in Redis, which does not expire keys while it loads); the keys that had
+ * expired when the open began are reclaimed once the load is done. */
 static size_t replay_apply(void *ud, const aof_record *r, size_t n)
 {
     hdb_store *s = ud;
@@ -246,11 +250,10 @@ static size_t replay_apply(void *ud, const aof_record *r, size_t n)
         }
         hdb_entry *old = table_lookup_hashed(t, r[i].key, r[i].key_len, hash[i]);
         int64_t ms = r[i].expire_ms;
-        int gone = r[i].kind == AOF_DEL || (ms > 0 && ms <= s->load_now_ms);
-        if (gone || r[i].kind == AOF_PERSIST || r[i].kind == AOF_PEXPIREAT) {
+        if (r[i].kind != AOF_SET) {
             if (old == NULL)
                 continue;
-            if (gone)
+            if (r[i].kind == AOF_DEL)
                 store_remove_entry(s, old);
             else if (store_entry_reexpire(s, old, r[i].kind == AOF_PERSIST ? 0 : ms) != 0)
                 return i;
@@ -774,6 +777,8 @@ hdb_store *hdb_open(const hdb_options *opt, hdb_err *err)
     s->load_now_ms = expiry_clock_ms();
     if (store_load(s, fd, &size, opt->repair, &res, err) != 0)
         goto fail_fd;
+    store_reclaim(s, s->load_now_ms, 0);
+    s->expired_keys = 0;
     if (size == 0) {
         if (store_init_file(s, fd, created, key, err) != 0)
             goto fail_fd;
@@ -1197,6 +1202,11 @@ int hdb_flush_all(hdb_store *s, hdb_err *err)
     return rc;
 }
 
+int64_t hdb_clock_ms(void)
+{
+    return expiry_clock_ms();
+}
+
 uint64_t hdb_flush_expired(hdb_store *s, uint64_t max)
 {
     if (s->table.ttl_count == 0)
@@ -1281,7 +1291,7 @@ int hdb_sync(hdb_store *s, hdb_err *err)
 void hdb_get_stats(hdb_store *s, hdb_stats *st)
 {
     memset(st, 0, sizeof *st);
-    st->keys = hdb_count(s);
+    st->keys = s->table.count;
     st->expired_keys = s->expired_keys;
     st->keys_with_ttl = s->table.ttl_count;
     st->memory_bytes = sizeof *s + s->table.bytes;

@@ -51,7 +51,10 @@ enum hdb_code {
     HDB_CODE_EXITING,     /* the process is exiting: its stores' files were
                              written and released */
     HDB_CODE_VALUE,       /* the binding: a value its codec cannot encode or decode */
-    HDB_CODE_CODEC        /* the binding: the file was written with another codec */
+    HDB_CODE_CODEC,       /* the binding: the file was written with another codec */
+    HDB_CODE_NOT_FOUND,   /* the binding: incr of an absent key without init */
+    HDB_CODE_NOT_A_NUMBER, /* the binding: incr of a value that is not a number */
+    HDB_CODE_OVERFLOW     /* the binding: incr past what the number type holds exactly */
 };
 
 typedef struct hdb_err {
@@ -97,7 +100,8 @@ typedef struct hdb_options {
 } hdb_options;
 
 typedef struct hdb_stats {
-    uint64_t keys;
+    uint64_t keys;              /* held in memory: expired keys not yet reclaimed
+                                   are included (hdb_count has the live ones) */
     uint64_t memory_bytes;      /* held by the table and the AOF buffers */
     uint64_t aof_bytes;         /* file size written so far */
     uint64_t aof_pending_bytes; /* appended, not yet written and synced */
@@ -179,6 +183,9 @@ int hdb_persist(hdb_store *s, const char *key, size_t key_len, int *removed, hdb
 
 /* Deletes every key (written as FLUSHALL). */
 int hdb_flush_all(hdb_store *s, hdb_err *err);
+
+/* The clock of expiries: Unix time in ms (the wall clock). */
+int64_t hdb_clock_ms(void);
 
 /* Reclaims up to max (0: every) expired keys; returns how many. */
 uint64_t hdb_flush_expired(hdb_store *s, uint64_t max);

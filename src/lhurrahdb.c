@@ -14,6 +14,7 @@
  * returns is copied out first (see "Copying out"), and after any allocation
  * the store is checked to be still open before it is used again.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -723,50 +724,339 @@ static int delete_key(lua_State *L, lstore *s, const char *key, size_t klen, int
     return 1;
 }
 
-/* The encoder makes no Lua allocation, so nothing can reenter between
- * encoding into the scratch buffer and handing it to the engine. */
-static int l_set(lua_State *L)
+/* The longest ttl, in seconds (about 317 years): any expiry it gives is
+ * far below the file's limit (2^53 ms), and exact in a double. */
+#define TTL_MAX_S 1e10
+
+/* The ttl (seconds) at idx as the time it ends (Unix ms), rounded up to a
+ * whole millisecond, so that a key never expires before its ttl has
+ * passed. `what` names the argument in the error. */
+static int64_t check_ttl(lua_State *L, int idx, const char *what)
 {
-    lstore *s = check_store(L);
-    size_t klen;
-    const char *key = check_key(L, 2, &klen);
-    require_open(L, s);
-    if (lua_isnoneornil(L, 3))
-        return delete_key(L, s, key, klen, 0);
-    hdb_err err;
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        luaL_error(L, "%s: number expected, got %s", what, luaL_typename(L, idx));
+    lua_Number ttl = lua_tonumber(L, idx);
+    if (!(ttl > 0) || ttl > TTL_MAX_S)
+        luaL_error(L, "%s must be a number of seconds above 0 and at most 1e10 (got %f)", what,
+                   (double)ttl);
+    return hdb_clock_ms() + (int64_t)ceil((double)ttl * 1000.0);
+}
+
+/* The options of a write ({ ttl = seconds }) at idx, which may be none or
+ * nil: the expiry, or 0 for none. Unknown fields raise, as a misspelt
+ * option would otherwise be ignored in silence. */
+static int64_t check_write_options(lua_State *L, int idx)
+{
+    if (lua_isnoneornil(L, idx))
+        return 0;
+    if (lua_type(L, idx) != LUA_TTABLE)
+        luaL_argerror(L, idx, lua_pushfstring(L, "options table expected, got %s",
+                                              luaL_typename(L, idx)));
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        if (lua_type(L, -2) != LUA_TSTRING || strcmp(lua_tostring(L, -2), "ttl") != 0)
+            luaL_argerror(L, idx, lua_pushfstring(L, "unknown option '%s' (a write takes ttl)",
+                                                  lua_type(L, -2) == LUA_TSTRING
+                                                      ? lua_tostring(L, -2)
+                                                      : luaL_typename(L, -2)));
+        lua_pop(L, 1);
+    }
+    lua_getfield(L, idx, "ttl");
+    int64_t expire_ms = lua_isnil(L, -1) ? 0 : check_ttl(L, lua_gettop(L), "ttl");
+    lua_pop(L, 1);
+    return expire_ms;
+}
+
+/* Encodes the value at vidx and writes it under the key (hdb_set_ex).
+ * The encoder makes no Lua allocation, so nothing can reenter between
+ * encoding into the scratch buffer and handing it to the engine. */
+static int write_value(lua_State *L, lstore *s, const char *key, size_t klen, int vidx,
+                       int64_t expire_ms, int flags, int *done, hdb_err *err)
+{
+    *done = 0;
     if (s->lua_codec) {
         size_t tlen;
-        const char *text = codec_encode(L, s, 1, 3, &tlen, &err);
-        /* The text stays on the stack, alive, until hdb_set has copied it;
-         * encode ran Lua code, which may have closed the store. */
+        const char *text = codec_encode(L, s, 1, vidx, &tlen, err);
+        /* The text stays on the stack, alive, until hdb_set_ex has copied
+         * it; encode ran Lua code, which may have closed the store. */
         require_open(L, s);
         if (text == NULL)
-            return push_error(L, &err);
-        if (hdb_set(s->db, key, klen, text, tlen, &err) != HDB_OK)
-            return push_error(L, &err);
-        lua_pushboolean(L, 1);
-        return 1;
+            return HDB_ERR;
+        int rc = hdb_set_ex(s->db, key, klen, text, tlen, expire_ms, flags, done, err);
+        lua_pop(L, 1);
+        return rc;
     }
     s->scratch.len = 0;
-    int enc = lvalue_encode(L, 3, &s->scratch, HDB_MAX_ITEM_LEN, err.msg, sizeof err.msg);
+    int enc = lvalue_encode(L, vidx, &s->scratch, HDB_MAX_ITEM_LEN, err->msg, sizeof err->msg);
     if (enc == LVALUE_UNKNOWN_MARK && lvalue_markers_refresh(L)) {
         /* lua-cjson was loaded (or reloaded) since the markers were last
          * read. The refresh allocated: a finalizer may have closed the store
          * or used its scratch buffer, so both are checked anew. */
         require_open(L, s);
         s->scratch.len = 0;
-        enc = lvalue_encode(L, 3, &s->scratch, HDB_MAX_ITEM_LEN, err.msg, sizeof err.msg);
+        enc = lvalue_encode(L, vidx, &s->scratch, HDB_MAX_ITEM_LEN, err->msg, sizeof err->msg);
     }
     if (enc != LVALUE_OK) {
         scratch_release(s);
-        err.code = encode_code(enc);
-        return push_error(L, &err);
+        err->code = encode_code(enc);
+        return HDB_ERR;
     }
-    int rc = hdb_set(s->db, key, klen, s->scratch.data, s->scratch.len, &err);
+    int rc = hdb_set_ex(s->db, key, klen, s->scratch.data, s->scratch.len, expire_ms, flags,
+                        done, err);
     scratch_release(s);
-    if (rc != HDB_OK)
+    return rc;
+}
+
+/* db:set(key, value [, options]) */
+static int l_set(lua_State *L)
+{
+    lstore *s = check_store(L);
+    size_t klen;
+    const char *key = check_key(L, 2, &klen);
+    int64_t expire_ms = check_write_options(L, 4);
+    require_open(L, s);
+    if (lua_isnoneornil(L, 3))
+        return delete_key(L, s, key, klen, 0);
+    hdb_err err;
+    int done;
+    if (write_value(L, s, key, klen, 3, expire_ms, 0, &done, &err) != HDB_OK)
         return push_error(L, &err);
     lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* db:add and db:replace: a set on a condition; false and why when it does
+ * not hold. */
+static int conditional_set(lua_State *L, int flags, const char *refusal)
+{
+    lstore *s = check_store(L);
+    size_t klen;
+    const char *key = check_key(L, 2, &klen);
+    if (lua_isnoneornil(L, 3))
+        luaL_argerror(L, 3, "value expected (a key is deleted with delete)");
+    int64_t expire_ms = check_write_options(L, 4);
+    require_open(L, s);
+    hdb_err err;
+    int done;
+    if (write_value(L, s, key, klen, 3, expire_ms, flags, &done, &err) != HDB_OK)
+        return push_error(L, &err);
+    lua_pushboolean(L, done);
+    if (done)
+        return 1;
+    lua_pushstring(L, refusal);
+    return 2;
+}
+
+static int l_add(lua_State *L)
+{
+    return conditional_set(L, HDB_SET_IF_ABSENT, "exists");
+}
+
+static int l_replace(lua_State *L)
+{
+    return conditional_set(L, HDB_SET_IF_PRESENT, "not found");
+}
+
+/* Pushes the value the engine handed out (copied first), decoded; 0 with
+ * err filled if it cannot be. */
+static int push_stored_value(lua_State *L, lstore *s, const char *val, size_t vlen, hdb_err *err)
+{
+    copy_out c;
+    if (copy_take(&c, NULL, 0, val, vlen) != 0) {
+        hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory");
+        return 0;
+    }
+    c.val_raw = s->lua_codec;
+    if (!copy_push(L, &c, err))
+        return 0;
+    return !c.val_raw || codec_decode(L, s, 1, err);
+}
+
+/* Pushes a + b, the numbers at ia and ib; 0 if the sum cannot be held
+ * exactly: an integer sum past int64 (Lua 5.4 integers stay integers),
+ * under LuaJIT a sum of whole numbers past 2^53, or an infinite one. */
+static int push_sum(lua_State *L, int ia, int ib)
+{
+#if LCOMPAT_HAS_INTEGERS
+    if (lua_isinteger(L, ia) && lua_isinteger(L, ib)) {
+        lua_Integer a = lua_tointeger(L, ia), b = lua_tointeger(L, ib);
+        if ((b > 0 && a > LUA_MAXINTEGER - b) || (b < 0 && a < LUA_MININTEGER - b))
+            return 0;
+        lua_pushinteger(L, a + b);
+        return 1;
+    }
+#endif
+    double a = (double)lua_tonumber(L, ia), b = (double)lua_tonumber(L, ib), r = a + b;
+    if (isinf(r) && !isinf(a) && !isinf(b))
+        return 0;
+#if !LCOMPAT_HAS_INTEGERS
+    const double exact = 9007199254740992.0; /* 2^53 */
+    /* Whole numbers: a sum that was rounded (r - a differs from b) or lies
+     * past 2^53, where the neighbours of a whole number are not all whole
+     * numbers a double holds, is refused. */
+    if (floor(a) == a && floor(b) == b &&
+        (fabs(a) > exact || fabs(b) > exact || fabs(r) > exact || r - a != b))
+        return 0;
+#endif
+    lua_pushnumber(L, (lua_Number)r);
+    return 1;
+}
+
+/* db:incr(key [, delta [, init [, init_ttl]]]): ngx.shared.DICT's incr.
+ * The result is written as the SET of the new value, keeping the key's
+ * expiry (an absolute time, so a replay gives the same result). */
+static int l_incr(lua_State *L)
+{
+    lstore *s = check_store(L);
+    size_t klen;
+    const char *key = check_key(L, 2, &klen);
+    if (lua_isnoneornil(L, 3)) {
+        lua_settop(L, 3);
+#if LCOMPAT_HAS_INTEGERS
+        lua_pushinteger(L, 1);
+#else
+        lua_pushnumber(L, 1);
+#endif
+        lua_replace(L, 3);
+    } else if (lua_type(L, 3) != LUA_TNUMBER) {
+        luaL_argerror(L, 3, lua_pushfstring(L, "number expected, got %s", luaL_typename(L, 3)));
+    }
+    int has_init = !lua_isnoneornil(L, 4);
+    if (has_init && lua_type(L, 4) != LUA_TNUMBER)
+        luaL_argerror(L, 4, lua_pushfstring(L, "number expected, got %s", luaL_typename(L, 4)));
+    int64_t init_expire_ms = 0;
+    if (!lua_isnoneornil(L, 5)) {
+        if (!has_init)
+            luaL_argerror(L, 5, "init_ttl needs init");
+        init_expire_ms = check_ttl(L, 5, "init_ttl");
+    }
+    lua_settop(L, 5);
+    require_open(L, s);
+    const char *val;
+    size_t vlen;
+    int64_t expire_ms;
+    hdb_err err;
+    if (hdb_get_ex(s->db, key, klen, &val, &vlen, &expire_ms)) {
+        if (!push_stored_value(L, s, val, vlen, &err))
+            return push_error(L, &err);
+        require_open(L, s); /* a codec ran Lua code */
+        if (lua_type(L, -1) != LUA_TNUMBER)
+            return push_failure(L, HDB_CODE_NOT_A_NUMBER, "not a number");
+    } else {
+        if (!has_init)
+            return push_failure(L, HDB_CODE_NOT_FOUND, "not found");
+        lua_pushvalue(L, 4);
+        expire_ms = init_expire_ms;
+    }
+    if (!push_sum(L, -1, 3))
+        return push_failure(L, HDB_CODE_OVERFLOW, "overflow");
+    int done;
+    if (write_value(L, s, key, klen, lua_gettop(L), expire_ms, 0, &done, &err) != HDB_OK)
+        return push_error(L, &err);
+    return 1;
+}
+
+/* db:expire(key, seconds): true if the key exists (a time of 0 or less
+ * deletes it, as Redis does), false if not. */
+static int l_expire(lua_State *L)
+{
+    lstore *s = check_store(L);
+    size_t klen;
+    const char *key = check_key(L, 2, &klen);
+    if (lua_type(L, 3) != LUA_TNUMBER)
+        luaL_argerror(L, 3, lua_pushfstring(L, "number expected, got %s", luaL_typename(L, 3)));
+    lua_Number seconds = lua_tonumber(L, 3);
+    if (seconds != seconds || seconds > TTL_MAX_S)
+        luaL_argerror(L, 3, "seconds must be a number, at most 1e10");
+    require_open(L, s);
+    if (seconds <= 0)
+        return delete_key(L, s, key, klen, 1);
+    int64_t expire_ms = check_ttl(L, 3, "seconds");
+    hdb_err err;
+    int existed;
+    if (hdb_expire_at(s->db, key, klen, expire_ms, &existed, &err) != HDB_OK)
+        return push_error(L, &err);
+    lua_pushboolean(L, existed);
+    return 1;
+}
+
+/* db:ttl(key): seconds left, -1 if the key has no expiry, nil if absent. */
+static int l_ttl(lua_State *L)
+{
+    lstore *s = check_store(L);
+    size_t klen;
+    const char *key = check_key(L, 2, &klen), *val;
+    require_open(L, s);
+    size_t vlen;
+    int64_t expire_ms;
+    if (!hdb_get_ex(s->db, key, klen, &val, &vlen, &expire_ms)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    if (expire_ms == 0) {
+#if LCOMPAT_HAS_INTEGERS
+        lua_pushinteger(L, -1);
+#else
+        lua_pushnumber(L, -1);
+#endif
+        return 1;
+    }
+    int64_t left = expire_ms - hdb_clock_ms();
+    lua_pushnumber(L, (lua_Number)(left > 0 ? left : 0) / 1000);
+    return 1;
+}
+
+/* db:persist(key): true if an expiry was removed. */
+static int l_persist(lua_State *L)
+{
+    lstore *s = check_store(L);
+    size_t klen;
+    const char *key = check_key(L, 2, &klen);
+    require_open(L, s);
+    hdb_err err;
+    int removed;
+    if (hdb_persist(s->db, key, klen, &removed, &err) != HDB_OK)
+        return push_error(L, &err);
+    lua_pushboolean(L, removed);
+    return 1;
+}
+
+static int l_flush_all(lua_State *L)
+{
+    lstore *s = check_open(L);
+    hdb_err err;
+    if (hdb_flush_all(s->db, &err) != HDB_OK)
+        return push_error(L, &err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* An optional count at idx: nil or none is 0 (no bound), else a whole
+ * number from 0 up. */
+static uint64_t check_max(lua_State *L, int idx)
+{
+    if (lua_isnoneornil(L, idx))
+        return 0;
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        luaL_argerror(L, idx, lua_pushfstring(L, "number expected, got %s", luaL_typename(L, idx)));
+    lua_Number n = lua_tonumber(L, idx);
+    if (!(n >= 0) || n != floor(n) || n > 9007199254740992.0)
+        luaL_argerror(L, idx, "a whole number from 0 up expected");
+    return (uint64_t)n;
+}
+
+/* db:flush_expired([max]): the number of expired keys reclaimed (max 0 or
+ * nil: all). */
+static int l_flush_expired(lua_State *L)
+{
+    lstore *s = check_store(L);
+    uint64_t max = check_max(L, 2);
+    require_open(L, s);
+    lua_pushnumber(L, (lua_Number)hdb_flush_expired(s->db, max));
+#if LCOMPAT_HAS_INTEGERS
+    lua_pushinteger(L, (lua_Integer)lua_tonumber(L, -1));
+    lua_replace(L, -2);
+#endif
     return 1;
 }
 
@@ -832,7 +1122,11 @@ static int l_keys(lua_State *L)
             luaL_argerror(L, 2, lua_pushfstring(L, "string expected, got %s", luaL_typename(L, 2)));
         prefix = lua_tolstring(L, 2, &plen);
     }
-    lua_createtable(L, prefix ? 0 : (int)hdb_count(s->db), 0);
+    uint64_t max = check_max(L, 3);
+    uint64_t count = hdb_count(s->db);
+    if (max > 0 && count > max)
+        count = max;
+    lua_createtable(L, prefix ? 0 : (int)count, 0);
     uint32_t cursor = 0;
     lua_Integer n = 0;
     const char *k, *v;
@@ -848,6 +1142,8 @@ static int l_keys(lua_State *L)
             return luaL_error(L, "out of memory");
         copy_push(L, &c, NULL);
         lua_rawseti(L, -2, ++n);
+        if (max > 0 && (uint64_t)n >= max)
+            break;
     }
     return 1;
 }
@@ -980,6 +1276,8 @@ static int l_stats(lua_State *L)
     set_count_field(L, "dropped_bytes", (int64_t)st.dropped_bytes);
     set_count_field(L, "errors", (int64_t)st.errors);
     set_count_field(L, "backpressure_waits", (int64_t)st.backpressure_waits);
+    set_count_field(L, "expired_keys", (int64_t)st.expired_keys);
+    set_count_field(L, "keys_with_ttl", (int64_t)st.keys_with_ttl);
     if (path.has_str) {
         lua_pushboolean(L, st.rewrite_running);
         lua_setfield(L, -2, "rewrite_running");
@@ -1068,6 +1366,14 @@ static int l_tostring(lua_State *L)
 
 static const luaL_Reg store_methods[] = {
     {"set", l_set},
+    {"add", l_add},
+    {"replace", l_replace},
+    {"incr", l_incr},
+    {"expire", l_expire},
+    {"ttl", l_ttl},
+    {"persist", l_persist},
+    {"flush_all", l_flush_all},
+    {"flush_expired", l_flush_expired},
     {"get", l_get},
     {"delete", l_delete},
     {"exists", l_exists},

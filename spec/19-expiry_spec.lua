@@ -1,0 +1,563 @@
+-- Expiry, counters and conditional writes: the ngx.shared.DICT methods
+-- (add, replace, incr, expire, ttl, persist, flush_all, flush_expired,
+-- keys with max) with their edge cases, expiries that survive a reopen and
+-- a rewrite, the file's format version, and Redis loading the same file
+-- with the same remaining PTTLs. Time moves through the fault shim's wall
+-- clock (testlib.clock_shift), not by sleeping.
+
+local helpers = require "spec.helpers"
+local hurrahdb = require "hurrahdb"
+local testlib = require "hdb_testlib"
+
+local FAULTS = os.getenv("HURRAHDB_FAULTS")
+
+-- Moves the clock of expiries forward by `seconds`.
+local function travel(seconds)
+  testlib.clock_shift(seconds * 1000)
+end
+
+local shifted = 0
+local function travel_tracked(seconds)
+  travel(seconds)
+  shifted = shifted + seconds
+end
+
+local function header_version(path)
+  return helpers.read_file(path):match("^#hurrahdb aof (%d) ")
+end
+
+describe("expiry", function()
+  local dir, path, db
+  before_each(function()
+    dir = helpers.tmpdir()
+    path = dir .. "/data.aof"
+    shifted = 0
+  end)
+  after_each(function()
+    if db then db:close() end
+    db = nil
+    travel(-shifted)
+    if FAULTS then helpers.write_file(FAULTS, "") end
+    helpers.rmdir(dir)
+  end)
+
+  describe("set with ttl", function()
+    before_each(function() db = hurrahdb.new() end)
+
+    it("keeps the key until its ttl has passed, then it is absent to every call", function()
+      assert.is_true(db:set("k", { a = 1 }, { ttl = 30 }))
+      travel_tracked(29.9)
+      assert.same({ a = 1 }, db:get("k"))
+      assert.is_true(db:exists("k"))
+      assert.equals(1, db:count())
+      travel_tracked(0.2)
+      assert.is_nil(db:get("k"))
+      assert.is_false(db:exists("k"))
+      assert.equals(0, db:count())
+      assert.same({}, db:keys())
+      for _ in db:pairs() do error("pairs returned an expired key") end
+      assert.is_nil(db:ttl("k"))
+      assert.is_false(db:delete("k"))
+    end)
+
+    it("rounds a fractional ttl up to a whole millisecond", function()
+      db:close()
+      db = assert(hurrahdb.open(path, { sync_time = 0 }))
+      local socket = require "socket"
+      local before = math.floor(socket.gettime() * 1000)
+      assert.is_true(db:set("k", 1, { ttl = 1.0001 }))
+      local after = math.ceil(socket.gettime() * 1000)
+      local records = assert(helpers.parse_aof(helpers.read_file(path)))
+      local pxat = tonumber(records[#records].args[5])
+      assert.is_true(pxat >= before + 1001 and pxat <= after + 1001, pxat - before)
+      travel_tracked(1.002)
+      assert.is_nil(db:get("k"))
+    end)
+
+    it("refuses a ttl of zero, negative, NaN, infinite, too large or not a number, changing nothing", function()
+      assert.is_true(db:set("k", "before"))
+      for _, bad in ipairs({ 0, -1, -0.5, 0 / 0, math.huge, -math.huge, 1e10 + 1, "10", true }) do
+        local ok, err = pcall(db.set, db, "k", "after", { ttl = bad })
+        assert.is_false(ok, tostring(bad))
+        assert.matches("ttl", err)
+      end
+      assert.equals("before", db:get("k"))
+      assert.equals(-1, db:ttl("k"))
+    end)
+
+    it("accepts the largest ttl, 1e10 seconds", function()
+      assert.is_true(db:set("k", 1, { ttl = 1e10 }))
+      assert.is_true(db:ttl("k") > 1e10 - 10)
+    end)
+
+    it("refuses unknown options and options that are not a table", function()
+      assert.has_error(function() db:set("k", 1, { tll = 5 }) end)
+      assert.has_error(function() db:set("k", 1, 5) end)
+      assert.is_nil(db:get("k"))
+    end)
+
+    it("without ttl removes an existing expiry (Redis SET)", function()
+      assert.is_true(db:set("k", 1, { ttl = 10 }))
+      assert.is_true(db:set("k", 2))
+      assert.equals(-1, db:ttl("k"))
+      travel_tracked(20)
+      assert.equals(2, db:get("k"))
+    end)
+
+    it("with a new ttl replaces the old one, whatever the value's size", function()
+      assert.is_true(db:set("k", "aaaa", { ttl = 100 }))
+      assert.is_true(db:set("k", "bbbb", { ttl = 5 }))
+      assert.is_true(db:ttl("k") <= 5)
+      assert.is_true(db:set("k", "a longer value", { ttl = 50 }))
+      assert.is_true(db:ttl("k") > 49)
+      travel_tracked(10)
+      assert.equals("a longer value", db:get("k"))
+    end)
+
+    it("of nil deletes the key", function()
+      assert.is_true(db:set("k", 1, { ttl = 10 }))
+      assert.is_true(db:set("k", nil, { ttl = 10 }))
+      assert.is_nil(db:get("k"))
+    end)
+  end)
+
+  describe("add and replace", function()
+    before_each(function() db = hurrahdb.new() end)
+
+    it("add writes only an absent key", function()
+      assert.is_true(db:add("k", 1))
+      local ok, why = db:add("k", 2)
+      assert.is_false(ok)
+      assert.equals("exists", why)
+      assert.equals(1, db:get("k"))
+    end)
+
+    it("replace writes only a present key", function()
+      local ok, why = db:replace("k", 1)
+      assert.is_false(ok)
+      assert.equals("not found", why)
+      assert.is_nil(db:get("k"))
+      assert.is_true(db:set("k", 1))
+      assert.is_true(db:replace("k", 2, { ttl = 5 }))
+      assert.equals(2, db:get("k"))
+      assert.is_true(db:ttl("k") <= 5)
+    end)
+
+    it("take an expired key for absent", function()
+      assert.is_true(db:set("k", "old", { ttl = 1 }))
+      travel_tracked(2)
+      local ok, why = db:replace("k", "new")
+      assert.is_false(ok)
+      assert.equals("not found", why)
+      assert.is_true(db:add("k", "new"))
+      assert.equals("new", db:get("k"))
+      assert.equals(-1, db:ttl("k"))
+    end)
+
+    it("refuse a nil value", function()
+      assert.has_error(function() db:add("k", nil) end)
+      assert.has_error(function() db:replace("k") end)
+    end)
+  end)
+
+  describe("incr", function()
+    before_each(function() db = hurrahdb.new() end)
+
+    it("adds delta (default 1) to a number", function()
+      assert.is_true(db:set("n", 10))
+      assert.equals(11, db:incr("n"))
+      assert.equals(6, db:incr("n", -5))
+      assert.equals(6, db:get("n"))
+    end)
+
+    it("returns nil, 'not found' for an absent or expired key without init", function()
+      local v, err = db:incr("n")
+      assert.is_nil(v)
+      assert.equals("not found", err)
+      assert.is_true(db:set("e", 5, { ttl = 1 }))
+      travel_tracked(2)
+      v, err = db:incr("e", 1)
+      assert.is_nil(v)
+      assert.equals("not found", err)
+      assert.is_nil(db:get("e"))
+    end)
+
+    it("starts from init when the key is absent, with init_ttl only then", function()
+      assert.equals(15, db:incr("n", 5, 10, 30))
+      local left = db:ttl("n")
+      assert.is_true(left > 29 and left <= 30)
+      assert.equals(16, db:incr("n", 1, 100, 1))
+      assert.is_true(db:ttl("n") > 29, "init_ttl applies only when init was used")
+    end)
+
+    it("keeps the key's expiry", function()
+      assert.is_true(db:set("n", 1, { ttl = 10 }))
+      travel_tracked(5)
+      assert.equals(2, db:incr("n"))
+      local left = db:ttl("n")
+      assert.is_true(left > 4 and left <= 5, tostring(left))
+      travel_tracked(5.1)
+      assert.is_nil(db:get("n"))
+    end)
+
+    it("returns nil, 'not a number' for other values, changing nothing", function()
+      for _, v in ipairs({ "12", true, { 1 }, hurrahdb.null }) do
+        assert.is_true(db:set("k", v))
+        local r, err = db:incr("k", 1)
+        assert.is_nil(r)
+        assert.equals("not a number", err)
+        helpers.assert_same_typed(v, db:get("k"))
+      end
+    end)
+
+    it("raises on arguments that are not numbers", function()
+      assert.is_true(db:set("n", 1))
+      assert.has_error(function() db:incr("n", "1") end)
+      assert.has_error(function() db:incr("n", 1, "0") end)
+      assert.has_error(function() db:incr("n", 1, nil, 5) end)
+      assert.has_error(function() db:incr("n", 1, 0, 0) end)
+      assert.equals(1, db:get("n"))
+    end)
+
+    it("keeps a float a float", function()
+      assert.is_true(db:set("f", 1.5))
+      assert.equals(2.5, db:incr("f"))
+      assert.equals(3.0, db:incr("f", 0.5))
+      if helpers.HAS_INTEGERS then
+        assert.equals("float", math.type(db:get("f")))
+        assert.equals("float", math.type(db:incr("i", 1.0, 1)))
+      end
+    end)
+
+    if helpers.HAS_INTEGERS then
+      it("keeps an integer an integer and refuses to pass int64 (Lua 5.4)", function()
+        assert.is_true(db:set("i", math.maxinteger - 1))
+        assert.equals(math.maxinteger, db:incr("i"))
+        assert.equals("integer", math.type(db:get("i")))
+        local v, err = db:incr("i")
+        assert.is_nil(v)
+        assert.equals("overflow", err)
+        assert.equals(math.maxinteger, db:get("i"))
+        assert.is_true(db:set("j", math.mininteger + 1))
+        assert.equals(math.mininteger, db:incr("j", -1))
+        v, err = db:incr("j", -1)
+        assert.is_nil(v)
+        assert.equals("overflow", err)
+        assert.equals(math.mininteger, db:get("j"))
+      end)
+    else
+      it("refuses to pass 2^53 rather than round (LuaJIT)", function()
+        assert.is_true(db:set("i", 2 ^ 53 - 1))
+        assert.equals(2 ^ 53, db:incr("i"))
+        local v, err = db:incr("i")
+        assert.is_nil(v)
+        assert.equals("overflow", err)
+        assert.equals(2 ^ 53, db:get("i"))
+        v, err = db:incr("k", -1, -(2 ^ 53))
+        assert.is_nil(v)
+        assert.equals("overflow", err)
+        assert.is_nil(db:get("k"))
+      end)
+    end
+
+    it("is written as the SET of its result, keeping the expiry, so a replay gives the same value", function()
+      db:close()
+      db = assert(hurrahdb.open(path, { sync_time = 0 }))
+      assert.equals(5, db:incr("n", 5, 0, 100))
+      assert.equals(7, db:incr("n", 2))
+      db:close()
+      local records = assert(helpers.parse_aof(helpers.read_file(path)))
+      local last = records[#records].args
+      assert.same({ "SET", "n", "7", "PXAT" }, { last[1], last[2], last[3], last[4] })
+      db = assert(hurrahdb.open(path))
+      assert.equals(7, db:get("n"))
+      assert.is_true(db:ttl("n") > 99)
+    end)
+  end)
+
+  describe("expire, ttl and persist", function()
+    before_each(function() db = hurrahdb.new() end)
+
+    it("expire gives a present key an expiry and says whether the key exists", function()
+      assert.is_false(db:expire("nope", 10))
+      assert.is_true(db:set("k", 1))
+      assert.is_true(db:expire("k", 10))
+      assert.is_true(db:ttl("k") > 9.9)
+      travel_tracked(11)
+      assert.is_nil(db:get("k"))
+      assert.is_false(db:expire("k", 10), "an expired key does not exist")
+    end)
+
+    it("expire with 0 or less deletes the key, as Redis does", function()
+      assert.is_true(db:set("a", 1))
+      assert.is_true(db:set("b", 1, { ttl = 50 }))
+      assert.is_true(db:expire("a", 0))
+      assert.is_true(db:expire("b", -3))
+      assert.is_nil(db:get("a"))
+      assert.is_nil(db:get("b"))
+      assert.equals(0, db:count())
+    end)
+
+    it("expire raises on NaN, infinite, too large or a non-number", function()
+      assert.is_true(db:set("k", 1))
+      for _, bad in ipairs({ 0 / 0, math.huge, 1e11, "5" }) do
+        assert.has_error(function() db:expire("k", bad) end)
+      end
+      assert.equals(-1, db:ttl("k"))
+    end)
+
+    it("ttl: seconds left, -1 without expiry, nil when absent", function()
+      assert.is_nil(db:ttl("k"))
+      assert.is_true(db:set("k", 1))
+      assert.equals(-1, db:ttl("k"))
+      assert.is_true(db:expire("k", 2.5))
+      local left = db:ttl("k")
+      assert.is_true(left > 2.4 and left <= 2.5, tostring(left))
+    end)
+
+    it("persist removes an expiry and says whether there was one", function()
+      assert.is_false(db:persist("k"))
+      assert.is_true(db:set("k", 1))
+      assert.is_false(db:persist("k"))
+      assert.is_true(db:expire("k", 1))
+      assert.is_true(db:persist("k"))
+      travel_tracked(5)
+      assert.equals(1, db:get("k"))
+      assert.equals(-1, db:ttl("k"))
+    end)
+  end)
+
+  describe("reclaiming", function()
+    before_each(function() db = hurrahdb.new() end)
+
+    it("a sweep in ordinary calls reclaims the memory of keys never read, 16 at most per call", function()
+      local value = string.rep("x", 1000)
+      for i = 1, 1000 do assert.is_true(db:set("t" .. i, value, { ttl = 10 })) end
+      local before = db:stats()
+      assert.equals(1000, before.keys_with_ttl)
+      travel_tracked(11)
+      local last = db:stats().expired_keys
+      assert.equals(0, last)
+      for i = 1, 50 do
+        assert.is_nil(db:get("other" .. i))
+        local now = db:stats().expired_keys
+        assert.is_true(now - last <= 16, "one call reclaimed " .. (now - last))
+        assert.is_true(now - last >= 1)
+        last = now
+      end
+      local after = db:stats()
+      assert.equals(1000 - last, after.keys_with_ttl)
+      assert.is_true(after.memory < before.memory - last * 1000,
+        "memory " .. before.memory .. " -> " .. after.memory .. " after " .. last .. " reclaimed")
+    end)
+
+    it("flush_expired reclaims up to max, or all", function()
+      for i = 1, 50 do assert.is_true(db:set("t" .. i, i, { ttl = 1 })) end
+      assert.is_true(db:set("keep", 1, { ttl = 100 }))
+      assert.equals(0, db:flush_expired())
+      travel_tracked(2)
+      assert.equals(10, db:flush_expired(10))
+      assert.equals(40, db:flush_expired())
+      assert.equals(0, db:flush_expired())
+      assert.equals(1, db:stats().keys)
+      assert.equals(50, db:stats().expired_keys)
+      assert.has_error(function() db:flush_expired(-1) end)
+      assert.has_error(function() db:flush_expired(1.5) end)
+    end)
+
+    it("count counts no expired key (reclaiming them); stats() only observes", function()
+      for i = 1, 20 do assert.is_true(db:set("t" .. i, i, { ttl = i })) end
+      travel_tracked(10.5)
+      local st = db:stats()
+      assert.equals(20, st.keys)
+      assert.equals(20, st.keys_with_ttl)
+      assert.equals(0, st.expired_keys)
+      assert.equals(10, db:count())
+      assert.equals(10, #db)
+      st = db:stats()
+      assert.equals(10, st.keys)
+      assert.equals(10, st.keys_with_ttl)
+      assert.equals(10, st.expired_keys)
+    end)
+  end)
+
+  describe("keys", function()
+    before_each(function() db = hurrahdb.new() end)
+
+    it("returns at most max keys, with or without a prefix", function()
+      for i = 1, 10 do assert.is_true(db:set("a" .. i, i)) end
+      for i = 1, 10 do assert.is_true(db:set("b" .. i, i)) end
+      assert.equals(20, #db:keys())
+      assert.equals(20, #db:keys(nil, 0))
+      assert.equals(5, #db:keys(nil, 5))
+      local some = db:keys("b", 3)
+      assert.equals(3, #some)
+      for _, k in ipairs(some) do assert.equals("b", k:sub(1, 1)) end
+      assert.has_error(function() db:keys(nil, -1) end)
+    end)
+  end)
+
+  describe("flush_all", function()
+    it("deletes every key, and the file says so", function()
+      db = assert(hurrahdb.open(path, { sync_time = 0 }))
+      for i = 1, 10 do assert.is_true(db:set("k" .. i, i, i % 2 == 0 and { ttl = 50 } or nil)) end
+      assert.is_true(db:flush_all())
+      assert.equals(0, db:count())
+      assert.equals(0, db:stats().keys_with_ttl)
+      assert.is_true(db:set("after", 1))
+      db:close()
+      db = assert(hurrahdb.open(path))
+      assert.same({ after = 1 }, helpers.contents(db))
+    end)
+  end)
+
+  describe("persistence", function()
+    it("keeps expiries across a reopen, and drops what expired meanwhile", function()
+      db = assert(hurrahdb.open(path, { sync_time = 0 }))
+      assert.is_true(db:set("short", 1, { ttl = 10 }))
+      assert.is_true(db:set("long", 2, { ttl = 100 }))
+      assert.is_true(db:set("forever", 3))
+      assert.is_true(db:set("p", 4, { ttl = 5 }))
+      assert.is_true(db:persist("p"))
+      assert.is_true(db:set("e", 5))
+      assert.is_true(db:expire("e", 20))
+      db:close()
+      travel_tracked(15)
+      db = assert(hurrahdb.open(path))
+      assert.same({ long = 2, forever = 3, p = 4, e = 5 }, helpers.contents(db))
+      local left = db:ttl("long")
+      assert.is_true(left > 84 and left <= 85, tostring(left))
+      assert.equals(-1, db:ttl("p"))
+      assert.is_true(db:ttl("e") <= 5)
+      travel_tracked(10)
+      db:close()
+      db = assert(hurrahdb.open(path))
+      assert.same({ long = 2, forever = 3, p = 4 }, helpers.contents(db))
+    end)
+
+    it("a rewrite writes each live key with its expiry and leaves out the expired", function()
+      db = assert(hurrahdb.open(path, { sync_time = 0 }))
+      for i = 1, 100 do assert.is_true(db:set("k" .. i, i, { ttl = i })) end
+      assert.is_true(db:set("plain", true))
+      travel_tracked(50.5)
+      assert.is_true(db:rewrite({ wait = true }))
+      local records = assert(helpers.parse_aof(helpers.read_file(path)))
+      assert.equals(51, #records)
+      db:close()
+      db = assert(hurrahdb.open(path))
+      assert.equals(51, db:count())
+      local left = db:ttl("k100")
+      assert.is_true(left > 49 and left <= 49.5, tostring(left))
+      assert.equals(-1, db:ttl("plain"))
+    end)
+
+    it("a file becomes version 4 at its first expiry, and until then stays version 2", function()
+      db = assert(hurrahdb.open(path, { sync_time = 0 }))
+      assert.is_true(db:set("a", 1))
+      assert.equals(1, db:incr("n", 1, 0))
+      assert.is_true(db:add("b", 1))
+      assert.equals("2", header_version(path))
+      assert.is_true(db:set("t", 1, { ttl = 60 }))
+      assert.equals("4", header_version(path))
+      db:close()
+      db = assert(hurrahdb.open(path))
+      assert.equals(4, db:count())
+    end)
+
+    it("a file of version 2 (no expiries) keeps opening, and takes expiries", function()
+      db = assert(hurrahdb.open(path, { sync_time = 0 }))
+      assert.is_true(db:set("a", 1))
+      db:close()
+      assert.equals("2", header_version(path))
+      db = assert(hurrahdb.open(path, { sync_time = 0 }))
+      assert.equals(1, db:get("a"))
+      assert.is_true(db:expire("a", 30))
+      db:close()
+      assert.equals("4", header_version(path))
+      db = assert(hurrahdb.open(path))
+      assert.is_true(db:ttl("a") > 29)
+    end)
+
+    it("a rewrite started before the file became version 4 makes its new file version 4 too", function()
+      db = assert(hurrahdb.open(path, { sync_time = 0 }))
+      for i = 1, 20000 do assert.is_true(db:set("k" .. i, i)) end
+      assert.is_true(db:rewrite())
+      assert.is_true(db:set("t", 1, { ttl = 60 }))
+      assert.is_true(db:rewrite({ wait = true }))
+      assert.equals("4", header_version(path))
+      db:close()
+      db = assert(hurrahdb.open(path))
+      assert.is_true(db:ttl("t") > 59)
+      assert.equals(20001, db:count())
+    end)
+
+    it("a failed change of the header refuses the write and leaves store and file as they were", function()
+      assert(FAULTS, "HURRAHDB_FAULTS is not set: run the specs with make test")
+      db = assert(hurrahdb.open(path, { sync_time = 0 }))
+      assert.is_true(db:set("a", 1))
+      local before = helpers.read_file(path)
+      helpers.write_file(FAULTS, "pwrite EIO")
+      local ok, err, code = db:set("t", 1, { ttl = 60 })
+      helpers.write_file(FAULTS, "")
+      assert.is_nil(ok)
+      assert.matches("format version 4", err)
+      assert.equals("io", code)
+      assert.is_nil(db:get("t"))
+      assert.equals(before, helpers.read_file(path))
+      assert.is_true(db:set("t", 1, { ttl = 60 }))
+      db:close()
+      db = assert(hurrahdb.open(path))
+      assert.same({ a = 1, t = 1 }, helpers.contents(db))
+    end)
+  end)
+end)
+
+describe("an expiring file in redis-server", function()
+  local dir, server
+  before_each(function() dir = helpers.tmpdir() end)
+  after_each(function()
+    helpers.stop_redis(server)
+    server = nil
+    helpers.rmdir(dir)
+  end)
+
+  it("loads with the same remaining PTTLs, and without what PERSIST, DEL and FLUSHALL removed", function()
+    local path = dir .. "/data.aof"
+    local db = assert(hurrahdb.open(path, { sync_time = 0 }))
+    assert.is_true(db:set("gone", 1))
+    assert.is_true(db:flush_all())
+    assert.is_true(db:set("t100", "a", { ttl = 100 }))
+    assert.is_true(db:set("t1000", { 1, 2 }, { ttl = 1000 }))
+    assert.is_true(db:set("p", 1, { ttl = 50 }))
+    assert.is_true(db:persist("p"))
+    assert.is_true(db:set("e", 2))
+    assert.is_true(db:expire("e", 300))
+    assert.equals(3, db:incr("n", 1, 2, 200))
+    assert.is_true(db:set("plain", "x"))
+    local ours = {}
+    for _, k in ipairs({ "t100", "t1000", "p", "e", "n", "plain" }) do
+      local left = db:ttl(k)
+      ours[k] = left == -1 and -1 or left * 1000
+    end
+    db:close()
+    local redis_dir = dir .. "/redis"
+    assert(os.execute("mkdir " .. redis_dir))
+    helpers.copy_file(path, redis_dir .. "/appendonly.aof")
+    server = helpers.start_redis(redis_dir)
+    local keys = server.client:call("KEYS", "*")
+    table.sort(keys)
+    assert.same({ "e", "n", "p", "plain", "t100", "t1000" }, keys)
+    for k, want in pairs(ours) do
+      local pttl = server.client:call("PTTL", k)
+      if want == -1 then
+        assert.equals(-1, pttl, k)
+      else
+        -- Both count down the same absolute time; the gap is the time
+        -- between our reading and Redis's (a few seconds at most).
+        assert.is_true(pttl <= want and pttl > want - 5000, k .. ": " .. pttl .. " vs " .. want)
+      end
+    end
+    assert.equals("3", server.client:call("GET", "n"))
+    assert.equals("[1,2]", server.client:call("GET", "t1000"))
+  end)
+end)
