@@ -561,3 +561,161 @@ describe("an expiring file in redis-server", function()
     assert.equals("[1,2]", server.client:call("GET", "t1000"))
   end)
 end)
+
+describe("max_memory", function()
+  local dir, path, db
+  local value = string.rep("v", 200)
+  before_each(function()
+    dir = helpers.tmpdir()
+    path = dir .. "/data.aof"
+  end)
+  after_each(function()
+    if db then db:close() end
+    db = nil
+    helpers.rmdir(dir)
+  end)
+
+  -- Fills db until a write evicts or is refused; returns how many were written.
+  local function fill(prefix, opts)
+    for i = 1, 100000 do
+      local ok, err, forcible = db:set(prefix .. i, value, opts)
+      if not ok or forcible then return i - 1, ok, err, forcible end
+    end
+    error("max_memory never reached")
+  end
+
+  it("refuses options out of range", function()
+    assert.has_error(function() hurrahdb.new({ max_memory = 1000 }) end)
+    assert.has_error(function() hurrahdb.new({ max_memory = -1 }) end)
+    assert.has_error(function() hurrahdb.new({ eviction = "lfu" }) end)
+    assert.has_error(function() hurrahdb.new({ eviction = 1 }) end)
+  end)
+
+  it("with eviction none refuses the write that would pass it with 'no memory', changing nothing", function()
+    db = assert(hurrahdb.open(path, { sync_time = 0, max_memory = 512 * 1024 }))
+    local n, ok, err = fill("k")
+    assert.is_nil(ok)
+    assert.equals("no memory", err)
+    local st = db:stats()
+    assert.is_true(st.memory <= 512 * 1024, st.memory)
+    assert.equals(n, st.keys)
+    local file = helpers.read_file(path)
+    local ok2, err2, code = db:set("another", value)
+    assert.is_nil(ok2)
+    assert.equals("no memory", err2)
+    assert.equals("no memory", code)
+    assert.equals(file, helpers.read_file(path))
+    assert.equals(n, db:count())
+    assert.equals(0, db:stats().evicted_keys)
+    -- A write that needs no more memory still goes through.
+    assert.is_true(db:set("k1", string.rep("w", 200)))
+    assert.is_true(db:delete("k2"))
+    assert.is_true(db:set("another", value))
+  end)
+
+  it("with eviction lru evicts, says so (forcible), and keeps the keys in use", function()
+    -- LRU is approximate (the oldest of 5 sampled keys goes): the keys read
+    -- at every round survive, most of the keys never read again do not.
+    db = assert(hurrahdb.new({ max_memory = 512 * 1024, eviction = "lru" }))
+    local n, ok, err, forcible = fill("k")
+    assert.is_true(ok)
+    assert.is_nil(err)
+    assert.is_true(forcible)
+    local hot = {}
+    for i = 1, n, 50 do hot[#hot + 1] = "k" .. i end
+    local hot_lost = 0
+    for round = 1, 6 do
+      for _, k in ipairs(hot) do
+        if db:get(k) == nil then hot_lost = hot_lost + 1 end
+      end
+      for i = 1, math.floor(n / 10) do
+        assert.is_true(db:set("new" .. round .. "_" .. i, value))
+      end
+    end
+    local st = db:stats()
+    assert.is_true(st.evicted_keys >= math.floor(n / 2), st.evicted_keys .. " of " .. n)
+    assert.is_true(st.memory <= 512 * 1024, st.memory)
+    assert.is_true(hot_lost <= 2, hot_lost .. " of " .. #hot .. " keys in use were evicted")
+    local cold, cold_left = 0, 0
+    for i = 2, n, 7 do
+      cold = cold + 1
+      if db:get("k" .. i) then cold_left = cold_left + 1 end
+    end
+    assert.is_true(cold_left < cold * 0.6, cold_left .. " of " .. cold .. " keys never read were kept")
+    local newest = 0
+    for i = 1, math.floor(n / 10) do
+      if db:get("new6_" .. i) then newest = newest + 1 end
+    end
+    assert.is_true(newest >= (math.floor(n / 10)) * 0.95, newest .. " of the newest " .. math.floor(n / 10) .. " kept")
+  end)
+
+  it("returns forcible from add, replace and incr too", function()
+    db = assert(hurrahdb.new({ max_memory = 512 * 1024, eviction = "lru" }))
+    fill("k")
+    local ok, err, forcible = db:add("a", value)
+    assert.is_true(ok)
+    assert.is_nil(err)
+    assert.is_true(forcible)
+    assert.is_true(db:set("n", 1))
+    local v
+    repeat
+      v, err, forcible = db:incr("big" .. math.random(1e9), 1, 0)
+      assert.equals(1, v)
+    until forcible
+  end)
+
+  it("with eviction volatile-ttl evicts the key nearest to expiry first, then refuses", function()
+    db = assert(hurrahdb.new({ max_memory = 512 * 1024, eviction = "volatile-ttl" }))
+    for i = 1, 200 do assert.is_true(db:set("t" .. i, value, { ttl = 1000 + i })) end
+    local n, ok, err = fill("k")
+    assert.is_true(ok)
+    local evicted = db:stats().evicted_keys
+    assert.is_true(evicted >= 1)
+    for i = 1, 200 do
+      assert.equals(i > evicted, db:get("t" .. i) ~= nil, "t" .. i)
+    end
+    for i = 1, 100000 do
+      ok, err = db:set("more" .. i, value)
+      if not ok then break end
+    end
+    assert.is_nil(ok)
+    assert.equals("no memory", err)
+    assert.equals(0, db:stats().keys_with_ttl)
+    assert.equals(200, db:stats().evicted_keys)
+  end)
+
+  it("reclaims expired keys before evicting live ones", function()
+    db = assert(hurrahdb.new({ max_memory = 512 * 1024, eviction = "lru" }))
+    for i = 1, 100 do assert.is_true(db:set("t" .. i, value, { ttl = 5 })) end
+    local n = fill("k")
+    travel(10)
+    local ok, err, forcible
+    for i = 1, 50 do
+      ok, err, forcible = db:set("after" .. i, value)
+      assert.is_true(ok)
+      assert.is_nil(forcible)
+    end
+    travel(-10)
+    assert.equals(0, db:stats().evicted_keys - 1, "only the eviction that ended fill")
+    assert.is_true(n > 0)
+  end)
+
+  it("writes evictions as DELs, so a reopened store equals the store before close", function()
+    db = assert(hurrahdb.open(path, { sync_time = 0, max_memory = 512 * 1024, eviction = "lru" }))
+    for i = 1, 5000 do assert(db:set("k" .. i, value)) end
+    assert.is_true(db:stats().evicted_keys > 0)
+    local before = helpers.contents(db)
+    db:close()
+    db = assert(hurrahdb.open(path, { max_memory = 512 * 1024, eviction = "lru" }))
+    assert.same(before, helpers.contents(db))
+  end)
+
+  it("costs nothing per key without eviction: the entry of a store without lru is 4 bytes smaller", function()
+    local plain, lru = hurrahdb.new(), hurrahdb.new({ max_memory = 1e9, eviction = "lru" })
+    for i = 1, 1000 do
+      assert.is_true(plain:set("k" .. i, i))
+      assert.is_true(lru:set("k" .. i, i))
+    end
+    assert.equals(4000, lru:stats().memory - plain:stats().memory)
+  end)
+end)

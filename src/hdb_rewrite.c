@@ -612,6 +612,11 @@ void rewrite_free(hdb_rewriter *rw)
     free(rw);
 }
 
+size_t rewrite_memory_entered(const hdb_rewriter *rw)
+{
+    return sizeof *rw + (rw->running ? rw->buf_cap : 0);
+}
+
 void rewrite_get_stats(hdb_rewriter *rw, rewrite_stats *st)
 {
     *st = rw->st;

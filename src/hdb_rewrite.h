@@ -86,6 +86,10 @@ void rewrite_leave(hdb_rewriter *rw);
 
 void rewrite_get_stats(hdb_rewriter *rw, rewrite_stats *st);
 
+/* The memory the rewriter holds; the caller holds its lock (rewrite_enter)
+ * or no rewrite runs. */
+size_t rewrite_memory_entered(const hdb_rewriter *rw);
+
 /* The file side, shared with the conversion of an old file at open.
  * rewrite_file_create: creates "<file_path>.rewrite" (removing one a crash
  * left, see rewrite_remove_leftover), locks it before anyone can know it, gives it the owner and

@@ -50,6 +50,10 @@ struct hdb_store {
     int64_t load_now_ms;  /* the expiry clock when the open began: what expired
                              before it is not loaded */
     uint64_t expired_keys; /* reclaimed since the open */
+    uint64_t max_memory;    /* 0: none */
+    int eviction;           /* HDB_EVICT_* */
+    uint64_t evicted_keys;
+    uint64_t sample_rng;    /* for LRU's samples */
     /* Automatic rewrites. */
     unsigned auto_percentage;
     uint64_t auto_min_size;
@@ -747,6 +751,10 @@ hdb_store *hdb_open(const hdb_options *opt, hdb_err *err)
     uint64_t seed[2];
     store_random_key(seed);
     table_init(&s->table, seed);
+    s->max_memory = opt->max_memory;
+    s->eviction = opt->eviction;
+    s->table.lru = opt->eviction == HDB_EVICT_LRU;
+    s->sample_rng = seed[0] ^ seed[1];
     if (!aof_codec_is_json(opt->codec)) {
         size_t n = strlen(opt->codec);
         if (!aof_codec_name_valid(opt->codec, n)) {
@@ -998,14 +1006,6 @@ static hdb_entry *store_lookup_live(hdb_store *s, const char *key, size_t key_le
     return e;
 }
 
-static int check_expiry(int64_t expire_ms, hdb_err *err)
-{
-    if (expire_ms < 0 || expire_ms > AOF_EXPIRE_MAX_MS)
-        return hdb_fail(err, HDB_CODE_INVALID, "expiry time out of range (%" PRId64 " ms; "
-                        "1 to %" PRId64 ")", expire_ms, AOF_EXPIRE_MAX_MS);
-    return 0;
-}
-
 /* Deletes the live entry `old`: a DEL record, then the table. */
 static int store_delete_entry(hdb_store *s, hdb_entry *old, hdb_err *err)
 {
@@ -1013,6 +1013,69 @@ static int store_delete_entry(hdb_store *s, hdb_entry *old, hdb_err *err)
         return HDB_ERR;
     store_remove_entry(s, old);
     return HDB_OK;
+}
+
+/* Keys LRU eviction compares per eviction (Redis's maxmemory-samples). */
+#define LRU_SAMPLES 5
+
+/* hdb_stats' memory_bytes, from the owner's thread, which holds the
+ * rewrite's lock (rewrite_enter) if a rewrite runs. */
+static uint64_t store_memory_entered(hdb_store *s)
+{
+    uint64_t n = sizeof *s + s->table.bytes;
+    if (s->aof != NULL)
+        n += flusher_memory(s->aof) + rewrite_memory_entered(s->rw);
+    return n;
+}
+
+/* Makes room under max_memory for a change that adds an entry of
+ * new_bytes in place of one of old_bytes (0: a new key, which may grow the
+ * table's structures too), heap_add saying whether the heap of expiries
+ * gains a member: reclaims expired keys, then, with eviction, evicts keys
+ * other than `keep` (the entry being changed), each written as a DEL. What
+ * the change needs is counted again after each eviction (which may spare
+ * the growth of the bucket array). Fails with "no memory" when nothing
+ * more may go; what was evicted before stays evicted (and written). Caller
+ * holds the rewrite's lock. */
+static int store_make_room(hdb_store *s, size_t new_bytes, size_t old_bytes, int heap_add,
+                           const hdb_entry *keep, int *done, hdb_err *err)
+{
+    int64_t now = 0;
+    for (;;) {
+        uint64_t need = new_bytes + table_insert_growth(&s->table, keep == NULL, heap_add);
+        need = need > old_bytes ? need - old_bytes : 0;
+        if (store_memory_entered(s) + need <= s->max_memory)
+            return HDB_OK;
+        hdb_entry *top = table_first_to_expire(&s->table);
+        if (top != NULL && now == 0)
+            now = expiry_clock_ms();
+        if (top != NULL && top != keep && entry_expired(top, now)) {
+            store_remove_entry(s, top);
+            s->expired_keys++;
+            continue;
+        }
+        hdb_entry *victim = NULL;
+        if (s->eviction == HDB_EVICT_LRU && s->table.count > (keep != NULL ? 1u : 0u)) {
+            for (int tries = 0; tries < 8 && (victim == NULL || victim == keep); tries++)
+                victim = table_sample_lru(&s->table, LRU_SAMPLES, &s->sample_rng);
+        } else if (s->eviction == HDB_EVICT_VOLATILE_TTL) {
+            victim = top;
+        }
+        if (victim == NULL || victim == keep)
+            return hdb_fail(err, HDB_CODE_NO_MEMORY, "no memory");
+        if (store_delete_entry(s, victim, err) != HDB_OK)
+            return HDB_ERR;
+        s->evicted_keys++;
+        *done |= HDB_DONE_EVICTED;
+    }
+}
+
+static int check_expiry(int64_t expire_ms, hdb_err *err)
+{
+    if (expire_ms < 0 || expire_ms > AOF_EXPIRE_MAX_MS)
+        return hdb_fail(err, HDB_CODE_INVALID, "expiry time out of range (%" PRId64 " ms; "
+                        "1 to %" PRId64 ")", expire_ms, AOF_EXPIRE_MAX_MS);
+    return 0;
 }
 
 int hdb_set(hdb_store *s, const char *key, size_t key_len,
@@ -1041,10 +1104,23 @@ int hdb_set_ex(hdb_store *s, const char *key, size_t key_len, const char *val, s
         /* Set and expired at once (a time already past): the key is gone. */
         if (old != NULL)
             rc = store_delete_entry(s, old, err);
-        *done = rc == HDB_OK;
+        if (rc == HDB_OK)
+            *done |= HDB_DONE_WRITTEN;
         goto out;
     }
     int64_t old_expiry = old != NULL ? entry_expiry(old) : 0;
+    if (s->max_memory != 0) {
+        if (old != NULL)
+            table_touch(&s->table, old); /* the last an LRU eviction picks */
+        size_t new_bytes = table_entry_size(&s->table, key_len, val_len, expire_ms > 0);
+        size_t old_bytes = old != NULL ? table_entry_size(&s->table, key_len, old->val_len,
+                                                          old_expiry > 0) : 0;
+        if (store_make_room(s, new_bytes, old_bytes, expire_ms > 0 && old_expiry == 0, old, done,
+                            err) != HDB_OK) {
+            rc = HDB_ERR;
+            goto out;
+        }
+    }
     if (old != NULL && old->val_len == val_len && (old_expiry > 0) == (expire_ms > 0)) {
         /* Same size, same kind of entry: overwritten in place, once the
          * record is appended. */
@@ -1055,10 +1131,11 @@ int hdb_set_ex(hdb_store *s, const char *key, size_t key_len, const char *val, s
         }
         s->live_bytes -= entry_record_len(old);
         table_update_value(old, val, val_len);
+        table_touch(&s->table, old);
         if (expire_ms > 0 && expire_ms != old_expiry)
             table_set_expiry(&s->table, old, expire_ms);
         s->live_bytes += entry_record_len(old);
-        *done = 1;
+        *done |= HDB_DONE_WRITTEN;
         goto out;
     }
     hdb_entry *e = table_entry_new(&s->table, h, key, key_len, val, val_len, expire_ms);
@@ -1075,7 +1152,7 @@ int hdb_set_ex(hdb_store *s, const char *key, size_t key_len, const char *val, s
         s->live_bytes -= entry_record_len(old);
     table_commit(&s->table, e, old);
     s->live_bytes += entry_record_len(e);
-    *done = 1;
+    *done |= HDB_DONE_WRITTEN;
 out:
     if (locked)
         rewrite_leave(s->rw);
@@ -1124,6 +1201,12 @@ int hdb_expire_at(hdb_store *s, const char *key, size_t key_len, int64_t expire_
     /* Rebuilt first, where the entry gains its expiry, so that a failure
      * leaves the store as it was. */
     hdb_entry *e = NULL;
+    int evicted = 0;
+    if (!(old->slot & ENTRY_HAS_TTL) && s->max_memory != 0 &&
+        store_make_room(s, ENTRY_TTL_TRAILER, 0, 1, old, &evicted, err) != HDB_OK) {
+        rc = HDB_ERR;
+        goto out;
+    }
     if (!(old->slot & ENTRY_HAS_TTL) &&
         (e = table_entry_new(&s->table, old->hash, key, key_len, entry_val(old), old->val_len,
                              expire_ms)) == NULL) {
@@ -1262,6 +1345,7 @@ int hdb_get_ex(hdb_store *s, const char *key, size_t key_len, const char **val,
     }
     if (e == NULL)
         return 0;
+    table_touch(&s->table, e);
     *val = entry_val(e);
     *val_len = e->val_len;
     if (expire_ms != NULL)
@@ -1294,6 +1378,8 @@ void hdb_get_stats(hdb_store *s, hdb_stats *st)
     st->keys = s->table.count;
     st->expired_keys = s->expired_keys;
     st->keys_with_ttl = s->table.ttl_count;
+    st->evicted_keys = s->evicted_keys;
+    st->max_memory = s->max_memory;
     st->memory_bytes = sizeof *s + s->table.bytes;
     st->loaded_records = s->loaded_records;
     st->dropped_bytes = s->dropped_bytes;

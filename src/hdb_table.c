@@ -154,7 +154,9 @@ void table_free(hdb_table *t)
     free(t->idx[1].buckets);
     free(t->ttl_heap);
     uint64_t seed[2] = {t->seed[0], t->seed[1]};
+    int lru = t->lru;
     table_init(t, seed);
+    t->lru = lru; /* an emptied table keeps its kind of entry */
 }
 
 /* Starts moving to a bucket array of `size` buckets (a power of two). A failed
@@ -394,14 +396,91 @@ static void slots_release(hdb_table *t, uint32_t i)
     t->slot_free = i + 1;
 }
 
-size_t table_entry_size(size_t key_len, size_t val_len, int has_ttl)
+/* The stamp of last use (with t->lru) follows the expiry's trailer. */
+#define ENTRY_LRU_TRAILER 4
+
+size_t table_entry_size(const hdb_table *t, size_t key_len, size_t val_len, int has_ttl)
 {
-    return sizeof(hdb_entry) + key_len + val_len + (has_ttl ? ENTRY_TTL_TRAILER : 0);
+    return sizeof(hdb_entry) + key_len + val_len + (has_ttl ? ENTRY_TTL_TRAILER : 0) +
+           (t->lru ? ENTRY_LRU_TRAILER : 0);
 }
 
-static size_t entry_size(const hdb_entry *e)
+static size_t entry_size(const hdb_table *t, const hdb_entry *e)
 {
-    return table_entry_size(e->key_len, e->val_len, (e->slot & ENTRY_HAS_TTL) != 0);
+    return table_entry_size(t, e->key_len, e->val_len, (e->slot & ENTRY_HAS_TTL) != 0);
+}
+
+size_t table_insert_growth(const hdb_table *t, int new_key, int heap_add)
+{
+    size_t n = 0;
+    if (heap_add && t->ttl_count == t->ttl_cap)
+        n += (size_t)(t->ttl_cap ? t->ttl_cap : 64) * sizeof(hdb_entry *);
+    if (!new_key)
+        return n;
+    if (t->slot_free == 0 && t->slot_high / SLOTS_PER_CHUNK >= t->slot_nchunks)
+        n += SLOTS_PER_CHUNK * sizeof(uintptr_t) + sizeof(uintptr_t *);
+    if (t->idx[0].buckets == NULL)
+        n += TABLE_MIN_BUCKETS * sizeof(hdb_entry *);
+    else if (!table_is_rehashing(t) && t->count + 1 > t->idx[0].mask + 1)
+        n += (t->idx[0].mask + 1) * 2 * sizeof(hdb_entry *);
+    return n;
+}
+
+static uint64_t xorshift64(uint64_t *state)
+{
+    uint64_t x = *state ? *state : 0x9e3779b97f4a7c15u;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *state = x;
+}
+
+static uint32_t entry_stamp(const hdb_entry *e)
+{
+    uint32_t stamp;
+    size_t at = e->key_len + e->val_len + ((e->slot & ENTRY_HAS_TTL) ? ENTRY_TTL_TRAILER : 0);
+    memcpy(&stamp, e->data + at, sizeof stamp);
+    return stamp;
+}
+
+hdb_entry *table_sample_lru(hdb_table *t, int samples, uint64_t *rng)
+{
+    if (t->count == 0)
+        return NULL;
+    hdb_entry *best = NULL;
+    uint32_t best_age = 0;
+    int found = 0;
+    /* Random slots; where most are free (after many deletions) the tries
+     * run out and a walk from a random slot finds the rest. */
+    for (int tries = 0; found < samples && tries < samples * 4; tries++) {
+        uintptr_t v = *slot_at(t, (uint32_t)(xorshift64(rng) % t->slot_high));
+        if (slot_is_free(v))
+            continue;
+        hdb_entry *e = (hdb_entry *)v;
+        uint32_t age = t->lru_clock - entry_stamp(e);
+        if (best == NULL || age > best_age) {
+            best = e;
+            best_age = age;
+        }
+        found++;
+    }
+    uint32_t cursor = (uint32_t)(xorshift64(rng) % t->slot_high);
+    while (found < samples) {
+        hdb_entry *e = table_next(t, &cursor);
+        if (e == NULL) {
+            if (best != NULL)
+                break;
+            cursor = 0; /* wrapped: the table is not empty */
+            continue;
+        }
+        uint32_t age = t->lru_clock - entry_stamp(e);
+        if (best == NULL || age > best_age) {
+            best = e;
+            best_age = age;
+        }
+        found++;
+    }
+    return best;
 }
 
 hdb_entry *table_entry_new(hdb_table *t, uint32_t hash, const char *key, size_t key_len,
@@ -418,7 +497,7 @@ hdb_entry *table_entry_new(hdb_table *t, uint32_t hash, const char *key, size_t 
         if (t->idx[0].buckets == NULL)
             return NULL;
     }
-    hdb_entry *e = malloc(table_entry_size(key_len, val_len, expire_ms > 0));
+    hdb_entry *e = malloc(table_entry_size(t, key_len, val_len, expire_ms > 0));
     if (e == NULL)
         return NULL;
     e->next = NULL;
@@ -432,6 +511,7 @@ hdb_entry *table_entry_new(hdb_table *t, uint32_t hash, const char *key, size_t 
         memcpy(e->data + key_len, val, val_len);
     if (expire_ms > 0)
         memcpy(e->data + key_len + val_len, &expire_ms, sizeof expire_ms);
+    table_touch(t, e);
     return e;
 }
 
@@ -483,8 +563,8 @@ void table_commit(hdb_table *t, hdb_entry *e, hdb_entry *old)
             heap_remove(t, old);
         else if (ttl)
             heap_insert(t, e);
-        t->bytes -= entry_size(old);
-        t->bytes += entry_size(e);
+        t->bytes -= entry_size(t, old);
+        t->bytes += entry_size(t, e);
         free(old);
         return;
     }
@@ -494,7 +574,7 @@ void table_commit(hdb_table *t, hdb_entry *e, hdb_entry *old)
     *slot_at(t, e->slot & ENTRY_SLOT_MASK) = (uintptr_t)e;
     if (ttl)
         heap_insert(t, e);
-    t->bytes += entry_size(e);
+    t->bytes += entry_size(t, e);
     ix = table_index_for(t, e->hash);
     size_t b = e->hash & ix->mask;
     e->next = ix->buckets[b];
@@ -517,7 +597,7 @@ static void table_unlink(hdb_table *t, hdb_entry **link, table_index *ix)
     slots_release(t, e->slot & ENTRY_SLOT_MASK);
     if (e->slot & ENTRY_HAS_TTL)
         heap_remove(t, e);
-    t->bytes -= entry_size(e);
+    t->bytes -= entry_size(t, e);
     t->count--;
     free(e);
     table_maybe_resize(t);

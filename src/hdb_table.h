@@ -92,6 +92,11 @@ typedef struct hdb_table {
      * next to expire is at [0], found without a scan. */
     hdb_entry **ttl_heap;
     uint32_t ttl_count, ttl_cap;
+    /* Set before the first entry: every entry then ends with a 4-byte
+     * stamp of its last use (a count of uses of the table, which wraps),
+     * for eviction of the least recently used. */
+    int lru;
+    uint32_t lru_clock;
 } hdb_table;
 
 /* Per operation, a rehash moves at most this many non-empty buckets and
@@ -143,7 +148,28 @@ hdb_entry *table_entry_new(hdb_table *t, uint32_t hash, const char *key, size_t 
                            const char *val, size_t val_len, int64_t expire_ms);
 
 /* The memory an entry of these lengths takes, with or without an expiry. */
-size_t table_entry_size(size_t key_len, size_t val_len, int has_ttl);
+size_t table_entry_size(const hdb_table *t, size_t key_len, size_t val_len, int has_ttl);
+
+/* The memory the table's structures would add, besides the entry, for a
+ * new key (new_key) and for one more entry in the expiry heap (heap_add):
+ * they grow in steps (the bucket array doubles, the slots and the heap grow
+ * by chunks). */
+size_t table_insert_growth(const hdb_table *t, int new_key, int heap_add);
+
+/* Marks the entry as just used (with t->lru). */
+static inline void table_touch(hdb_table *t, hdb_entry *e)
+{
+    if (t->lru) {
+        uint32_t stamp = ++t->lru_clock;
+        size_t at = e->key_len + e->val_len + ((e->slot & ENTRY_HAS_TTL) ? ENTRY_TTL_TRAILER : 0);
+        memcpy(e->data + at, &stamp, sizeof stamp);
+    }
+}
+
+/* With t->lru: of about `samples` entries taken at random, the least
+ * recently used (rng: the caller's state for a xorshift generator).
+ * NULL only for an empty table. */
+hdb_entry *table_sample_lru(hdb_table *t, int samples, uint64_t *rng);
 
 /* Changes the expiry of an entry that has one (expire_ms > 0). */
 void table_set_expiry(hdb_table *t, hdb_entry *e, int64_t expire_ms);

@@ -97,7 +97,19 @@ typedef struct hdb_options {
     unsigned auto_rewrite_percentage; /* rewrite when the file grew by this much over its
                                          size after the last rewrite or open; 0: never */
     uint64_t auto_rewrite_min_size;   /* ... and is at least this large */
+    uint64_t max_memory;   /* bound of hdb_stats' memory_bytes; 0: none */
+    int eviction;          /* HDB_EVICT_*: what a write that would pass it does */
 } hdb_options;
+
+/* What a write that would pass max_memory does (expired keys are always
+ * reclaimed first): */
+enum {
+    HDB_EVICT_NONE = 0,    /* fails with HDB_CODE_NO_MEMORY, changing nothing */
+    HDB_EVICT_LRU,         /* evicts the least recently used of a few sampled
+                              keys (each entry keeps a 4-byte stamp), repeatedly */
+    HDB_EVICT_VOLATILE_TTL /* evicts the key nearest to expiry, then fails when
+                              no key has an expiry */
+};
 
 typedef struct hdb_stats {
     uint64_t keys;              /* held in memory: expired keys not yet reclaimed
@@ -122,6 +134,8 @@ typedef struct hdb_stats {
     uint64_t live_bytes;        /* about what a rewrite now would write */
     uint64_t expired_keys;      /* expired keys reclaimed since the open */
     uint64_t keys_with_ttl;     /* keys that have an expiry */
+    uint64_t evicted_keys;      /* evicted for max_memory since the open */
+    uint64_t max_memory;        /* the option; 0: none */
     const char *warning;        /* what the open dropped or repaired; "" if nothing
                                    (points into the store; valid until it is freed) */
 } hdb_stats;
@@ -157,6 +171,10 @@ void hdb_free(hdb_store *s);
 int hdb_set(hdb_store *s, const char *key, size_t key_len,
             const char *val, size_t val_len, hdb_err *err);
 
+/* What hdb_set_ex did (bits of *done). */
+#define HDB_DONE_WRITTEN 1 /* the key was written */
+#define HDB_DONE_EVICTED 2 /* ... and other keys were evicted to make room */
+
 /* Conditions and options of hdb_set_ex. */
 #define HDB_SET_IF_ABSENT 1  /* only if the key is absent (or expired) */
 #define HDB_SET_IF_PRESENT 2 /* only if it is present */
@@ -165,8 +183,11 @@ int hdb_set(hdb_store *s, const char *key, size_t key_len,
 /* hdb_set with an expiry and conditions. expire_ms: Unix time in ms (the
  * wall clock) when the key expires, or 0 for none (the key's expiry, if it
  * had one, is removed, unless HDB_SET_KEEP_TTL). A time already past sets
- * and expires the key at once: it is deleted. *done is 0 when a condition
- * kept the write from happening (nothing was written). Fails as hdb_set
+ * and expires the key at once: it is deleted. *done: HDB_DONE_* bits, 0
+ * when a condition kept the write from happening (nothing was written).
+ * Under max_memory, evicts other keys (each written as a DEL) or, with
+ * eviction none or nothing left to evict, fails with HDB_CODE_NO_MEMORY,
+ * "no memory". Fails as hdb_set
  * does, and with HDB_CODE_INVALID for an expiry past 2^53 ms. An
  * expired key is absent to every call; a call that reads or writes a key
  * also reclaims up to 16 expired keys. */

@@ -42,6 +42,12 @@ typedef struct lstore {
     char codec_name[CODEC_NAME_MAX + 1]; /* "json", "cjson" or the table's name */
 } lstore;
 
+/* What stats().memory counts besides the engine: the userdata and the
+ * scratch buffer it keeps between calls. */
+#define BINDING_MEMORY (sizeof(lstore) + SCRATCH_KEEP)
+/* The least max_memory: the binding's share and 64 KiB for the engine. */
+#define MAX_MEMORY_MIN (int)(BINDING_MEMORY + 64u * 1024u)
+
 /* Upvalue 2 of every method is the stores' metatable (see set_methods):
  * comparing with it costs a fraction of luaL_checkudata's lookup of the
  * metatable by name in the registry, on every call. Only a full userdata is
@@ -427,11 +433,18 @@ enum {
     OPT_AUTO_REWRITE_MIN_SIZE,
     OPT_CODEC,
     OPT_ON_WARNING,
+    OPT_MAX_MEMORY,
+    OPT_EVICTION,
     OPT_COUNT
 };
 
+/* The names of the eviction policies, in the order of HDB_EVICT_*. */
+static const char *const eviction_names[] = {"none", "lru", "volatile-ttl"};
+
 /* The type of an option that takes a string or a table. */
 #define OPTION_STRING_OR_TABLE (-100)
+/* ... and of one that takes one of a list of names (its index is its value). */
+#define OPTION_EVICTION (-101)
 
 /* Every option: its Lua type; for numbers, the range of whole numbers taken;
  * for numbers and booleans (0 or 1), the default. Reading, checking,
@@ -455,6 +468,9 @@ static const struct option_def {
                                    HDB_DEFAULT_AUTO_REWRITE_MIN_SIZE},
     [OPT_CODEC] = {"codec", OPTION_STRING_OR_TABLE, 0, 0, 0},
     [OPT_ON_WARNING] = {"on_warning", LUA_TFUNCTION, 0, 0, 0},
+    [OPT_MAX_MEMORY] = {"max_memory", LUA_TNUMBER, 0, 1125899906842624.0, 0},
+    /* (0, or from MAX_MEMORY_MIN: see check_option_value) */
+    [OPT_EVICTION] = {"eviction", OPTION_EVICTION, 0, 0, HDB_EVICT_NONE},
 };
 
 /* Raises that the option names in the table at idx are not all known. */
@@ -496,6 +512,15 @@ static double check_option_value(lua_State *L, int idx, const char *fn, int i)
                        luaL_typename(L, idx));
         return 0;
     }
+    if (def->type == OPTION_EVICTION) {
+        const char *name = lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : "";
+        for (size_t n = 0; n < sizeof eviction_names / sizeof *eviction_names; n++) {
+            if (strcmp(name, eviction_names[n]) == 0)
+                return (double)n;
+        }
+        luaL_error(L, "%s: option '%s' must be \"none\", \"lru\" or \"volatile-ttl\" (got %s)",
+                   fn, def->name, lua_type(L, idx) == LUA_TSTRING ? name : luaL_typename(L, idx));
+    }
     if (lua_type(L, idx) != def->type) {
         luaL_error(L, "%s: option '%s' must be a %s (got %s)", fn, def->name,
                    lua_typename(L, def->type), luaL_typename(L, idx));
@@ -505,6 +530,9 @@ static double check_option_value(lua_State *L, int idx, const char *fn, int i)
     if (def->type != LUA_TNUMBER)
         return 0;
     double v = (double)lua_tonumber(L, idx);
+    if (i == OPT_MAX_MEMORY && v > 0 && v < MAX_MEMORY_MIN)
+        luaL_error(L, "%s: option 'max_memory' must be 0 (none) or at least %d bytes (got %s)",
+                   fn, MAX_MEMORY_MIN, lua_tostring(L, idx));
     /* The range test comes first: it also keeps NaN and the infinities
      * away from the conversion, which is undefined for them. */
     if (!(v >= def->min && v <= def->max) || v != (double)(uint64_t)v) {
@@ -567,6 +595,11 @@ static void fill_options(hdb_options *opt, const double num[OPT_COUNT])
     opt->max_pending = (uint64_t)num[OPT_MAX_PENDING];
     opt->auto_rewrite_percentage = (unsigned)num[OPT_AUTO_REWRITE_PERCENTAGE];
     opt->auto_rewrite_min_size = (uint64_t)num[OPT_AUTO_REWRITE_MIN_SIZE];
+    /* The bound is the whole of stats().memory: the binding's share (the
+     * userdata and the scratch buffer it keeps, at most SCRATCH_KEEP) is
+     * set aside, and the engine bounds the rest. */
+    opt->max_memory = num[OPT_MAX_MEMORY] > 0 ? (uint64_t)num[OPT_MAX_MEMORY] - BINDING_MEMORY : 0;
+    opt->eviction = (int)num[OPT_EVICTION];
 }
 
 /* The one close path. Returns HDB_OK, or HDB_ERR with err filled and the
@@ -807,6 +840,17 @@ static int write_value(lua_State *L, lstore *s, const char *key, size_t klen, in
     return rc;
 }
 
+/* true, and with evictions (ngx.shared.DICT's `forcible`) nil and true. */
+static int push_written(lua_State *L, int done)
+{
+    lua_pushboolean(L, 1);
+    if (!(done & HDB_DONE_EVICTED))
+        return 1;
+    lua_pushnil(L);
+    lua_pushboolean(L, 1);
+    return 3;
+}
+
 /* db:set(key, value [, options]) */
 static int l_set(lua_State *L)
 {
@@ -821,8 +865,7 @@ static int l_set(lua_State *L)
     int done;
     if (write_value(L, s, key, klen, 3, expire_ms, 0, &done, &err) != HDB_OK)
         return push_error(L, &err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return push_written(L, done);
 }
 
 /* db:add and db:replace: a set on a condition; false and why when it does
@@ -840,9 +883,9 @@ static int conditional_set(lua_State *L, int flags, const char *refusal)
     int done;
     if (write_value(L, s, key, klen, 3, expire_ms, flags, &done, &err) != HDB_OK)
         return push_error(L, &err);
-    lua_pushboolean(L, done);
-    if (done)
-        return 1;
+    if (done & HDB_DONE_WRITTEN)
+        return push_written(L, done);
+    lua_pushboolean(L, 0);
     lua_pushstring(L, refusal);
     return 2;
 }
@@ -953,7 +996,11 @@ static int l_incr(lua_State *L)
     int done;
     if (write_value(L, s, key, klen, lua_gettop(L), expire_ms, 0, &done, &err) != HDB_OK)
         return push_error(L, &err);
-    return 1;
+    if (!(done & HDB_DONE_EVICTED))
+        return 1;
+    lua_pushnil(L);
+    lua_pushboolean(L, 1);
+    return 3;
 }
 
 /* db:expire(key, seconds): true if the key exists (a time of 0 or less
@@ -1278,6 +1325,9 @@ static int l_stats(lua_State *L)
     set_count_field(L, "backpressure_waits", (int64_t)st.backpressure_waits);
     set_count_field(L, "expired_keys", (int64_t)st.expired_keys);
     set_count_field(L, "keys_with_ttl", (int64_t)st.keys_with_ttl);
+    set_count_field(L, "evicted_keys", (int64_t)st.evicted_keys);
+    if (st.max_memory > 0)
+        set_count_field(L, "max_memory", (int64_t)st.max_memory);
     if (path.has_str) {
         lua_pushboolean(L, st.rewrite_running);
         lua_setfield(L, -2, "rewrite_running");
