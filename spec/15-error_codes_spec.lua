@@ -56,13 +56,17 @@ describe("error codes", function()
       local db = assert(hurrahdb.open(path, { sync_time = 0 }))
       assert(db:set("a", 1))
       assert(db:close())
-      local child = io.popen(helpers.lua_command("spec/support/hold_file.lua", path, "0.5"), "r")
+      -- The holder writes only once the checks are done (it waits for
+      -- the release file): the file must be as it was after the refusal.
+      local release = dir .. "/release"
+      local child = io.popen(helpers.lua_command("spec/support/hold_file.lua", path, release), "r")
       assert.equals("holding", child:read("l"))
       local before = helpers.read_file(path)
       local r = pack(hurrahdb.open(path))
       assert_failure("locked", " is locked by process ", r, "open")
       assert.is_nil(r[2]:find("(this process", 1, true), r[2])
       assert.equals(before, helpers.read_file(path))
+      helpers.write_file(release, "")
       assert.equals("released", child:read("l"))
       child:close()
       assert_reopens_as(path, { a = 1, child = "from the child" })

@@ -1043,8 +1043,9 @@ static int store_make_room(hdb_store *s, size_t new_bytes, size_t old_bytes, int
     int64_t now = 0;
     for (;;) {
         uint64_t need = new_bytes + table_insert_growth(&s->table, keep == NULL, heap_add);
-        need = need > old_bytes ? need - old_bytes : 0;
-        if (store_memory_entered(s) + need <= s->max_memory)
+        /* A change that needs nothing more goes through, even when the
+         * buffers have grown past the bound meanwhile. */
+        if (need <= old_bytes || store_memory_entered(s) + (need - old_bytes) <= s->max_memory)
             return HDB_OK;
         hdb_entry *top = table_first_to_expire(&s->table);
         if (top != NULL && now == 0)

@@ -45,8 +45,9 @@ typedef struct lstore {
 /* What stats().memory counts besides the engine: the userdata and the
  * scratch buffer it keeps between calls. */
 #define BINDING_MEMORY (sizeof(lstore) + SCRATCH_KEEP)
-/* The least max_memory: the binding's share and 64 KiB for the engine. */
-#define MAX_MEMORY_MIN (int)(BINDING_MEMORY + 64u * 1024u)
+/* The least max_memory (256 KiB): the binding's share, and room for the
+ * engine. */
+#define MAX_MEMORY_MIN (256 * 1024)
 
 /* Upvalue 2 of every method is the stores' metatable (see set_methods):
  * comparing with it costs a fraction of luaL_checkudata's lookup of the
@@ -1013,8 +1014,8 @@ static int l_expire(lua_State *L)
     if (lua_type(L, 3) != LUA_TNUMBER)
         luaL_argerror(L, 3, lua_pushfstring(L, "number expected, got %s", luaL_typename(L, 3)));
     lua_Number seconds = lua_tonumber(L, 3);
-    if (seconds != seconds || seconds > TTL_MAX_S)
-        luaL_argerror(L, 3, "seconds must be a number, at most 1e10");
+    if (seconds != seconds || isinf(seconds) || seconds > TTL_MAX_S)
+        luaL_argerror(L, 3, "seconds must be a finite number, at most 1e10");
     require_open(L, s);
     if (seconds <= 0)
         return delete_key(L, s, key, klen, 1);
