@@ -834,6 +834,15 @@ for _, kind in ipairs(kinds) do
 end
 
 ---------------------------------------------------------------------------
+-- Expiry, counters and eviction (bench/expiry.lua)
+---------------------------------------------------------------------------
+
+log("expiry, counters and eviction")
+local expiry_report = require("expiry").run {
+  now = now, hurrahdb = hurrahdb, kinds = kinds, keys = opts.keys, rounds = opts.rounds, dir = tmp,
+}
+
+---------------------------------------------------------------------------
 -- Opening a 1,000,000-key file: hurrahdb and Redis, the same file
 ---------------------------------------------------------------------------
 
@@ -1497,6 +1506,80 @@ if nginx_report then
     end
   end
 end
+
+-- Expiry, counters and eviction: each case against hurrahdb's own plain
+-- set or get in the same rounds (target 0.8), and in nginx against the
+-- DICT's counterpart.
+local EXPIRY_TARGET = 0.8
+local expiry_missed = {}
+local function expiry_table(report, label)
+  for _, kind in ipairs(kinds) do
+    local kr = report[kind.name]
+    local by = {}
+    for _, r in ipairs(kr.cases) do by[r.name] = r end
+    say("")
+    say("%s, %d keys%s:", kind.label, kr.keys, label)
+    say("")
+    say("| case | op/s | spread | against | ratio | target (%.1f) |", EXPIRY_TARGET)
+    say("|---|---:|---:|---|---:|---|")
+    for _, r in ipairs(kr.cases) do
+      local base = r.base and by[r.base]
+      local x = base and r.rate.median / base.rate.median
+      local hurrahdb_case = r.name:sub(1, 4) ~= "DICT"
+      local met = x and hurrahdb_case and (x >= EXPIRY_TARGET and "met" or "**missed**") or ""
+      if x and hurrahdb_case and x < EXPIRY_TARGET then
+        expiry_missed[#expiry_missed + 1] = ("%s, %s%s: %.2f of %s"):format(r.name, kind.label, label, x, r.base)
+      end
+      say("| %s | %.0f | ±%.0f%% | %s | %s | %s |", r.name, r.rate.median, r.rate.spread * 100,
+        r.base or "", x and ("%.2f"):format(x) or "", met)
+    end
+  end
+end
+local EXPIRY_PAIRS = {
+  { "set", "DICT set" }, { "set ttl", "DICT set exptime" }, { "incr", "DICT incr" },
+  { "set at max_memory, lru", "DICT set, full zone" },
+}
+
+mark_start("expiry")
+say("")
+say("## Expiry, counters and eviction")
+say("")
+say("Lua 5.4, stores with an AOF at sync_time = 1000, cases in a new random order in each of %d", opts.rounds)
+say("rounds, collector running; median of the rounds. `set ttl` passes `{ ttl = 3600 }`; `get, half")
+say("expired` reads every key of a store where half have expired (the gets reclaim them as they go);")
+say("`incr` counts on 1,000 counters; `set at max_memory, lru` writes new keys into a store full to its")
+say("bound (max_memory = what half the keys take), each set evicting. Each is compared with the plain")
+say("set or get of the same rounds.")
+expiry_table(expiry_report, "")
+if nginx_report and nginx_report.worker.expiry then
+  local er = nginx_report.worker.expiry
+  say("")
+  say("In one nginx worker (LuaJIT, the same loops), beside ngx.shared.DICT: `DICT set` encodes with")
+  say("cjson and sets; `DICT set exptime` passes exptime 3600; `DICT incr` counts on the same counters;")
+  say("`DICT set, full zone` sets new keys into a full 4 MiB zone, each set evicting.")
+  expiry_table(er, ", nginx")
+  for _, kind in ipairs(kinds) do
+    local by = {}
+    for _, r in ipairs(er[kind.name].cases) do by[r.name] = r end
+    say("")
+    say("%s, nginx: hurrahdb against the DICT", kind.label)
+    say("")
+    say("| hurrahdb | op/s | DICT | op/s | hurrahdb / DICT |")
+    say("|---|---:|---|---:|---:|")
+    for _, p in ipairs(EXPIRY_PAIRS) do
+      local a, b = by[p[1]], by[p[2]]
+      say("| %s | %.0f | %s | %.0f | %.2f |", p[1], a.rate.median, p[2], b.rate.median,
+        a.rate.median / b.rate.median)
+    end
+  end
+end
+say("")
+if #expiry_missed == 0 then
+  say("Every case is within %.1f of the plain operation.", EXPIRY_TARGET)
+else
+  say("Below %.1f of the plain operation: %s.", EXPIRY_TARGET, table.concat(expiry_missed, "; "))
+end
+mark_end("expiry")
 
 -- What bounds a missed target, in this run's figures.
 local function x_ratio(a, b) return a.median / b.median end

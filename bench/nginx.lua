@@ -165,6 +165,7 @@ http {
     lua_package_path "%s/?.lua;;";
     lua_package_cpath "%s/?.so;;";
     lua_shared_dict bench 512m;
+    lua_shared_dict bench_full 4m;
     server {
         listen 127.0.0.1:%%d;
         location = /bench {

@@ -168,6 +168,11 @@ function _M.run(opts)
     keys, values, gkeys = nil, nil, nil
     collectgarbage()
   end
+  report.expiry = require("expiry").run {
+    now = now, hurrahdb = hurrahdb, kinds = kinds, keys = opts.keys, rounds = opts.rounds,
+    dir = opts.dir, dict = dict, full_dict = assert(ngx.shared.bench_full, "no lua_shared_dict bench_full"),
+    encode = encode,
+  }
   return report
 end
 

@@ -215,7 +215,7 @@ describe("options", function()
     sync_time = { 0, 86400000 }, lock_timeout = { 0, 86400000 }, max_pending = { 4096, 1099511627776 },
     auto_rewrite_percentage = { 0, 1000000 }, auto_rewrite_min_size = { 0, 1125899906842624 },
   }
-  local KNOWN = "path, sync_time, fsync, repair, lock_timeout, max_pending, auto_rewrite_percentage, auto_rewrite_min_size, codec, on_warning"
+  local KNOWN = "path, sync_time, fsync, repair, lock_timeout, max_pending, auto_rewrite_percentage, auto_rewrite_min_size, codec, on_warning, max_memory, eviction"
 
   -- { description, function(opts) that calls it, its name in messages }
   local callers = {

@@ -406,3 +406,75 @@ http {
     assert.same({}, server:errors())
   end)
 end)
+
+describe("a hurrahdb.worker store's expiry, counters and conditional writes", function()
+  local server
+  after_each(function() if server then server:destroy() end end)
+
+  it("work in the worker and keep their expiries across a stop and start", function()
+    local conf = [[
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+worker_processes 1;
+pid logs/nginx.pid;
+error_log logs/error.log info;
+events { worker_connections 64; }
+http {
+    access_log off;
+    init_worker_by_lua_block {
+        require("hurrahdb.worker").init(ngx.config.prefix() .. "data", { sync_time = 100 })
+    }
+    exit_worker_by_lua_block {
+        require("hurrahdb.worker").exit()
+    }
+    server {
+        listen 127.0.0.1:8080 reuseport;
+        location = /write {
+            content_by_lua_block {
+                local db = assert(require("hurrahdb.worker").store())
+                local r = {}
+                r.set = db:set("t", { a = 1 }, { ttl = 100 })
+                r.incr1 = db:incr("c", 1, 0, 200)
+                r.incr2 = db:incr("c", 2)
+                r.add1 = db:add("a", "first")
+                local ok, why = db:add("a", "second")
+                r.add2 = tostring(ok) .. " " .. tostring(why)
+                r.expired = db:set("gone", 1, { ttl = 0.001 })
+                ngx.sleep(0.01)
+                r.gone = db:get("gone") == nil and db:ttl("gone") == nil
+                r.flushed = db:flush_expired()
+                ngx.header["X-Worker"] = ngx.worker.id()
+                ngx.say(require("cjson").encode(r))
+            }
+        }
+        location = /read {
+            content_by_lua_block {
+                local db = assert(require("hurrahdb.worker").store())
+                ngx.header["X-Worker"] = ngx.worker.id()
+                ngx.say(require("cjson").encode({ t = db:get("t"), ttl_t = db:ttl("t"), c = db:get("c"),
+                                                  ttl_c = db:ttl("c"), a = db:get("a"), count = db:count() }))
+            }
+        }
+    }
+}
+]]
+    server = nginx.new(conf)
+    server:start()
+    local conn, wrote = nginx.connect_to_worker(server.port, 0, cjson.decode, "/write")
+    conn:close()
+    assert.same({ set = true, incr1 = 1, incr2 = 3, add1 = true, add2 = "false exists", expired = true,
+                  gone = true, flushed = 0 }, wrote)
+    server:stop()
+    server:start()
+    local read
+    conn, read = nginx.connect_to_worker(server.port, 0, cjson.decode, "/read")
+    conn:close()
+    assert.same({ a = 1 }, read.t)
+    assert.equals(3, read.c)
+    assert.equals("first", read.a)
+    assert.equals(3, read.count)
+    assert.is_true(read.ttl_t > 90 and read.ttl_t <= 100, tostring(read.ttl_t))
+    assert.is_true(read.ttl_c > 190 and read.ttl_c <= 200, tostring(read.ttl_c))
+    assert.same({}, server:errors())
+  end)
+end)

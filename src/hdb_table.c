@@ -443,6 +443,10 @@ static uint32_t entry_stamp(const hdb_entry *e)
     return stamp;
 }
 
+/* Slots the walk of table_sample_lru passes, at most, once it has found an
+ * entry. */
+#define SAMPLE_WALK_MAX 1024u
+
 hdb_entry *table_sample_lru(hdb_table *t, int samples, uint64_t *rng)
 {
     if (t->count == 0)
@@ -464,13 +468,16 @@ hdb_entry *table_sample_lru(hdb_table *t, int samples, uint64_t *rng)
         }
         found++;
     }
-    uint32_t cursor = (uint32_t)(xorshift64(rng) % t->slot_high);
-    while (found < samples) {
+    /* The walk is bounded once it has a candidate: a table whose slots are
+     * mostly free (most keys deleted) must not make each eviction a scan
+     * of the whole slot array. */
+    uint32_t cursor = (uint32_t)(xorshift64(rng) % t->slot_high), start = cursor;
+    while (found < samples && !(best != NULL && cursor - start > SAMPLE_WALK_MAX)) {
         hdb_entry *e = table_next(t, &cursor);
         if (e == NULL) {
             if (best != NULL)
                 break;
-            cursor = 0; /* wrapped: the table is not empty */
+            cursor = start = 0; /* wrapped: the table is not empty */
             continue;
         }
         uint32_t age = t->lru_clock - entry_stamp(e);
