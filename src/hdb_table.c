@@ -48,43 +48,42 @@ static inline uint32_t heap_pos(const hdb_entry *e)
     return i;
 }
 
-static inline void heap_put(hdb_table *t, uint32_t i, hdb_entry *e)
+static inline void heap_put(hdb_table *t, uint32_t i, struct ttl_node node)
 {
-    t->ttl_heap[i] = e;
+    t->ttl_heap[i] = node;
+    hdb_entry *e = node.entry;
     memcpy(e->data + e->key_len + e->val_len + 8, &i, sizeof i);
 }
 
 static void heap_up(hdb_table *t, uint32_t i)
 {
-    hdb_entry *e = t->ttl_heap[i];
-    int64_t ms = entry_expiry(e);
+    struct ttl_node node = t->ttl_heap[i];
     while (i > 0) {
         uint32_t parent = (i - 1) / 2;
-        if (entry_expiry(t->ttl_heap[parent]) <= ms)
+        if (t->ttl_heap[parent].expire_ms <= node.expire_ms)
             break;
         heap_put(t, i, t->ttl_heap[parent]);
         i = parent;
     }
-    heap_put(t, i, e);
+    heap_put(t, i, node);
 }
 
 static void heap_down(hdb_table *t, uint32_t i)
 {
-    hdb_entry *e = t->ttl_heap[i];
-    int64_t ms = entry_expiry(e);
+    struct ttl_node node = t->ttl_heap[i];
     for (;;) {
         uint32_t child = 2 * i + 1;
         if (child >= t->ttl_count)
             break;
         if (child + 1 < t->ttl_count &&
-            entry_expiry(t->ttl_heap[child + 1]) < entry_expiry(t->ttl_heap[child]))
+            t->ttl_heap[child + 1].expire_ms < t->ttl_heap[child].expire_ms)
             child++;
-        if (entry_expiry(t->ttl_heap[child]) >= ms)
+        if (t->ttl_heap[child].expire_ms >= node.expire_ms)
             break;
         heap_put(t, i, t->ttl_heap[child]);
         i = child;
     }
-    heap_put(t, i, e);
+    heap_put(t, i, node);
 }
 
 /* Makes room for one more entry in the heap, so that commit cannot fail. */
@@ -95,7 +94,7 @@ static int heap_reserve_one(hdb_table *t)
     uint32_t cap = t->ttl_cap ? t->ttl_cap * 2 : 64;
     if (cap <= t->ttl_cap) /* cannot pass 2^31 entries: slots are fewer */
         return -1;
-    hdb_entry **h = realloc(t->ttl_heap, (size_t)cap * sizeof *h);
+    struct ttl_node *h = realloc(t->ttl_heap, (size_t)cap * sizeof *h);
     if (h == NULL)
         return -1;
     t->bytes += (size_t)(cap - t->ttl_cap) * sizeof *h;
@@ -104,10 +103,19 @@ static int heap_reserve_one(hdb_table *t)
     return 0;
 }
 
+/* Puts node i where it belongs after its expiry changed (or it moved). */
+static void heap_fix(hdb_table *t, uint32_t i)
+{
+    if (i > 0 && t->ttl_heap[i].expire_ms < t->ttl_heap[(i - 1) / 2].expire_ms)
+        heap_up(t, i);
+    else
+        heap_down(t, i);
+}
+
 static void heap_insert(hdb_table *t, hdb_entry *e)
 {
     uint32_t i = t->ttl_count++;
-    t->ttl_heap[i] = e;
+    t->ttl_heap[i] = (struct ttl_node){entry_expiry(e), e};
     heap_up(t, i);
 }
 
@@ -117,21 +125,15 @@ static void heap_remove(hdb_table *t, hdb_entry *e)
     if (i == last)
         return;
     heap_put(t, i, t->ttl_heap[last]);
-    if (i > 0 && entry_expiry(t->ttl_heap[i]) < entry_expiry(t->ttl_heap[(i - 1) / 2]))
-        heap_up(t, i);
-    else
-        heap_down(t, i);
+    heap_fix(t, i);
 }
 
 /* `e` takes the place in the heap of `old` (both have an expiry). */
 static void heap_replace(hdb_table *t, hdb_entry *old, hdb_entry *e)
 {
     uint32_t i = heap_pos(old);
-    heap_put(t, i, e);
-    if (i > 0 && entry_expiry(e) < entry_expiry(t->ttl_heap[(i - 1) / 2]))
-        heap_up(t, i);
-    else
-        heap_down(t, i);
+    heap_put(t, i, (struct ttl_node){entry_expiry(e), e});
+    heap_fix(t, i);
 }
 
 void table_set_expiry(hdb_table *t, hdb_entry *e, int64_t expire_ms)
@@ -414,7 +416,7 @@ size_t table_insert_growth(const hdb_table *t, int new_key, int heap_add)
 {
     size_t n = 0;
     if (heap_add && t->ttl_count == t->ttl_cap)
-        n += (size_t)(t->ttl_cap ? t->ttl_cap : 64) * sizeof(hdb_entry *);
+        n += (size_t)(t->ttl_cap ? t->ttl_cap : 64) * sizeof(struct ttl_node);
     if (!new_key)
         return n;
     if (t->slot_free == 0 && t->slot_high / SLOTS_PER_CHUNK >= t->slot_nchunks)

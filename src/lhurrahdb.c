@@ -786,6 +786,8 @@ static int64_t check_write_options(lua_State *L, int idx)
     if (lua_type(L, idx) != LUA_TTABLE)
         luaL_argerror(L, idx, lua_pushfstring(L, "options table expected, got %s",
                                               luaL_typename(L, idx)));
+    /* One pass over the table's own fields: the only one known is ttl. */
+    int64_t expire_ms = 0;
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
         if (lua_type(L, -2) != LUA_TSTRING || strcmp(lua_tostring(L, -2), "ttl") != 0)
@@ -793,11 +795,9 @@ static int64_t check_write_options(lua_State *L, int idx)
                                                   lua_type(L, -2) == LUA_TSTRING
                                                       ? lua_tostring(L, -2)
                                                       : luaL_typename(L, -2)));
+        expire_ms = check_ttl(L, lua_gettop(L), "ttl");
         lua_pop(L, 1);
     }
-    lua_getfield(L, idx, "ttl");
-    int64_t expire_ms = lua_isnil(L, -1) ? 0 : check_ttl(L, lua_gettop(L), "ttl");
-    lua_pop(L, 1);
     return expire_ms;
 }
 

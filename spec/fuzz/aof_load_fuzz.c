@@ -61,11 +61,11 @@ static void check_expiry_heap(const hdb_table *t)
     if (with_ttl != t->ttl_count)
         __builtin_trap();
     for (uint32_t i = 0; i < t->ttl_count; i++) {
-        const hdb_entry *h = t->ttl_heap[i];
+        const hdb_entry *h = t->ttl_heap[i].entry;
         uint32_t pos;
         memcpy(&pos, h->data + h->key_len + h->val_len + 8, sizeof pos);
-        if (!(h->slot & ENTRY_HAS_TTL) || pos != i ||
-            (i > 0 && entry_expiry(t->ttl_heap[(i - 1) / 2]) > entry_expiry(h)))
+        if (!(h->slot & ENTRY_HAS_TTL) || pos != i || t->ttl_heap[i].expire_ms != entry_expiry(h) ||
+            (i > 0 && t->ttl_heap[(i - 1) / 2].expire_ms > t->ttl_heap[i].expire_ms))
             __builtin_trap();
     }
 }
