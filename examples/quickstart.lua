@@ -30,6 +30,9 @@ do
   assert(db:set("user:2", { name = "Grace", visits = 7, score = 0.1 + 0.2 }))
   assert(db:set("counter", 1))
   assert(db:set("counter", 2))           -- overwrite
+  assert(db:set("session:9", { user = 1 }, { ttl = 3600 }))  -- expires in an hour
+  print(("aof: session:9 expires in %.0f s; hits = %d"):format(db:ttl("session:9"),
+    db:incr("hits", 1, 0)))                                -- a counter, from 0
   assert(db:set("temp", "gone soon"))
   assert(db:delete("temp"))
   local ok, err = db:set("bad", { 1, nil, 3 })  -- refused, store unchanged
@@ -54,6 +57,7 @@ do
   end
   assert(db:get("user:2").score == 0.1 + 0.2, "floats come back exactly")
   assert(db:get("counter") == 2 and db:get("temp") == nil)
+  print(("  session:9 still expires in %.0f s (the expiry is a time in the file)"):format(db:ttl("session:9")))
   db:close()
 end
 
