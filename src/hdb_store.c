@@ -1018,14 +1018,12 @@ static int store_delete_entry(hdb_store *s, hdb_entry *old, hdb_err *err)
 /* Keys LRU eviction compares per eviction (Redis's maxmemory-samples). */
 #define LRU_SAMPLES 5
 
-/* hdb_stats' memory_bytes, from the owner's thread, which holds the
- * rewrite's lock (rewrite_enter) if a rewrite runs. */
+/* What max_memory bounds: the memory of the keys (entries, buckets,
+ * slots, expiry heap). The AOF's buffers are left out: evicting keys cannot
+ * shrink them (each eviction appends a DEL), and max_pending bounds them. */
 static uint64_t store_memory_entered(hdb_store *s)
 {
-    uint64_t n = sizeof *s + s->table.bytes;
-    if (s->aof != NULL)
-        n += flusher_memory(s->aof) + rewrite_memory_entered(s->rw);
-    return n;
+    return sizeof *s + s->table.bytes;
 }
 
 /* Makes room under max_memory for a change that adds an entry of
@@ -1060,7 +1058,9 @@ static int store_make_room(hdb_store *s, size_t new_bytes, size_t old_bytes, int
             for (int tries = 0; tries < 8 && (victim == NULL || victim == keep); tries++)
                 victim = table_sample_lru(&s->table, LRU_SAMPLES, &s->sample_rng);
         } else if (s->eviction == HDB_EVICT_VOLATILE_TTL) {
-            victim = top;
+            /* The key being written may be the nearest to expiry: then the
+             * next nearest, one of the top's two children. */
+            victim = top != keep ? top : table_next_to_expire(&s->table);
         }
         if (victim == NULL || victim == keep)
             return hdb_fail(err, HDB_CODE_NO_MEMORY, "no memory");
@@ -1116,8 +1116,9 @@ int hdb_set_ex(hdb_store *s, const char *key, size_t key_len, const char *val, s
         size_t new_bytes = table_entry_size(&s->table, key_len, val_len, expire_ms > 0);
         size_t old_bytes = old != NULL ? table_entry_size(&s->table, key_len, old->val_len,
                                                           old_expiry > 0) : 0;
-        if (store_make_room(s, new_bytes, old_bytes, expire_ms > 0 && old_expiry == 0, old, done,
-                            err) != HDB_OK) {
+        /* table_entry_new reserves a heap node for any entry with an
+         * expiry (a replacement too): counted whenever it may grow. */
+        if (store_make_room(s, new_bytes, old_bytes, expire_ms > 0, old, done, err) != HDB_OK) {
             rc = HDB_ERR;
             goto out;
         }
@@ -1380,6 +1381,7 @@ void hdb_get_stats(hdb_store *s, hdb_stats *st)
     st->expired_keys = s->expired_keys;
     st->keys_with_ttl = s->table.ttl_count;
     st->evicted_keys = s->evicted_keys;
+    st->data_bytes = sizeof *s + s->table.bytes;
     st->max_memory = s->max_memory;
     st->memory_bytes = sizeof *s + s->table.bytes;
     st->loaded_records = s->loaded_records;

@@ -417,10 +417,11 @@ size_t table_insert_growth(const hdb_table *t, int new_key, int heap_add)
     size_t n = 0;
     if (heap_add && t->ttl_count == t->ttl_cap)
         n += (size_t)(t->ttl_cap ? t->ttl_cap : 64) * sizeof(struct ttl_node);
-    if (!new_key)
-        return n;
+    /* table_entry_new reserves a slot for a replacement too. */
     if (t->slot_free == 0 && t->slot_high / SLOTS_PER_CHUNK >= t->slot_nchunks)
         n += SLOTS_PER_CHUNK * sizeof(uintptr_t) + sizeof(uintptr_t *);
+    if (!new_key)
+        return n;
     if (t->idx[0].buckets == NULL)
         n += TABLE_MIN_BUCKETS * sizeof(hdb_entry *);
     else if (!table_is_rehashing(t) && t->count + 1 > t->idx[0].mask + 1)

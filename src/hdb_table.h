@@ -185,6 +185,16 @@ static inline hdb_entry *table_first_to_expire(const hdb_table *t)
     return t->ttl_count > 0 ? t->ttl_heap[0].entry : NULL;
 }
 
+/* The entry that expires second first (the lesser child of the heap's
+ * top), or NULL. */
+static inline hdb_entry *table_next_to_expire(const hdb_table *t)
+{
+    if (t->ttl_count < 2)
+        return NULL;
+    uint32_t i = t->ttl_count > 2 && t->ttl_heap[2].expire_ms < t->ttl_heap[1].expire_ms ? 2 : 1;
+    return t->ttl_heap[i].entry;
+}
+
 /* Removes an entry that is in the table and frees it. */
 void table_remove_entry(hdb_table *t, hdb_entry *e);
 

@@ -97,7 +97,7 @@ typedef struct hdb_options {
     unsigned auto_rewrite_percentage; /* rewrite when the file grew by this much over its
                                          size after the last rewrite or open; 0: never */
     uint64_t auto_rewrite_min_size;   /* ... and is at least this large */
-    uint64_t max_memory;   /* bound of hdb_stats' memory_bytes; 0: none */
+    uint64_t max_memory;   /* bound of hdb_stats' data_bytes; 0: none */
     int eviction;          /* HDB_EVICT_*: what a write that would pass it does */
 } hdb_options;
 
@@ -136,6 +136,8 @@ typedef struct hdb_stats {
     uint64_t keys_with_ttl;     /* keys that have an expiry */
     uint64_t evicted_keys;      /* evicted for max_memory since the open */
     uint64_t max_memory;        /* the option; 0: none */
+    uint64_t data_bytes;        /* what max_memory bounds: the keys' memory (entries,
+                                   buckets, slots, expiry heap), no buffers */
     const char *warning;        /* what the open dropped or repaired; "" if nothing
                                    (points into the store; valid until it is freed) */
 } hdb_stats;

@@ -42,11 +42,7 @@ typedef struct lstore {
     char codec_name[CODEC_NAME_MAX + 1]; /* "json", "cjson" or the table's name */
 } lstore;
 
-/* What stats().memory counts besides the engine: the userdata and the
- * scratch buffer it keeps between calls. */
-#define BINDING_MEMORY (sizeof(lstore) + SCRATCH_KEEP)
-/* The least max_memory (256 KiB): the binding's share, and room for the
- * engine. */
+/* The least max_memory (256 KiB). */
 #define MAX_MEMORY_MIN (256 * 1024)
 
 /* Upvalue 2 of every method is the stores' metatable (see set_methods):
@@ -596,10 +592,7 @@ static void fill_options(hdb_options *opt, const double num[OPT_COUNT])
     opt->max_pending = (uint64_t)num[OPT_MAX_PENDING];
     opt->auto_rewrite_percentage = (unsigned)num[OPT_AUTO_REWRITE_PERCENTAGE];
     opt->auto_rewrite_min_size = (uint64_t)num[OPT_AUTO_REWRITE_MIN_SIZE];
-    /* The bound is the whole of stats().memory: the binding's share (the
-     * userdata and the scratch buffer it keeps, at most SCRATCH_KEEP) is
-     * set aside, and the engine bounds the rest. */
-    opt->max_memory = num[OPT_MAX_MEMORY] > 0 ? (uint64_t)num[OPT_MAX_MEMORY] - BINDING_MEMORY : 0;
+    opt->max_memory = (uint64_t)num[OPT_MAX_MEMORY];
     opt->eviction = (int)num[OPT_EVICTION];
 }
 
@@ -917,10 +910,13 @@ static int push_stored_value(lua_State *L, lstore *s, const char *val, size_t vl
 }
 
 /* Pushes a + b, the numbers at ia and ib; 0 if the sum cannot be held
- * exactly: an integer sum past int64 (Lua 5.4 integers stay integers),
- * under LuaJIT a sum of whole numbers past 2^53, or an infinite one. */
+ * exactly: an integer sum past int64 (Lua 5.4 integers stay integers), a
+ * sum of whole numbers that rounds or passes 2^53, a sum that lost the
+ * increment (a + b == a with b not 0), an integer past 2^53 made a float,
+ * or an infinite sum. Fractions round as floats always do (0.1 + 0.2). */
 static int push_sum(lua_State *L, int ia, int ib)
 {
+    const double exact = 9007199254740992.0; /* 2^53 */
 #if LCOMPAT_HAS_INTEGERS
     if (lua_isinteger(L, ia) && lua_isinteger(L, ib)) {
         lua_Integer a = lua_tointeger(L, ia), b = lua_tointeger(L, ib);
@@ -929,19 +925,20 @@ static int push_sum(lua_State *L, int ia, int ib)
         lua_pushinteger(L, a + b);
         return 1;
     }
+    for (int i = 0; i < 2; i++) {
+        int idx = i ? ib : ia;
+        if (lua_isinteger(L, idx) && fabs((double)lua_tointeger(L, idx)) > exact)
+            return 0;
+    }
 #endif
     double a = (double)lua_tonumber(L, ia), b = (double)lua_tonumber(L, ib), r = a + b;
     if (isinf(r) && !isinf(a) && !isinf(b))
         return 0;
-#if !LCOMPAT_HAS_INTEGERS
-    const double exact = 9007199254740992.0; /* 2^53 */
-    /* Whole numbers: a sum that was rounded (r - a differs from b) or lies
-     * past 2^53, where the neighbours of a whole number are not all whole
-     * numbers a double holds, is refused. */
+    if (b != 0 && (r == a || r - a == 0))
+        return 0;
     if (floor(a) == a && floor(b) == b &&
         (fabs(a) > exact || fabs(b) > exact || fabs(r) > exact || r - a != b))
         return 0;
-#endif
     lua_pushnumber(L, (lua_Number)r);
     return 1;
 }
@@ -994,8 +991,28 @@ static int l_incr(lua_State *L)
     }
     if (!push_sum(L, -1, 3))
         return push_failure(L, HDB_CODE_OVERFLOW, "overflow");
+    if (s->lua_codec) {
+        /* A codec may not hold the sum exactly (lua-cjson keeps 14
+         * digits): the result is refused rather than stored changed. */
+        int sum = lua_gettop(L);
+        size_t tlen;
+        const char *text = codec_encode(L, s, 1, sum, &tlen, &err);
+        require_open(L, s);
+        if (text == NULL)
+            return push_error(L, &err);
+        lua_pushvalue(L, -1);
+        if (!codec_decode(L, s, 1, &err))
+            return push_error(L, &err);
+        require_open(L, s);
+        if (!lua_rawequal(L, -1, sum))
+            return push_failure(L, HDB_CODE_OVERFLOW, "overflow");
+        /* What get will return (lua-cjson 2.1.0 reads integers as floats
+         * under Lua 5.4): the result given back, after the sum's write. */
+        lua_remove(L, -2);
+    }
     int done;
-    if (write_value(L, s, key, klen, lua_gettop(L), expire_ms, 0, &done, &err) != HDB_OK)
+    int sum = s->lua_codec ? lua_gettop(L) - 1 : lua_gettop(L);
+    if (write_value(L, s, key, klen, sum, expire_ms, 0, &done, &err) != HDB_OK)
         return push_error(L, &err);
     if (!(done & HDB_DONE_EVICTED))
         return 1;
@@ -1171,9 +1188,10 @@ static int l_keys(lua_State *L)
         prefix = lua_tolstring(L, 2, &plen);
     }
     uint64_t max = check_max(L, 3);
-    uint64_t count = hdb_count(s->db);
-    if (max > 0 && count > max)
-        count = max;
+    /* hdb_count reclaims every expired key: not for a bounded listing. */
+    uint64_t count = max > 0 ? max : hdb_count(s->db);
+    if (count > 1u << 20)
+        count = 1u << 20; /* a presize, not a promise */
     lua_createtable(L, prefix ? 0 : (int)count, 0);
     uint32_t cursor = 0;
     lua_Integer n = 0;
@@ -1327,6 +1345,7 @@ static int l_stats(lua_State *L)
     set_count_field(L, "expired_keys", (int64_t)st.expired_keys);
     set_count_field(L, "keys_with_ttl", (int64_t)st.keys_with_ttl);
     set_count_field(L, "evicted_keys", (int64_t)st.evicted_keys);
+    set_count_field(L, "data_memory", (int64_t)st.data_bytes);
     if (st.max_memory > 0)
         set_count_field(L, "max_memory", (int64_t)st.max_memory);
     if (path.has_str) {
