@@ -62,6 +62,15 @@ for _ = 1, nforks do
   local status, why = wait_child(pid)
   if status == nil then
     io.stderr:write(why, "\n")
+    -- Where it sleeps: the kernel's view, and gdb's if it is installed.
+    for _, what in ipairs({ "wchan", "syscall", "stack" }) do
+      local f = io.open("/proc/" .. pid .. "/" .. what)
+      if f then
+        io.stderr:write(what, ": ", f:read("a") or "", "\n")
+        f:close()
+      end
+    end
+    os.execute("command -v gdb >/dev/null && gdb -p " .. pid .. " -batch -ex 'thread apply all bt' 1>&2 2>/dev/null")
     testlib.kill(pid, 9)
     testlib.waitpid(pid)
     os.exit(1)
