@@ -61,7 +61,7 @@ function M.run(env)
       local db, path = open()
       for i = 1, math.floor(N / 2) do assert(db:set(keys[i], values[i])) end
       assert(db:sync())
-      bound = math.max(db:stats().memory, 262144)
+      bound = math.max(db:stats().data_memory, 262144)
       assert(db:close())
       os.remove(path)
     end
