@@ -834,15 +834,28 @@ static int write_value(lua_State *L, lstore *s, const char *key, size_t klen, in
     return rc;
 }
 
-/* true, and with evictions (ngx.shared.DICT's `forcible`) nil and true. */
+/* After a write's result: with evictions, nil and true (ngx.shared.DICT's
+ * `forcible`). Returns how many values it pushed. */
+static int push_forcible(lua_State *L, int done)
+{
+    if (!(done & HDB_DONE_EVICTED))
+        return 0;
+    lua_pushnil(L);
+    lua_pushboolean(L, 1);
+    return 2;
+}
+
 static int push_written(lua_State *L, int done)
 {
     lua_pushboolean(L, 1);
-    if (!(done & HDB_DONE_EVICTED))
-        return 1;
-    lua_pushnil(L);
-    lua_pushboolean(L, 1);
-    return 3;
+    return 1 + push_forcible(L, done);
+}
+
+/* Raises unless the argument at idx is a number (a numeric string is not). */
+static void check_number_arg(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        luaL_argerror(L, idx, lua_pushfstring(L, "number expected, got %s", luaL_typename(L, idx)));
 }
 
 /* db:set(key, value [, options]) */
@@ -959,12 +972,12 @@ static int l_incr(lua_State *L)
         lua_pushnumber(L, 1);
 #endif
         lua_replace(L, 3);
-    } else if (lua_type(L, 3) != LUA_TNUMBER) {
-        luaL_argerror(L, 3, lua_pushfstring(L, "number expected, got %s", luaL_typename(L, 3)));
+    } else {
+        check_number_arg(L, 3);
     }
     int has_init = !lua_isnoneornil(L, 4);
-    if (has_init && lua_type(L, 4) != LUA_TNUMBER)
-        luaL_argerror(L, 4, lua_pushfstring(L, "number expected, got %s", luaL_typename(L, 4)));
+    if (has_init)
+        check_number_arg(L, 4);
     int64_t init_expire_ms = 0;
     if (!lua_isnoneornil(L, 5)) {
         if (!has_init)
@@ -1014,11 +1027,7 @@ static int l_incr(lua_State *L)
     int sum = s->lua_codec ? lua_gettop(L) - 1 : lua_gettop(L);
     if (write_value(L, s, key, klen, sum, expire_ms, 0, &done, &err) != HDB_OK)
         return push_error(L, &err);
-    if (!(done & HDB_DONE_EVICTED))
-        return 1;
-    lua_pushnil(L);
-    lua_pushboolean(L, 1);
-    return 3;
+    return 1 + push_forcible(L, done);
 }
 
 /* db:expire(key, seconds): true if the key exists (a time of 0 or less
@@ -1028,8 +1037,7 @@ static int l_expire(lua_State *L)
     lstore *s = check_store(L);
     size_t klen;
     const char *key = check_key(L, 2, &klen);
-    if (lua_type(L, 3) != LUA_TNUMBER)
-        luaL_argerror(L, 3, lua_pushfstring(L, "number expected, got %s", luaL_typename(L, 3)));
+    check_number_arg(L, 3);
     lua_Number seconds = lua_tonumber(L, 3);
     if (seconds != seconds || isinf(seconds) || seconds > TTL_MAX_S)
         luaL_argerror(L, 3, "seconds must be a finite number, at most 1e10");
@@ -1102,8 +1110,7 @@ static uint64_t check_max(lua_State *L, int idx)
 {
     if (lua_isnoneornil(L, idx))
         return 0;
-    if (lua_type(L, idx) != LUA_TNUMBER)
-        luaL_argerror(L, idx, lua_pushfstring(L, "number expected, got %s", luaL_typename(L, idx)));
+    check_number_arg(L, idx);
     lua_Number n = lua_tonumber(L, idx);
     if (!(n >= 0) || n != floor(n) || n > 9007199254740992.0)
         luaL_argerror(L, idx, "a whole number from 0 up expected");
