@@ -753,6 +753,38 @@ describe("max_memory", function()
     assert.is_true(db:stats().data_memory <= 1024 * 1024)
   end)
 
+  it("refuses a write that could not fit with every evictable key gone before evicting any", function()
+    db = assert(hurrahdb.new({ max_memory = 512 * 1024, eviction = "lru" }))
+    local n = fill("k")
+    local evicted = db:stats().evicted_keys
+    local ok, err, code = db:set("huge", string.rep("h", 600 * 1024))
+    assert.is_nil(ok)
+    assert.equals("no memory", err)
+    assert.equals("no memory", code)
+    assert.equals(evicted, db:stats().evicted_keys)
+    assert.equals(n, db:count())
+    -- Replacing a key with a value that cannot fit leaves the old value.
+    ok, err = db:set("k1", string.rep("h", 600 * 1024))
+    assert.is_nil(ok)
+    assert.equals("no memory", err)
+    assert.equals(value, db:get("k1"))
+    db:close()
+    -- volatile-ttl may take only the keys with an expiry: 50 of them free
+    -- about 15 KB, too little for a 100 KB value.
+    db = assert(hurrahdb.new({ max_memory = 512 * 1024, eviction = "volatile-ttl" }))
+    for i = 1, 50 do assert.is_true(db:set("t" .. i, value, { ttl = 1000 })) end
+    fill("k") -- ends at the write that evicted the first of them
+    local before = db:stats()
+    assert.equals(49, before.keys_with_ttl)
+    ok, err = db:set("big", string.rep("b", 100 * 1024))
+    assert.is_nil(ok)
+    assert.equals("no memory", err)
+    local after = db:stats()
+    assert.equals(49, after.keys_with_ttl)
+    assert.equals(before.evicted_keys, after.evicted_keys)
+    assert.equals(before.keys, after.keys)
+  end)
+
   it("volatile-ttl evicts the next nearest key when the key written is the nearest", function()
     db = assert(hurrahdb.new({ max_memory = 512 * 1024, eviction = "volatile-ttl" }))
     for i = 1, 100000 do

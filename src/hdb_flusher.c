@@ -59,7 +59,9 @@ struct hdb_flusher {
     uint64_t file_size;     /* end of the last complete batch on disk */
     uint64_t next_seq;      /* number of the next batch written */
     int expiry_format;      /* the file is of format version 4 (AOF_VERSION_EXPIRY);
-                               changed by the store's thread under io_lock */
+                               set holding io_lock and buf_lock (by the store's
+                               thread, or a rewrite's switch), so either lock
+                               is enough to read it */
     int tail_dirty;         /* a failed write may have left bytes past file_size */
     int dir_unsynced_fd;    /* a rewritten file took the name, and the sync of its
                                directory (this descriptor) failed: retried before
@@ -446,8 +448,11 @@ static int flusher_upgrade_format(hdb_flusher *f, hdb_err *err)
             e = errno;
             what = "fdatasync";
         }
-        if (e == 0)
+        if (e == 0) {
+            pthread_mutex_lock(&f->buf_lock);
             f->expiry_format = 1;
+            pthread_mutex_unlock(&f->buf_lock);
+        }
     }
     pthread_mutex_unlock(&f->io_lock);
     if (e != 0)
@@ -461,9 +466,9 @@ int flusher_expiry_format(hdb_flusher *f)
 {
     if (flusher_in_forked_child(f))
         return f->expiry_format;
-    pthread_mutex_lock(&f->io_lock);
+    pthread_mutex_lock(&f->buf_lock);
     int v = f->expiry_format;
-    pthread_mutex_unlock(&f->io_lock);
+    pthread_mutex_unlock(&f->buf_lock);
     return v;
 }
 
@@ -506,15 +511,17 @@ static int flusher_append(hdb_flusher *f, const flusher_record *r, hdb_err *err)
         return -1;
     }
     int needs_v4 = r->kind >= AOF_PEXPIREAT || (r->kind == AOF_SET && r->expire_ms > 0);
-    if (needs_v4 && !f->expiry_format) {
-        pthread_mutex_lock(&f->buf_lock);
-        int rc = flusher_check_writable(f, err);
-        pthread_mutex_unlock(&f->buf_lock);
-        if (rc != 0 || flusher_upgrade_format(f, err) != 0)
-            return -1;
-    }
     pthread_mutex_lock(&f->buf_lock);
     int rc = flusher_check_writable(f, err);
+    /* expiry_format is read under buf_lock: a rewrite's switch, on its own
+     * thread, sets it under that lock. */
+    if (rc == 0 && needs_v4 && !f->expiry_format) {
+        pthread_mutex_unlock(&f->buf_lock);
+        if (flusher_upgrade_format(f, err) != 0)
+            return -1;
+        pthread_mutex_lock(&f->buf_lock);
+        rc = flusher_check_writable(f, err);
+    }
     if (rc == 0 && f->pending.len + f->inflight_bytes >= f->max_pending) {
         pthread_mutex_unlock(&f->buf_lock);
         if (flusher_sync(f, err) != 0)

@@ -1039,6 +1039,20 @@ static int store_make_room(hdb_store *s, size_t new_bytes, size_t old_bytes, int
                            const hdb_entry *keep, int *done, hdb_err *err)
 {
     int64_t now = 0;
+    /* Before any key goes: if the change could not fit even with every
+     * key eviction may take gone (and no growth), it is refused now,
+     * instead of after evicting them all for nothing. Expired keys may
+     * still be reclaimed below; they are not data. */
+    if (s->eviction != HDB_EVICT_NONE) {
+        size_t evictable = s->eviction == HDB_EVICT_LRU ? s->table.entry_bytes
+                                                        : s->table.ttl_entry_bytes;
+        if (keep != NULL && (s->eviction == HDB_EVICT_LRU || (keep->slot & ENTRY_HAS_TTL)))
+            evictable -= table_entry_size(&s->table, keep->key_len, keep->val_len,
+                                          (keep->slot & ENTRY_HAS_TTL) != 0);
+        uint64_t floor = store_memory_entered(s) - evictable;
+        if (new_bytes > old_bytes && floor + (new_bytes - old_bytes) > s->max_memory)
+            return hdb_fail(err, HDB_CODE_NO_MEMORY, "no memory");
+    }
     for (;;) {
         uint64_t need = new_bytes + table_insert_growth(&s->table, keep == NULL, heap_add);
         /* A change that needs nothing more goes through, even when the

@@ -412,6 +412,23 @@ static size_t entry_size(const hdb_table *t, const hdb_entry *e)
     return table_entry_size(t, e->key_len, e->val_len, (e->slot & ENTRY_HAS_TTL) != 0);
 }
 
+/* Counts the entry in (sign 1) or out of (sign -1) the table's memory. */
+static void table_account(hdb_table *t, const hdb_entry *e, int sign)
+{
+    size_t n = entry_size(t, e);
+    if (sign > 0) {
+        t->bytes += n;
+        t->entry_bytes += n;
+        if (e->slot & ENTRY_HAS_TTL)
+            t->ttl_entry_bytes += n;
+    } else {
+        t->bytes -= n;
+        t->entry_bytes -= n;
+        if (e->slot & ENTRY_HAS_TTL)
+            t->ttl_entry_bytes -= n;
+    }
+}
+
 size_t table_insert_growth(const hdb_table *t, int new_key, int heap_add)
 {
     size_t n = 0;
@@ -573,8 +590,8 @@ void table_commit(hdb_table *t, hdb_entry *e, hdb_entry *old)
             heap_remove(t, old);
         else if (ttl)
             heap_insert(t, e);
-        t->bytes -= entry_size(t, old);
-        t->bytes += entry_size(t, e);
+        table_account(t, old, -1);
+        table_account(t, e, 1);
         free(old);
         return;
     }
@@ -584,7 +601,7 @@ void table_commit(hdb_table *t, hdb_entry *e, hdb_entry *old)
     *slot_at(t, e->slot & ENTRY_SLOT_MASK) = (uintptr_t)e;
     if (ttl)
         heap_insert(t, e);
-    t->bytes += entry_size(t, e);
+    table_account(t, e, 1);
     ix = table_index_for(t, e->hash);
     size_t b = e->hash & ix->mask;
     e->next = ix->buckets[b];
@@ -607,7 +624,7 @@ static void table_unlink(hdb_table *t, hdb_entry **link, table_index *ix)
     slots_release(t, e->slot & ENTRY_SLOT_MASK);
     if (e->slot & ENTRY_HAS_TTL)
         heap_remove(t, e);
-    t->bytes -= entry_size(t, e);
+    table_account(t, e, -1);
     t->count--;
     free(e);
     table_maybe_resize(t);

@@ -87,6 +87,8 @@ typedef struct hdb_table {
     uint32_t slot_high;  /* slots handed out so far (live or free) */
     uint32_t slot_free;  /* 1 + index of the first free slot, 0 if none */
     size_t bytes;        /* memory held by the table, for stats */
+    size_t entry_bytes;  /* of it, the entries' (what deleting them all frees) */
+    size_t ttl_entry_bytes; /* of that, the entries that have an expiry */
     int reserved;        /* between table_reserve and table_fit: never shrink */
     /* The entries that have an expiry, in a binary min-heap by expiry: the
      * next to expire is at [0], found without a scan. Each node keeps the
