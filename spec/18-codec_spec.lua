@@ -436,3 +436,79 @@ describe("a Lua codec and the collector", function()
     db:close()
   end) end
 end)
+
+describe("incr under a Lua codec that writes the store", function()
+  local db
+  after_each(function() if db then db:close() end db = nil end)
+
+  -- A codec whose decode (run by incr on the value it read) calls `hook`
+  -- once per decode while it is set.
+  local function hooked_codec(state)
+    local c = rev_codec()
+    local decode = c.decode
+    c.decode = function(s)
+      if state.hook then state.hook() end
+      return decode(s)
+    end
+    return c
+  end
+
+  it("adds to the value written meanwhile, never to the one it read before", function()
+    local state = {}
+    db = assert(hurrahdb.new { codec = hooked_codec(state) })
+    assert.is_true(db:set("n", 1))
+    local once = true
+    state.hook = function()
+      if once then
+        once = false
+        assert(db:set("n", 100))
+      end
+    end
+    assert.equals(101, db:incr("n", 1))
+    state.hook = nil
+    assert.equals(101, db:get("n"))
+  end)
+
+  it("keeps an expiry set meanwhile and a delete made meanwhile", function()
+    local state = {}
+    db = assert(hurrahdb.new { codec = hooked_codec(state) })
+    assert.is_true(db:set("n", 1))
+    local once = true
+    state.hook = function()
+      if once then once = false assert(db:delete("n")) end
+    end
+    local v, err, code = db:incr("n", 1)
+    assert.is_nil(v)
+    assert.equals("not found", err)
+    assert.equals("not found", code)
+    state.hook = nil
+    assert.is_nil(db:get("n"))
+    assert.is_true(db:set("n", 1))
+    once = true
+    state.hook = function()
+      if once then once = false assert(db:expire("n", 100)) end
+    end
+    assert.equals(2, db:incr("n"))
+    state.hook = nil
+    local left = db:ttl("n")
+    assert.is_true(left > 99 and left <= 100, tostring(left))
+  end)
+
+  it("gives up with busy, changing nothing, when every decode writes the store", function()
+    local state = {}
+    db = assert(hurrahdb.new { codec = hooked_codec(state) })
+    assert.is_true(db:set("n", 1))
+    local writes = 0
+    state.hook = function()
+      writes = writes + 1
+      assert(db:set("other", writes))
+    end
+    local v, err, code = db:incr("n", 1)
+    assert.is_nil(v)
+    assert.equals("busy", code)
+    assert.matches("kept changing", err)
+    state.hook = nil
+    assert.equals(1, db:get("n"))
+    assert.is_true(writes > 1)
+  end)
+end)

@@ -266,7 +266,7 @@ static size_t replay_apply(void *ud, const aof_record *r, size_t n)
         if (old != NULL && old->val_len == r[i].val_len &&
             (old->slot & ENTRY_HAS_TTL) == (ms > 0 ? ENTRY_HAS_TTL : 0)) {
             s->live_bytes -= entry_record_len(old);
-            table_update_value(old, r[i].val, r[i].val_len);
+            table_update_value(t, old, r[i].val, r[i].val_len);
             if (ms > 0)
                 table_set_expiry(t, old, ms);
             s->live_bytes += entry_record_len(old);
@@ -1146,7 +1146,7 @@ int hdb_set_ex(hdb_store *s, const char *key, size_t key_len, const char *val, s
             goto out;
         }
         s->live_bytes -= entry_record_len(old);
-        table_update_value(old, val, val_len);
+        table_update_value(&s->table, old, val, val_len);
         table_touch(&s->table, old);
         if (expire_ms > 0 && expire_ms != old_expiry)
             table_set_expiry(&s->table, old, expire_ms);
@@ -1379,6 +1379,11 @@ uint64_t hdb_count(hdb_store *s)
 {
     hdb_flush_expired(s, 0);
     return s->table.count;
+}
+
+uint64_t hdb_changes(const hdb_store *s)
+{
+    return s->table.changes;
 }
 
 int hdb_sync(hdb_store *s, hdb_err *err)

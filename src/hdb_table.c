@@ -140,6 +140,7 @@ void table_set_expiry(hdb_table *t, hdb_entry *e, int64_t expire_ms)
 {
     memcpy(e->data + e->key_len + e->val_len, &expire_ms, sizeof expire_ms);
     heap_replace(t, e, e);
+    t->changes++;
 }
 
 void table_free(hdb_table *t)
@@ -157,8 +158,10 @@ void table_free(hdb_table *t)
     free(t->ttl_heap);
     uint64_t seed[2] = {t->seed[0], t->seed[1]};
     int lru = t->lru;
+    uint64_t changes = t->changes + 1;
     table_init(t, seed);
     t->lru = lru; /* an emptied table keeps its kind of entry */
+    t->changes = changes;
 }
 
 /* Starts moving to a bucket array of `size` buckets (a power of two). A failed
@@ -577,6 +580,7 @@ static hdb_entry **table_link_of(hdb_table *t, const hdb_entry *e, table_index *
 void table_commit(hdb_table *t, hdb_entry *e, hdb_entry *old)
 {
     table_index *ix;
+    t->changes++;
     uint32_t ttl = e->slot & ENTRY_HAS_TTL;
     if (old != NULL) {
         hdb_entry **link = table_link_of(t, old, &ix);
@@ -609,8 +613,9 @@ void table_commit(hdb_table *t, hdb_entry *e, hdb_entry *old)
     ix->used++;
 }
 
-void table_update_value(hdb_entry *e, const char *val, size_t val_len)
+void table_update_value(hdb_table *t, hdb_entry *e, const char *val, size_t val_len)
 {
+    t->changes++;
     if (val_len)
         memcpy(e->data + e->key_len, val, val_len);
 }
@@ -621,6 +626,7 @@ static void table_unlink(hdb_table *t, hdb_entry **link, table_index *ix)
     hdb_entry *e = *link;
     *link = e->next;
     ix->used--;
+    t->changes++;
     slots_release(t, e->slot & ENTRY_SLOT_MASK);
     if (e->slot & ENTRY_HAS_TTL)
         heap_remove(t, e);

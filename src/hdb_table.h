@@ -104,6 +104,10 @@ typedef struct hdb_table {
      * for eviction of the least recently used. */
     int lru;
     uint32_t lru_clock;
+    /* Counts every change of an entry (written, removed, its expiry
+     * changed), across table_free too: a caller that ran other code between
+     * reading an entry and writing the key learns whether it changed. */
+    uint64_t changes;
 } hdb_table;
 
 /* Per operation, a rehash moves at most this many non-empty buckets and
@@ -210,7 +214,7 @@ void table_entry_discard(hdb_table *t, hdb_entry *e);
 void table_commit(hdb_table *t, hdb_entry *e, hdb_entry *old);
 
 /* Overwrites the value of `e` with one of the same length, in place. */
-void table_update_value(hdb_entry *e, const char *val, size_t val_len);
+void table_update_value(hdb_table *t, hdb_entry *e, const char *val, size_t val_len);
 
 /* Removes `key`. Returns 1 if it was present, 0 if not. */
 int table_remove(hdb_table *t, const char *key, size_t key_len);

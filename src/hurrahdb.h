@@ -40,7 +40,7 @@ enum hdb_code {
     HDB_CODE_ALREADY_OPEN, /* this process holds the file already */
     HDB_CODE_DAMAGED,     /* the file fails its checks at open */
     HDB_CODE_FORKED,      /* refused in a child forked after the open */
-    HDB_CODE_BUSY,        /* a rewrite is already running */
+    HDB_CODE_BUSY,        /* a rewrite is already running; an incr kept being overtaken */
     HDB_CODE_MEMORY_ONLY, /* the operation needs a file */
     HDB_CODE_OUTPACED,    /* writes outpaced a rewrite (max_pending) */
     HDB_CODE_MOVED,       /* the file was moved, replaced or removed from outside */
@@ -229,6 +229,11 @@ int hdb_get_ex(hdb_store *s, const char *key, size_t key_len, const char **val,
 /* The keys, once every expired one is reclaimed (the work is proportional
  * to their number). */
 uint64_t hdb_count(hdb_store *s);
+
+/* A number that changes whenever any key is written, removed (expired and
+ * evicted keys included) or has its expiry changed: equal before and after
+ * some other code ran, the store's contents did not change meanwhile. */
+uint64_t hdb_changes(const hdb_store *s);
 
 /* Writes and syncs every pending record now. A memory-only store succeeds.
  * Fails with HDB_CODE_IO, or HDB_CODE_FORKED in a forked child. */

@@ -956,6 +956,9 @@ static int push_sum(lua_State *L, int ia, int ib)
     return 1;
 }
 
+/* Reads incr makes before it gives up with "busy". */
+#define INCR_ATTEMPTS 8
+
 /* db:incr(key [, delta [, init [, init_ttl]]]): ngx.shared.DICT's incr.
  * The result is written as the SET of the new value, keeping the key's
  * expiry (an absolute time, so a replay gives the same result). */
@@ -984,50 +987,65 @@ static int l_incr(lua_State *L)
             luaL_argerror(L, 5, "init_ttl needs init");
         init_expire_ms = check_ttl(L, 5, "init_ttl");
     }
-    lua_settop(L, 5);
     require_open(L, s);
-    const char *val;
-    size_t vlen;
-    int64_t expire_ms;
     hdb_err err;
-    if (hdb_get_ex(s->db, key, klen, &val, &vlen, &expire_ms)) {
-        if (!push_stored_value(L, s, val, vlen, &err))
-            return push_error(L, &err);
-        require_open(L, s); /* a codec ran Lua code */
-        if (lua_type(L, -1) != LUA_TNUMBER)
-            return push_failure(L, HDB_CODE_NOT_A_NUMBER, "not a number");
-    } else {
-        if (!has_init)
-            return push_failure(L, HDB_CODE_NOT_FOUND, "not found");
-        lua_pushvalue(L, 4);
-        expire_ms = init_expire_ms;
-    }
-    if (!push_sum(L, -1, 3))
-        return push_failure(L, HDB_CODE_OVERFLOW, "overflow");
-    if (s->lua_codec) {
-        /* A codec may not hold the sum exactly (lua-cjson keeps 14
-         * digits): the result is refused rather than stored changed. */
-        int sum = lua_gettop(L);
-        size_t tlen;
-        const char *text = codec_encode(L, s, 1, sum, &tlen, &err);
-        require_open(L, s);
-        if (text == NULL)
-            return push_error(L, &err);
-        lua_pushvalue(L, -1);
-        if (!codec_decode(L, s, 1, &err))
-            return push_error(L, &err);
-        require_open(L, s);
-        if (!lua_rawequal(L, -1, sum))
+    /* Decoding the value read, and a Lua codec, run Lua code (finalizers
+     * included) that may write the store: the sum is written only if
+     * nothing changed since the read, else the read is made again. */
+    for (int attempt = 0; attempt < INCR_ATTEMPTS; attempt++) {
+        lua_settop(L, 5);
+        const char *val;
+        size_t vlen;
+        int64_t expire_ms;
+        int found = hdb_get_ex(s->db, key, klen, &val, &vlen, &expire_ms);
+        uint64_t changes = hdb_changes(s->db);
+        if (found) {
+            if (!push_stored_value(L, s, val, vlen, &err))
+                return push_error(L, &err);
+            require_open(L, s);
+            if (hdb_changes(s->db) != changes)
+                continue;
+            if (lua_type(L, -1) != LUA_TNUMBER)
+                return push_failure(L, HDB_CODE_NOT_A_NUMBER, "not a number");
+        } else {
+            if (!has_init)
+                return push_failure(L, HDB_CODE_NOT_FOUND, "not found");
+            lua_pushvalue(L, 4);
+            expire_ms = init_expire_ms;
+        }
+        if (!push_sum(L, -1, 3))
             return push_failure(L, HDB_CODE_OVERFLOW, "overflow");
-        /* What get will return (lua-cjson 2.1.0 reads integers as floats
-         * under Lua 5.4): the result given back, after the sum's write. */
-        lua_remove(L, -2);
+        int sum = lua_gettop(L), done, rc;
+        if (s->lua_codec) {
+            /* A codec may not hold the sum exactly (lua-cjson keeps 14
+             * digits): the result is refused rather than stored changed. */
+            size_t tlen;
+            const char *text = codec_encode(L, s, 1, sum, &tlen, &err);
+            require_open(L, s);
+            if (text == NULL)
+                return push_error(L, &err);
+            lua_pushvalue(L, -1);
+            if (!codec_decode(L, s, 1, &err))
+                return push_error(L, &err);
+            require_open(L, s);
+            if (!lua_rawequal(L, -1, sum))
+                return push_failure(L, HDB_CODE_OVERFLOW, "overflow");
+            if (hdb_changes(s->db) != changes)
+                continue;
+            /* The text stays on the stack until the engine has copied it;
+             * the decoded sum, on top, is what get will return (lua-cjson
+             * 2.1.0 reads integers as floats under Lua 5.4). */
+            rc = hdb_set_ex(s->db, key, klen, text, tlen, expire_ms, 0, &done, &err);
+        } else {
+            /* Encoding a number runs no Lua code. */
+            rc = write_value(L, s, key, klen, sum, expire_ms, 0, &done, &err);
+        }
+        if (rc != HDB_OK)
+            return push_error(L, &err);
+        return 1 + push_forcible(L, done);
     }
-    int done;
-    int sum = s->lua_codec ? lua_gettop(L) - 1 : lua_gettop(L);
-    if (write_value(L, s, key, klen, sum, expire_ms, 0, &done, &err) != HDB_OK)
-        return push_error(L, &err);
-    return 1 + push_forcible(L, done);
+    return push_failure(L, HDB_CODE_BUSY, "busy: the key kept changing while incr decoded it "
+                        "(code run meanwhile, a finalizer or codec, writes the store)");
 }
 
 /* db:expire(key, seconds): true if the key exists (a time of 0 or less
