@@ -86,7 +86,7 @@ static void put(hdb_table *t, const char *key, size_t len)
 {
     uint32_t h;
     hdb_entry *old = table_lookup(t, key, len, &h);
-    hdb_entry *e = table_entry_new(t, h, key, len, "1", 1, 0);
+    hdb_entry *e = table_entry_new(t, old, h, key, len, "1", 1, 0);
     if (e == NULL) {
         printf("not ok out of memory\n");
         exit(1);

@@ -462,6 +462,22 @@ static int flusher_upgrade_format(hdb_flusher *f, hdb_err *err)
     return 0;
 }
 
+int flusher_prepare_expiry_format(hdb_flusher *f, hdb_err *err)
+{
+    if (flusher_in_forked_child(f)) {
+        hdb_fail(err, HDB_CODE_FORKED, "store %s was opened by another process (before a "
+                 "fork); writes from this process are refused", f->path);
+        return -1;
+    }
+    pthread_mutex_lock(&f->buf_lock);
+    int rc = flusher_check_writable(f, err);
+    int ready = f->expiry_format;
+    pthread_mutex_unlock(&f->buf_lock);
+    if (rc != 0)
+        return -1;
+    return ready ? 0 : flusher_upgrade_format(f, err);
+}
+
 int flusher_expiry_format(hdb_flusher *f)
 {
     if (flusher_in_forked_child(f))

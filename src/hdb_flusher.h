@@ -68,6 +68,12 @@ int flusher_append_flushall(hdb_flusher *f, hdb_err *err);
  * file version 4 too. */
 int flusher_expiry_format(hdb_flusher *f);
 
+/* Makes the file of format version 4 now if it is not (an append that
+ * needs it does so itself): a write that must not fail after changing the
+ * store (evicting keys) calls it first. -1 with err filled if the header
+ * cannot be written, the store refuses writes, or in a forked child. */
+int flusher_prepare_expiry_format(hdb_flusher *f, hdb_err *err);
+
 /* Writes and (unless fsync is off) fdatasyncs everything appended so far.
  * Fails in a forked child (HDB_CODE_FORKED). */
 int flusher_sync(hdb_flusher *f, hdb_err *err);

@@ -295,9 +295,9 @@ static int rewrite_take_chunk(rewrite_job *job, uint32_t *cursor)
     else if (flusher_tail_take(rw->aof, &job->out, &job->err) != 0)
         rc = -1;
     size_t start = job->out.len;
-    /* A key that has expired is left out: its SET with PXAT would be
-     * dropped by any later load anyway. */
-    int64_t now = rw->table->ttl_count > 0 ? expiry_clock_ms() : 0;
+    /* Every key the table holds is written, one that has expired but is
+     * not reclaimed yet included (a later load drops it): the file then
+     * holds what memory holds even if the clock steps back meanwhile. */
     for (int n = 0; rc == 0 && n < REWRITE_CHUNK_KEYS && job->out.len - start < REWRITE_CHUNK_BYTES;
          n++) {
         hdb_entry *e = table_next(rw->table, cursor);
@@ -305,8 +305,6 @@ static int rewrite_take_chunk(rewrite_job *job, uint32_t *cursor)
             rc = 1;
             break;
         }
-        if (entry_expired(e, now))
-            continue;
         if (aof_append_set_px(&job->out, entry_key(e), e->key_len, entry_val(e), e->val_len,
                               entry_expiry(e)) != 0) {
             rc = hdb_fail(&job->err, HDB_CODE_NO_MEMORY, "out of memory");

@@ -204,7 +204,7 @@ static int store_entry_reexpire(hdb_store *s, hdb_entry *e, int64_t expire_ms)
         s->live_bytes += entry_record_len(e);
         return 0;
     }
-    hdb_entry *n = table_entry_new(t, e->hash, entry_key(e), e->key_len, entry_val(e),
+    hdb_entry *n = table_entry_new(t, e, e->hash, entry_key(e), e->key_len, entry_val(e),
                                    e->val_len, expire_ms);
     if (n == NULL) {
         s->live_bytes += entry_record_len(e);
@@ -272,7 +272,7 @@ static size_t replay_apply(void *ud, const aof_record *r, size_t n)
             s->live_bytes += entry_record_len(old);
             continue;
         }
-        hdb_entry *e = table_entry_new(t, hash[i], r[i].key, r[i].key_len, r[i].val,
+        hdb_entry *e = table_entry_new(t, old, hash[i], r[i].key, r[i].key_len, r[i].val,
                                        r[i].val_len, ms);
         if (e == NULL)
             return i;
@@ -754,6 +754,8 @@ hdb_store *hdb_open(const hdb_options *opt, hdb_err *err)
     s->max_memory = opt->max_memory;
     s->eviction = opt->eviction;
     s->table.lru = opt->eviction == HDB_EVICT_LRU;
+    if (s->max_memory != 0)
+        s->table.bytes_limit = s->max_memory > sizeof *s ? (size_t)(s->max_memory - sizeof *s) : 1;
     s->sample_rng = seed[0] ^ seed[1];
     if (!aof_codec_is_json(opt->codec)) {
         size_t n = strlen(opt->codec);
@@ -1130,9 +1132,13 @@ int hdb_set_ex(hdb_store *s, const char *key, size_t key_len, const char *val, s
         size_t new_bytes = table_entry_size(&s->table, key_len, val_len, expire_ms > 0);
         size_t old_bytes = old != NULL ? table_entry_size(&s->table, key_len, old->val_len,
                                                           old_expiry > 0) : 0;
-        /* table_entry_new reserves a heap node for any entry with an
-         * expiry (a replacement too): counted whenever it may grow. */
-        if (store_make_room(s, new_bytes, old_bytes, expire_ms > 0, old, done, err) != HDB_OK) {
+        /* What may fail after keys were evicted, is done before. */
+        if (expire_ms > 0 && s->aof && flusher_prepare_expiry_format(s->aof, err) != 0) {
+            rc = HDB_ERR;
+            goto out;
+        }
+        if (store_make_room(s, new_bytes, old_bytes, expire_ms > 0 && old_expiry == 0, old,
+                            done, err) != HDB_OK) {
             rc = HDB_ERR;
             goto out;
         }
@@ -1154,7 +1160,7 @@ int hdb_set_ex(hdb_store *s, const char *key, size_t key_len, const char *val, s
         *done |= HDB_DONE_WRITTEN;
         goto out;
     }
-    hdb_entry *e = table_entry_new(&s->table, h, key, key_len, val, val_len, expire_ms);
+    hdb_entry *e = table_entry_new(&s->table, old, h, key, key_len, val, val_len, expire_ms);
     if (e == NULL) {
         rc = hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory");
         goto out;
@@ -1196,9 +1202,9 @@ int hdb_delete(hdb_store *s, const char *key, size_t key_len, int *existed, hdb_
 }
 
 int hdb_expire_at(hdb_store *s, const char *key, size_t key_len, int64_t expire_ms,
-                  int *existed, hdb_err *err)
+                  int *done, hdb_err *err)
 {
-    *existed = 0;
+    *done = 0;
     if (check_expiry(expire_ms, err) != 0)
         return HDB_ERR;
     int locked = rewrite_enter(s->rw);
@@ -1211,21 +1217,23 @@ int hdb_expire_at(hdb_store *s, const char *key, size_t key_len, int64_t expire_
     if (expire_ms <= now) {
         /* A time already past: the key expires now (as in Redis). */
         rc = store_delete_entry(s, old, err);
-        *existed = rc == HDB_OK;
+        *done = rc == HDB_OK ? HDB_DONE_WRITTEN : 0;
         goto out;
     }
     /* Rebuilt first, where the entry gains its expiry, so that a failure
      * leaves the store as it was. */
     hdb_entry *e = NULL;
-    int evicted = 0;
     if (!(old->slot & ENTRY_HAS_TTL) && s->max_memory != 0 &&
-        store_make_room(s, ENTRY_TTL_TRAILER, 0, 1, old, &evicted, err) != HDB_OK) {
+        ((s->aof && flusher_prepare_expiry_format(s->aof, err) != 0) ||
+         store_make_room(s, table_entry_size(&s->table, key_len, old->val_len, 1),
+                         table_entry_size(&s->table, key_len, old->val_len, 0), 1, old, done,
+                         err) != HDB_OK)) {
         rc = HDB_ERR;
         goto out;
     }
     if (!(old->slot & ENTRY_HAS_TTL) &&
-        (e = table_entry_new(&s->table, old->hash, key, key_len, entry_val(old), old->val_len,
-                             expire_ms)) == NULL) {
+        (e = table_entry_new(&s->table, old, old->hash, key, key_len, entry_val(old),
+                             old->val_len, expire_ms)) == NULL) {
         rc = hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory");
         goto out;
     }
@@ -1243,11 +1251,11 @@ int hdb_expire_at(hdb_store *s, const char *key, size_t key_len, int64_t expire_
         table_set_expiry(&s->table, old, expire_ms);
         s->live_bytes += entry_record_len(old);
     }
-    *existed = 1;
+    *done |= HDB_DONE_WRITTEN;
 out:
     if (locked)
         rewrite_leave(s->rw);
-    if (*existed)
+    if (rc == HDB_OK && *done)
         store_after_write(s, key_len);
     return rc;
 }
@@ -1261,7 +1269,7 @@ int hdb_persist(hdb_store *s, const char *key, size_t key_len, int *removed, hdb
     int rc = HDB_OK;
     if (old == NULL || !(old->slot & ENTRY_HAS_TTL))
         goto out;
-    hdb_entry *e = table_entry_new(&s->table, old->hash, key, key_len, entry_val(old),
+    hdb_entry *e = table_entry_new(&s->table, old, old->hash, key, key_len, entry_val(old),
                                    old->val_len, 0);
     if (e == NULL) {
         rc = hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory");
@@ -1303,7 +1311,10 @@ int hdb_flush_all(hdb_store *s, hdb_err *err)
 
 int64_t hdb_clock_ms(void)
 {
-    return expiry_clock_ms();
+    struct timespec ts;
+    if (clock_gettime(CLOCK_REALTIME, &ts) != 0)
+        return 0;
+    return (int64_t)ts.tv_sec * 1000 + (ts.tv_nsec + 999999) / 1000000;
 }
 
 uint64_t hdb_flush_expired(hdb_store *s, uint64_t max)

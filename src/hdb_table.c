@@ -159,8 +159,10 @@ void table_free(hdb_table *t)
     uint64_t seed[2] = {t->seed[0], t->seed[1]};
     int lru = t->lru;
     uint64_t changes = t->changes + 1;
+    size_t bytes_limit = t->bytes_limit;
     table_init(t, seed);
-    t->lru = lru; /* an emptied table keeps its kind of entry */
+    t->lru = lru; /* an emptied table keeps its kind of entry, and its bound */
+    t->bytes_limit = bytes_limit;
     t->changes = changes;
 }
 
@@ -437,11 +439,10 @@ size_t table_insert_growth(const hdb_table *t, int new_key, int heap_add)
     size_t n = 0;
     if (heap_add && t->ttl_count == t->ttl_cap)
         n += (size_t)(t->ttl_cap ? t->ttl_cap : 64) * sizeof(struct ttl_node);
-    /* table_entry_new reserves a slot for a replacement too. */
-    if (t->slot_free == 0 && t->slot_high / SLOTS_PER_CHUNK >= t->slot_nchunks)
-        n += SLOTS_PER_CHUNK * sizeof(uintptr_t) + sizeof(uintptr_t *);
     if (!new_key)
         return n;
+    if (t->slot_free == 0 && t->slot_high / SLOTS_PER_CHUNK >= t->slot_nchunks)
+        n += SLOTS_PER_CHUNK * sizeof(uintptr_t) + sizeof(uintptr_t *);
     if (t->idx[0].buckets == NULL)
         n += TABLE_MIN_BUCKETS * sizeof(hdb_entry *);
     else if (!table_is_rehashing(t) && t->count + 1 > t->idx[0].mask + 1)
@@ -458,13 +459,20 @@ static uint64_t xorshift64(uint64_t *state)
     return *state = x;
 }
 
+static const unsigned char *entry_stamp_at(const hdb_entry *e)
+{
+    return e->data + e->key_len + e->val_len + ((e->slot & ENTRY_HAS_TTL) ? ENTRY_TTL_TRAILER : 0);
+}
+
 static uint32_t entry_stamp(const hdb_entry *e)
 {
     uint32_t stamp;
-    size_t at = e->key_len + e->val_len + ((e->slot & ENTRY_HAS_TTL) ? ENTRY_TTL_TRAILER : 0);
-    memcpy(&stamp, e->data + at, sizeof stamp);
+    memcpy(&stamp, entry_stamp_at(e), sizeof stamp);
     return stamp;
 }
+
+/* Samples table_sample_lru reads with prefetches. */
+#define LRU_SAMPLES_PREFETCHED 8
 
 /* Slots the walk of table_sample_lru passes, at most, once it has found an
  * entry. */
@@ -477,9 +485,38 @@ hdb_entry *table_sample_lru(hdb_table *t, int samples, uint64_t *rng)
     hdb_entry *best = NULL;
     uint32_t best_age = 0;
     int found = 0;
-    /* Random slots; where most are free (after many deletions) the tries
-     * run out and a walk from a random slot finds the rest. */
-    for (int tries = 0; found < samples && tries < samples * 4; tries++) {
+    /* The first random slots are read in steps, each prefetching what the
+     * next reads (the slots, the entries' headers, their stamps, which
+     * follow a value and may lie lines away): in a table larger than the
+     * caches the misses then overlap instead of coming one after another. */
+    hdb_entry *picked[LRU_SAMPLES_PREFETCHED];
+    int first = samples < LRU_SAMPLES_PREFETCHED ? samples : LRU_SAMPLES_PREFETCHED;
+    uint32_t at[LRU_SAMPLES_PREFETCHED];
+    for (int i = 0; i < first; i++) {
+        at[i] = (uint32_t)(xorshift64(rng) % t->slot_high);
+        prefetch(slot_at(t, at[i]));
+    }
+    int n = 0;
+    for (int i = 0; i < first; i++) {
+        uintptr_t v = *slot_at(t, at[i]);
+        if (!slot_is_free(v)) {
+            picked[n] = (hdb_entry *)v;
+            prefetch(picked[n++]);
+        }
+    }
+    for (int i = 0; i < n; i++)
+        prefetch(entry_stamp_at(picked[i]));
+    for (int i = 0; i < n; i++) {
+        uint32_t age = t->lru_clock - entry_stamp(picked[i]);
+        if (best == NULL || age > best_age) {
+            best = picked[i];
+            best_age = age;
+        }
+        found++;
+    }
+    /* More random slots; where most are free (after many deletions) the
+     * tries run out and a walk from a random slot finds the rest. */
+    for (int tries = first; found < samples && tries < samples * 4; tries++) {
         uintptr_t v = *slot_at(t, (uint32_t)(xorshift64(rng) % t->slot_high));
         if (slot_is_free(v))
             continue;
@@ -513,14 +550,18 @@ hdb_entry *table_sample_lru(hdb_table *t, int samples, uint64_t *rng)
     return best;
 }
 
-hdb_entry *table_entry_new(hdb_table *t, uint32_t hash, const char *key, size_t key_len,
-                           const char *val, size_t val_len, int64_t expire_ms)
+hdb_entry *table_entry_new(hdb_table *t, const hdb_entry *replaces, uint32_t hash,
+                           const char *key, size_t key_len, const char *val, size_t val_len,
+                           int64_t expire_ms)
 {
     if (key_len > HDB_MAX_ITEM_LEN || val_len > HDB_MAX_ITEM_LEN)
         return NULL;
-    if (slots_reserve_one(t) != 0)
+    /* A replacement takes the slot, and the heap node, of the entry it
+     * replaces: nothing grows for it (table_insert_growth counts the same). */
+    if (replaces == NULL && slots_reserve_one(t) != 0)
         return NULL;
-    if (expire_ms > 0 && heap_reserve_one(t) != 0)
+    if (expire_ms > 0 && !(replaces != NULL && (replaces->slot & ENTRY_HAS_TTL)) &&
+        heap_reserve_one(t) != 0)
         return NULL;
     if (t->idx[0].buckets == NULL) {
         table_start_rehash(t, TABLE_MIN_BUCKETS);
@@ -555,15 +596,19 @@ static void table_maybe_resize(hdb_table *t)
 {
     if (table_is_rehashing(t))
         return;
-    size_t size = t->idx[0].mask + 1;
+    size_t size = t->idx[0].mask + 1, want = 0;
     if (t->count > size) {
-        table_start_rehash(t, size * 2);
+        want = size * 2;
     } else if (!t->reserved && size > TABLE_MIN_BUCKETS && t->count < size / 8) {
-        size_t want = TABLE_MIN_BUCKETS;
+        want = TABLE_MIN_BUCKETS;
         while (want < t->count * 2)
             want *= 2;
-        table_start_rehash(t, want);
     }
+    /* Both arrays live while the rehash runs: under a bound, a resize that
+     * would pass it is not started (a shrink saves memory only once done;
+     * the chains of a table that may not grow just get longer). */
+    if (want != 0 && !(t->bytes_limit != 0 && t->bytes + want * sizeof(hdb_entry *) > t->bytes_limit))
+        table_start_rehash(t, want);
 }
 
 /* Returns the link pointing at `e`, which is in the table. */

@@ -87,6 +87,8 @@ typedef struct hdb_table {
     uint32_t slot_high;  /* slots handed out so far (live or free) */
     uint32_t slot_free;  /* 1 + index of the first free slot, 0 if none */
     size_t bytes;        /* memory held by the table, for stats */
+    size_t bytes_limit;  /* 0, or a bound on `bytes` that no resize of the
+                            index passes (the caller bounds the rest) */
     size_t entry_bytes;  /* of it, the entries' (what deleting them all frees) */
     size_t ttl_entry_bytes; /* of that, the entries that have an expiry */
     int reserved;        /* between table_reserve and table_fit: never shrink */
@@ -151,18 +153,21 @@ void table_prefetch(const hdb_table *t, uint32_t hash, int depth);
 
 /* Builds an entry for (key, value) without touching the table, so that the
  * caller can do fallible work (the AOF append) before anything changes.
+ * `replaces` is the entry of the key it will replace, NULL for a new key;
  * `hash` comes from table_lookup; `expire_ms` is the expiry (Unix ms), or 0
  * for none. Returns NULL when memory is exhausted or a length passes
  * HDB_MAX_ITEM_LEN. It also makes sure that table_commit will not need to
  * allocate. */
-hdb_entry *table_entry_new(hdb_table *t, uint32_t hash, const char *key, size_t key_len,
-                           const char *val, size_t val_len, int64_t expire_ms);
+hdb_entry *table_entry_new(hdb_table *t, const hdb_entry *replaces, uint32_t hash,
+                           const char *key, size_t key_len, const char *val, size_t val_len,
+                           int64_t expire_ms);
 
 /* The memory an entry of these lengths takes, with or without an expiry. */
 size_t table_entry_size(const hdb_table *t, size_t key_len, size_t val_len, int has_ttl);
 
 /* The memory the table's structures would add, besides the entry, for a
- * new key (new_key) and for one more entry in the expiry heap (heap_add):
+ * new key (new_key) and for one more entry in the expiry heap (heap_add: an
+ * entry with an expiry that replaces none with one):
  * they grow in steps (the bucket array doubles, the slots and the heap grow
  * by chunks). */
 size_t table_insert_growth(const hdb_table *t, int new_key, int heap_add);

@@ -197,9 +197,10 @@ int hdb_set_ex(hdb_store *s, const char *key, size_t key_len, const char *val, s
                int64_t expire_ms, int flags, int *done, hdb_err *err);
 
 /* Gives a present key the expiry expire_ms (Unix ms; a time already past
- * deletes the key). *existed tells whether the key was there. */
+ * deletes the key). *done: HDB_DONE_WRITTEN if the key was there, with
+ * HDB_DONE_EVICTED if keys were evicted for the room its expiry takes. */
 int hdb_expire_at(hdb_store *s, const char *key, size_t key_len, int64_t expire_ms,
-                  int *existed, hdb_err *err);
+                  int *done, hdb_err *err);
 
 /* Removes the key's expiry; *removed tells whether it had one. */
 int hdb_persist(hdb_store *s, const char *key, size_t key_len, int *removed, hdb_err *err);
@@ -207,7 +208,9 @@ int hdb_persist(hdb_store *s, const char *key, size_t key_len, int *removed, hdb
 /* Deletes every key (written as FLUSHALL). */
 int hdb_flush_all(hdb_store *s, hdb_err *err);
 
-/* The clock of expiries: Unix time in ms (the wall clock). */
+/* The clock of expiries (Unix time in ms, the wall clock), rounded up: an
+ * expiry of hdb_clock_ms() + ttl_ms is never reached before ttl_ms have
+ * passed, as a key expires once the time rounded down reaches it. */
 int64_t hdb_clock_ms(void);
 
 /* Reclaims up to max (0: every) expired keys; returns how many. */

@@ -755,7 +755,8 @@ static int delete_key(lua_State *L, lstore *s, const char *key, size_t klen, int
  * far below the file's limit (2^53 ms), and exact in a double. */
 #define TTL_MAX_S 1e10
 
-/* The ttl (seconds) at idx as the time it ends (Unix ms), rounded up to a
+/* The ttl (seconds) at idx as the time it ends (Unix ms; 0 for a ttl of 0,
+ * no expiry, as ngx.shared.DICT takes it), rounded up to a
  * whole millisecond, so that a key never expires before its ttl has
  * passed. `what` names the argument in the error. */
 static int64_t check_ttl(lua_State *L, int idx, const char *what)
@@ -763,9 +764,11 @@ static int64_t check_ttl(lua_State *L, int idx, const char *what)
     if (lua_type(L, idx) != LUA_TNUMBER)
         luaL_error(L, "%s: number expected, got %s", what, luaL_typename(L, idx));
     lua_Number ttl = lua_tonumber(L, idx);
-    if (!(ttl > 0) || ttl > TTL_MAX_S)
-        luaL_error(L, "%s must be a number of seconds above 0 and at most 1e10 (got %f)", what,
+    if (!(ttl >= 0) || ttl > TTL_MAX_S)
+        luaL_error(L, "%s must be a number of seconds from 0 (no expiry) to 1e10 (got %f)", what,
                    (double)ttl);
+    if (ttl == 0)
+        return 0;
     return hdb_clock_ms() + (int64_t)ceil((double)ttl * 1000.0);
 }
 
@@ -956,6 +959,15 @@ static int push_sum(lua_State *L, int ia, int ib)
     return 1;
 }
 
+/* Raises unless the argument at idx is a finite number. */
+static void check_finite_arg(lua_State *L, int idx)
+{
+    check_number_arg(L, idx);
+    lua_Number n = lua_tonumber(L, idx);
+    if (n != n || isinf(n))
+        luaL_argerror(L, idx, "finite number expected");
+}
+
 /* Reads incr makes before it gives up with "busy". */
 #define INCR_ATTEMPTS 8
 
@@ -976,11 +988,11 @@ static int l_incr(lua_State *L)
 #endif
         lua_replace(L, 3);
     } else {
-        check_number_arg(L, 3);
+        check_finite_arg(L, 3);
     }
     int has_init = !lua_isnoneornil(L, 4);
     if (has_init)
-        check_number_arg(L, 4);
+        check_finite_arg(L, 4);
     int64_t init_expire_ms = 0;
     if (!lua_isnoneornil(L, 5)) {
         if (!has_init)
@@ -1064,11 +1076,11 @@ static int l_expire(lua_State *L)
         return delete_key(L, s, key, klen, 1);
     int64_t expire_ms = check_ttl(L, 3, "seconds");
     hdb_err err;
-    int existed;
-    if (hdb_expire_at(s->db, key, klen, expire_ms, &existed, &err) != HDB_OK)
+    int done;
+    if (hdb_expire_at(s->db, key, klen, expire_ms, &done, &err) != HDB_OK)
         return push_error(L, &err);
-    lua_pushboolean(L, existed);
-    return 1;
+    lua_pushboolean(L, done != 0);
+    return 1 + push_forcible(L, done);
 }
 
 /* db:ttl(key): seconds left, -1 if the key has no expiry, nil if absent. */
