@@ -11,6 +11,8 @@
 --   incr           incr of 1,000 counters (init 0), N calls
 --   set at max_memory, lru  sets of new keys into a store full to its bound
 --                  (max_memory: what half the keys take), each evicting
+--   delete         deletes of present keys (what an eviction does besides
+--                  picking its key; not a target)
 -- and with a DICT given, the same operations on it: set (cjson.encode), set
 -- with exptime, incr, and set into a full zone (a small second DICT).
 
@@ -120,6 +122,23 @@ function M.run(env)
           local db = ctx.db
           for i = 1, N do db:incr(ckeys[i], 1, 0) end
           assert(db:get(ckeys[N]) >= 1)
+        end,
+        close = close,
+      },
+      {
+        -- Not a target: what an eviction adds to a set, besides picking
+        -- the key (the delete of a key, and its DEL written).
+        name = "delete", op = "delete",
+        prepare = function()
+          local db, path = open()
+          for i = 1, N do assert(db:set(keys[i], values[i])) end
+          assert(db:sync())
+          return { db = db, path = path }
+        end,
+        run = function(ctx)
+          local db = ctx.db
+          for i = 1, N do db:delete(gkeys[i]) end
+          assert(db:count() == 0)
         end,
         close = close,
       },

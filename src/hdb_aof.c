@@ -151,16 +151,24 @@ int aof_append_pexpireat(hdb_buf *b, const char *key, size_t key_len, int64_t ex
     return 0;
 }
 
-int aof_append_persist(hdb_buf *b, const char *key, size_t key_len)
+/* Appends a command of one argument, the key: `head` is the array's and
+ * the command's own framing ("*2\r\n$3\r\nDEL\r\n"). */
+static int append_key_command(hdb_buf *b, const char *head, size_t head_len, const char *key,
+                              size_t key_len)
 {
-    size_t n = 17 + bulk_len(key_len);
+    size_t n = head_len + bulk_len(key_len);
     if (hdb_buf_reserve(b, n) != 0)
         return -1;
     char *p = b->data + b->len;
-    memcpy(p, "*2\r\n$7\r\nPERSIST\r\n", 17);
-    put_bulk(p + 17, key, key_len);
+    memcpy(p, head, head_len);
+    put_bulk(p + head_len, key, key_len);
     b->len += n;
     return 0;
+}
+
+int aof_append_persist(hdb_buf *b, const char *key, size_t key_len)
+{
+    return append_key_command(b, "*2\r\n$7\r\nPERSIST\r\n", 17, key, key_len);
 }
 
 int aof_append_flushall(hdb_buf *b)
@@ -174,14 +182,7 @@ int aof_append_flushall(hdb_buf *b)
 
 int aof_append_del(hdb_buf *b, const char *key, size_t key_len)
 {
-    size_t n = 13 + bulk_len(key_len);
-    if (hdb_buf_reserve(b, n) != 0)
-        return -1;
-    char *p = b->data + b->len;
-    memcpy(p, "*2\r\n$3\r\nDEL\r\n", 13);
-    put_bulk(p + 13, key, key_len);
-    b->len += n;
-    return 0;
+    return append_key_command(b, "*2\r\n$3\r\nDEL\r\n", 13, key, key_len);
 }
 
 #define CODEC_FIELD " codec "

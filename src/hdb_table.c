@@ -478,6 +478,50 @@ static uint32_t entry_stamp(const hdb_entry *e)
  * entry. */
 #define SAMPLE_WALK_MAX 1024u
 
+/* Buckets sample_buckets looks at, at most. */
+#define SAMPLE_BUCKETS_MAX 64u
+
+/* Fills picked with up to `want` entries of consecutive buckets from a
+ * random one (Redis's way): their hashes are random, so they are as good
+ * a sample as random slots, and cheaper. The buckets share cache lines; the
+ * entries are prefetched before their chains are followed, so that their
+ * misses overlap; and the victim's link is then in the cache for its
+ * removal. Returns how many it found (few, or none, where the index is
+ * sparse). */
+static int sample_buckets(hdb_table *t, int want, uint64_t *rng, hdb_entry **picked)
+{
+    table_index *ix = &t->idx[0];
+    size_t lo = 0;
+    if (table_is_rehashing(t)) {
+        /* idx[0] holds its entries in the buckets not moved yet. */
+        if (xorshift64(rng) % t->count >= t->idx[0].used)
+            ix = &t->idx[1];
+        else
+            lo = t->rehash_pos;
+    }
+    if (ix->buckets == NULL || ix->used == 0)
+        return 0;
+    size_t span = ix->mask + 1 - lo;
+    size_t b = lo + (size_t)(xorshift64(rng) % span);
+    hdb_entry *heads[LRU_SAMPLES_PREFETCHED];
+    int nheads = 0;
+    for (size_t seen = 0; nheads < want && seen < span && seen < SAMPLE_BUCKETS_MAX; seen++) {
+        hdb_entry *e = ix->buckets[b];
+        if (e != NULL) {
+            prefetch(e);
+            heads[nheads++] = e;
+        }
+        if (++b > ix->mask)
+            b = lo;
+    }
+    int n = 0;
+    for (int h = 0; h < nheads && n < want; h++) {
+        for (hdb_entry *e = heads[h]; e != NULL && n < want; e = e->next)
+            picked[n++] = e;
+    }
+    return n;
+}
+
 hdb_entry *table_sample_lru(hdb_table *t, int samples, uint64_t *rng)
 {
     if (t->count == 0)
@@ -485,25 +529,9 @@ hdb_entry *table_sample_lru(hdb_table *t, int samples, uint64_t *rng)
     hdb_entry *best = NULL;
     uint32_t best_age = 0;
     int found = 0;
-    /* The first random slots are read in steps, each prefetching what the
-     * next reads (the slots, the entries' headers, their stamps, which
-     * follow a value and may lie lines away): in a table larger than the
-     * caches the misses then overlap instead of coming one after another. */
     hdb_entry *picked[LRU_SAMPLES_PREFETCHED];
-    int first = samples < LRU_SAMPLES_PREFETCHED ? samples : LRU_SAMPLES_PREFETCHED;
-    uint32_t at[LRU_SAMPLES_PREFETCHED];
-    for (int i = 0; i < first; i++) {
-        at[i] = (uint32_t)(xorshift64(rng) % t->slot_high);
-        prefetch(slot_at(t, at[i]));
-    }
-    int n = 0;
-    for (int i = 0; i < first; i++) {
-        uintptr_t v = *slot_at(t, at[i]);
-        if (!slot_is_free(v)) {
-            picked[n] = (hdb_entry *)v;
-            prefetch(picked[n++]);
-        }
-    }
+    int want = samples < LRU_SAMPLES_PREFETCHED ? samples : LRU_SAMPLES_PREFETCHED;
+    int n = sample_buckets(t, want, rng, picked);
     for (int i = 0; i < n; i++)
         prefetch(entry_stamp_at(picked[i]));
     for (int i = 0; i < n; i++) {
@@ -514,9 +542,10 @@ hdb_entry *table_sample_lru(hdb_table *t, int samples, uint64_t *rng)
         }
         found++;
     }
-    /* More random slots; where most are free (after many deletions) the
-     * tries run out and a walk from a random slot finds the rest. */
-    for (int tries = first; found < samples && tries < samples * 4; tries++) {
+    /* Random slots, where the index is sparse; where most slots are free
+     * too (after many deletions) the tries run out and a walk from a
+     * random slot finds the rest. */
+    for (int tries = 0; found < samples && tries < samples * 4; tries++) {
         uintptr_t v = *slot_at(t, (uint32_t)(xorshift64(rng) % t->slot_high));
         if (slot_is_free(v))
             continue;
