@@ -1106,10 +1106,29 @@ int hdb_set_ex(hdb_store *s, const char *key, size_t key_len, const char *val, s
                int64_t expire_ms, int flags, int *done, hdb_err *err)
 {
     *done = 0;
-    if (check_lengths(key_len, val_len, err) != 0 || check_expiry(expire_ms, err) != 0)
+    if (check_lengths(key_len, val_len, err) != 0 ||
+        check_expiry((flags & HDB_SET_TTL) ? 0 : expire_ms, err) != 0)
         return HDB_ERR;
     int locked = rewrite_enter(s->rw);
-    int64_t now = expire_ms > 0 ? expiry_clock_ms() : store_now(s);
+    int64_t now;
+    if (expire_ms > 0) {
+        /* One reading of the clock: the time rounded down, for what has
+         * expired, and up, for the expiry of a time to live. */
+        struct timespec ts = {0, 0};
+        (void)clock_gettime(CLOCK_REALTIME, &ts);
+        now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        if (flags & HDB_SET_TTL) {
+            expire_ms = expire_ms > AOF_EXPIRE_MAX_MS ? -1
+                                                      : expire_ms + now + (ts.tv_nsec % 1000000 != 0);
+            if (check_expiry(expire_ms, err) != 0) {
+                if (locked)
+                    rewrite_leave(s->rw);
+                return HDB_ERR;
+            }
+        }
+    } else {
+        now = store_now(s);
+    }
     uint32_t h;
     hdb_entry *old = store_lookup_live(s, key, key_len, now, &h);
     int rc = HDB_OK;

@@ -181,6 +181,9 @@ int hdb_set(hdb_store *s, const char *key, size_t key_len,
 #define HDB_SET_IF_ABSENT 1  /* only if the key is absent (or expired) */
 #define HDB_SET_IF_PRESENT 2 /* only if it is present */
 #define HDB_SET_KEEP_TTL 4   /* with expire_ms 0: keep the key's expiry */
+#define HDB_SET_TTL 8        /* expire_ms is a time to live in ms, counted
+                                from the call's time rounded up (as
+                                hdb_clock_ms() + expire_ms), read once */
 
 /* hdb_set with an expiry and conditions. expire_ms: Unix time in ms (the
  * wall clock) when the key expires, or 0 for none (the key's expiry, if it

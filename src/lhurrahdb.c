@@ -755,10 +755,10 @@ static int delete_key(lua_State *L, lstore *s, const char *key, size_t klen, int
  * far below the file's limit (2^53 ms), and exact in a double. */
 #define TTL_MAX_S 1e10
 
-/* The ttl (seconds) at idx as the time it ends (Unix ms; 0 for a ttl of 0,
- * no expiry, as ngx.shared.DICT takes it), rounded up to a
- * whole millisecond, so that a key never expires before its ttl has
- * passed. `what` names the argument in the error. */
+/* The ttl (seconds) at idx in ms, rounded up to a whole millisecond, so
+ * that a key never expires before its ttl has passed; 0 for a ttl of 0, no
+ * expiry, as ngx.shared.DICT takes it. The engine counts it from the time
+ * of the write (HDB_SET_TTL). `what` names the argument in the error. */
 static int64_t check_ttl(lua_State *L, int idx, const char *what)
 {
     if (lua_type(L, idx) != LUA_TNUMBER)
@@ -767,13 +767,11 @@ static int64_t check_ttl(lua_State *L, int idx, const char *what)
     if (!(ttl >= 0) || ttl > TTL_MAX_S)
         luaL_error(L, "%s must be a number of seconds from 0 (no expiry) to 1e10 (got %f)", what,
                    (double)ttl);
-    if (ttl == 0)
-        return 0;
-    return hdb_clock_ms() + (int64_t)ceil((double)ttl * 1000.0);
+    return (int64_t)ceil((double)ttl * 1000.0);
 }
 
 /* The options of a write ({ ttl = seconds }) at idx, which may be none or
- * nil: the expiry, or 0 for none. Unknown fields raise, as a misspelt
+ * nil: the ttl in ms, or 0 for none. Unknown fields raise, as a misspelt
  * option would otherwise be ignored in silence. */
 static int64_t check_write_options(lua_State *L, int idx)
 {
@@ -867,13 +865,13 @@ static int l_set(lua_State *L)
     lstore *s = check_store(L);
     size_t klen;
     const char *key = check_key(L, 2, &klen);
-    int64_t expire_ms = check_write_options(L, 4);
+    int64_t ttl_ms = check_write_options(L, 4);
     require_open(L, s);
     if (lua_isnoneornil(L, 3))
         return delete_key(L, s, key, klen, 0);
     hdb_err err;
     int done;
-    if (write_value(L, s, key, klen, 3, expire_ms, 0, &done, &err) != HDB_OK)
+    if (write_value(L, s, key, klen, 3, ttl_ms, HDB_SET_TTL, &done, &err) != HDB_OK)
         return push_error(L, &err);
     return push_written(L, done);
 }
@@ -887,11 +885,11 @@ static int conditional_set(lua_State *L, int flags, const char *refusal)
     const char *key = check_key(L, 2, &klen);
     if (lua_isnoneornil(L, 3))
         luaL_argerror(L, 3, "value expected (a key is deleted with delete)");
-    int64_t expire_ms = check_write_options(L, 4);
+    int64_t ttl_ms = check_write_options(L, 4);
     require_open(L, s);
     hdb_err err;
     int done;
-    if (write_value(L, s, key, klen, 3, expire_ms, flags, &done, &err) != HDB_OK)
+    if (write_value(L, s, key, klen, 3, ttl_ms, flags | HDB_SET_TTL, &done, &err) != HDB_OK)
         return push_error(L, &err);
     if (done & HDB_DONE_WRITTEN)
         return push_written(L, done);
@@ -993,11 +991,11 @@ static int l_incr(lua_State *L)
     int has_init = !lua_isnoneornil(L, 4);
     if (has_init)
         check_finite_arg(L, 4);
-    int64_t init_expire_ms = 0;
+    int64_t init_ttl_ms = 0;
     if (!lua_isnoneornil(L, 5)) {
         if (!has_init)
             luaL_argerror(L, 5, "init_ttl needs init");
-        init_expire_ms = check_ttl(L, 5, "init_ttl");
+        init_ttl_ms = check_ttl(L, 5, "init_ttl");
     }
     require_open(L, s);
     hdb_err err;
@@ -1008,7 +1006,8 @@ static int l_incr(lua_State *L)
         lua_settop(L, 5);
         const char *val;
         size_t vlen;
-        int64_t expire_ms;
+        int64_t expire_ms; /* the key's (Unix ms), or init_ttl's (a ttl) */
+        int set_flags = 0;
         int found = hdb_get_ex(s->db, key, klen, &val, &vlen, &expire_ms);
         uint64_t changes = hdb_changes(s->db);
         if (found) {
@@ -1023,7 +1022,8 @@ static int l_incr(lua_State *L)
             if (!has_init)
                 return push_failure(L, HDB_CODE_NOT_FOUND, "not found");
             lua_pushvalue(L, 4);
-            expire_ms = init_expire_ms;
+            expire_ms = init_ttl_ms;
+            set_flags = HDB_SET_TTL;
         }
         if (!push_sum(L, -1, 3))
             return push_failure(L, HDB_CODE_OVERFLOW, "overflow");
@@ -1047,10 +1047,10 @@ static int l_incr(lua_State *L)
             /* The text stays on the stack until the engine has copied it;
              * the decoded sum, on top, is what get will return (lua-cjson
              * 2.1.0 reads integers as floats under Lua 5.4). */
-            rc = hdb_set_ex(s->db, key, klen, text, tlen, expire_ms, 0, &done, &err);
+            rc = hdb_set_ex(s->db, key, klen, text, tlen, expire_ms, set_flags, &done, &err);
         } else {
             /* Encoding a number runs no Lua code. */
-            rc = write_value(L, s, key, klen, sum, expire_ms, 0, &done, &err);
+            rc = write_value(L, s, key, klen, sum, expire_ms, set_flags, &done, &err);
         }
         if (rc != HDB_OK)
             return push_error(L, &err);
@@ -1074,7 +1074,7 @@ static int l_expire(lua_State *L)
     require_open(L, s);
     if (seconds <= 0)
         return delete_key(L, s, key, klen, 1);
-    int64_t expire_ms = check_ttl(L, 3, "seconds");
+    int64_t expire_ms = hdb_clock_ms() + check_ttl(L, 3, "seconds");
     hdb_err err;
     int done;
     if (hdb_expire_at(s->db, key, klen, expire_ms, &done, &err) != HDB_OK)
