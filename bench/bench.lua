@@ -1953,6 +1953,17 @@ f:close()
 -- so that every figure the README gives is one of the last full run.
 ---------------------------------------------------------------------------
 
+-- Ratios a / b of two cases of an expiry report, one per kind of value.
+local function per_kind_ratio_pair(report, a, b)
+  local t = {}
+  for _, kind in ipairs(kinds) do
+    local by = {}
+    for _, r in ipairs(report[kind.name].cases) do by[r.name] = r.rate.median end
+    t[#t + 1] = ("%.2f"):format(by[a] / by[b])
+  end
+  return table.concat(t, ", ")
+end
+
 local function readme_summary()
   local lines = {}
   local function put(fmt, ...) lines[#lines + 1] = select("#", ...) > 0 and fmt:format(...) or fmt end
@@ -2068,6 +2079,24 @@ local function readme_summary()
     compaction.open_before, compaction.over_after / 1e3, compaction.open_after)
   put("  default automatic rewrites the same workload ended with a %.1f MB file (%d rewrites).", compaction.auto_size / 1e6,
     compaction.auto_rewrites)
+  do
+    local per_kind_ratio = per_kind_ratio_pair
+    put("- **Expiry, counters, eviction** (against the same store's plain set or get, %s): a set", table.concat(labels, ", "))
+    put("  with a ttl runs at %s of a set, `incr` at %s, a set that evicts (at `max_memory`, lru) at",
+      per_kind_ratio(expiry_report, "set ttl", "set"), per_kind_ratio(expiry_report, "incr", "set"))
+    put("  %s; a get where half the keys have expired at %s of a get.",
+      per_kind_ratio(expiry_report, "set at max_memory, lru", "set"),
+      per_kind_ratio(expiry_report, "get, half expired", "get"))
+    if nginx_report and nginx_report.worker.expiry then
+      local er = nginx_report.worker.expiry
+      put("  In an nginx worker, against `ngx.shared.DICT` (+ cjson for values): set %s, set with a ttl",
+        per_kind_ratio_pair(er, "set", "DICT set"))
+      put("  %s, set into a full store %s, `incr` %s times as fast.",
+        per_kind_ratio_pair(er, "set ttl", "DICT set exptime"),
+        per_kind_ratio_pair(er, "set at max_memory, lru", "DICT set, full zone"),
+        per_kind_ratio_pair(er, "incr", "DICT incr"))
+    end
+  end
   local met, missed_list = 0, {}
   for _, t in ipairs(targets) do
     if t[3] then met = met + 1 elseif t[3] == false then missed_list[#missed_list + 1] = t[1] .. " (" .. t[2] .. ")" end
