@@ -1589,8 +1589,8 @@ for _, kind in ipairs(kinds) do
 end
 say("")
 say("An evicting set does a set and the delete of the key it evicts (its `DEL` written too), and")
-say("first picks that key: the oldest of 5 keys of consecutive hash buckets from a random one, whose")
-say("entries are cache misses in a large table. The plain set writes into a store that grows (and")
+say("first picks that key: the oldest of 5 keys taken at random, each a cache miss (or two) in a")
+say("large table, prefetched together. The plain set writes into a store that grows (and")
 say("pays for it), the evicting set into one that does not. Times per call: %s.", table.concat(evict_notes, "; "))
 mark_end("expiry")
 

@@ -741,6 +741,15 @@ static void store_remove_stale_rewrite(hdb_store *s)
     free(tmp);
 }
 
+/* After the load (which keeps every key of the file, and sizes the index
+ * for them, whatever the bound): from now on no resize of the index passes
+ * max_memory. */
+static void store_bound_index(hdb_store *s)
+{
+    if (s->max_memory != 0)
+        s->table.bytes_limit = s->max_memory > sizeof *s ? (size_t)(s->max_memory - sizeof *s) : 1;
+}
+
 hdb_store *hdb_open(const hdb_options *opt, hdb_err *err)
 {
     hdb_store *s = calloc(1, sizeof *s);
@@ -754,8 +763,6 @@ hdb_store *hdb_open(const hdb_options *opt, hdb_err *err)
     s->max_memory = opt->max_memory;
     s->eviction = opt->eviction;
     s->table.lru = opt->eviction == HDB_EVICT_LRU;
-    if (s->max_memory != 0)
-        s->table.bytes_limit = s->max_memory > sizeof *s ? (size_t)(s->max_memory - sizeof *s) : 1;
     s->sample_rng = seed[0] ^ seed[1];
     if (!aof_codec_is_json(opt->codec)) {
         size_t n = strlen(opt->codec);
@@ -766,8 +773,10 @@ hdb_store *hdb_open(const hdb_options *opt, hdb_err *err)
         }
         memcpy(s->codec, opt->codec, n + 1);
     }
-    if (opt->path == NULL)
+    if (opt->path == NULL) {
+        store_bound_index(s);
         return s;
+    }
 
     if (registry_ready(err) != 0)
         goto fail;
@@ -825,6 +834,7 @@ hdb_store *hdb_open(const hdb_options *opt, hdb_err *err)
     if (s->auto_min_size / 8 < s->check_every)
         s->check_every = s->auto_min_size / 8 > AUTO_CHECK_FLOOR ? s->auto_min_size / 8 : AUTO_CHECK_FLOOR;
     s->base_size = size;
+    store_bound_index(s);
     registry_add(s);
     return s;
 
@@ -1035,10 +1045,12 @@ static uint64_t store_memory_entered(hdb_store *s)
  * other than `keep` (the entry being changed), each written as a DEL. What
  * the change needs is counted again after each eviction (which may spare
  * the growth of the bucket array). Fails with "no memory" when nothing
- * more may go; what was evicted before stays evicted (and written). Caller
- * holds the rewrite's lock. */
-static int store_make_room(hdb_store *s, size_t new_bytes, size_t old_bytes, int heap_add,
-                           const hdb_entry *keep, int *done, hdb_err *err)
+ * more may go; what was evicted before stays evicted (and written).
+ * expiry_record: the change's record needs the file's format version 4.
+ * Caller holds the rewrite's lock. */
+static int store_make_room_held(hdb_store *s, size_t new_bytes, size_t old_bytes, int heap_add,
+                                const hdb_entry *keep, int expiry_record, int *done,
+                                hdb_err *err)
 {
     int64_t now = 0;
     /* Before any key goes: if the change could not fit even with every
@@ -1070,9 +1082,8 @@ static int store_make_room(hdb_store *s, size_t new_bytes, size_t old_bytes, int
             continue;
         }
         hdb_entry *victim = NULL;
-        if (s->eviction == HDB_EVICT_LRU && s->table.count > (keep != NULL ? 1u : 0u)) {
-            for (int tries = 0; tries < 8 && (victim == NULL || victim == keep); tries++)
-                victim = table_sample_lru(&s->table, LRU_SAMPLES, &s->sample_rng);
+        if (s->eviction == HDB_EVICT_LRU) {
+            victim = table_sample_lru(&s->table, LRU_SAMPLES, keep, &s->sample_rng);
         } else if (s->eviction == HDB_EVICT_VOLATILE_TTL) {
             /* The key being written may be the nearest to expiry: then the
              * next nearest, one of the top's two children. */
@@ -1080,11 +1091,32 @@ static int store_make_room(hdb_store *s, size_t new_bytes, size_t old_bytes, int
         }
         if (victim == NULL || victim == keep)
             return hdb_fail(err, HDB_CODE_NO_MEMORY, "no memory");
+        /* What may fail after a key was evicted for the change is done
+         * before the first eviction: making the file version 4, if the
+         * change's record needs it (and only then: a refused change leaves
+         * the header alone). */
+        if (expiry_record && !(*done & HDB_DONE_EVICTED) && s->aof &&
+            flusher_prepare_expiry_format(s->aof, err) != 0)
+            return HDB_ERR;
         if (store_delete_entry(s, victim, err) != HDB_OK)
             return HDB_ERR;
         s->evicted_keys++;
         *done |= HDB_DONE_EVICTED;
     }
+}
+
+/* store_make_room_held, with the index's shrinks held meanwhile: the memory
+ * each eviction frees is the room being made, not room for a second bucket
+ * array (the next change that is not making room may shrink it). */
+static int store_make_room(hdb_store *s, size_t new_bytes, size_t old_bytes, int heap_add,
+                           const hdb_entry *keep, int expiry_record, int *done, hdb_err *err)
+{
+    int reserved = s->table.reserved;
+    s->table.reserved = 1;
+    int rc = store_make_room_held(s, new_bytes, old_bytes, heap_add, keep, expiry_record, done,
+                                  err);
+    s->table.reserved = reserved;
+    return rc;
 }
 
 static int check_expiry(int64_t expire_ms, hdb_err *err)
@@ -1151,13 +1183,8 @@ int hdb_set_ex(hdb_store *s, const char *key, size_t key_len, const char *val, s
         size_t new_bytes = table_entry_size(&s->table, key_len, val_len, expire_ms > 0);
         size_t old_bytes = old != NULL ? table_entry_size(&s->table, key_len, old->val_len,
                                                           old_expiry > 0) : 0;
-        /* What may fail after keys were evicted, is done before. */
-        if (expire_ms > 0 && s->aof && flusher_prepare_expiry_format(s->aof, err) != 0) {
-            rc = HDB_ERR;
-            goto out;
-        }
         if (store_make_room(s, new_bytes, old_bytes, expire_ms > 0 && old_expiry == 0, old,
-                            done, err) != HDB_OK) {
+                            expire_ms > 0, done, err) != HDB_OK) {
             rc = HDB_ERR;
             goto out;
         }
@@ -1243,10 +1270,9 @@ int hdb_expire_at(hdb_store *s, const char *key, size_t key_len, int64_t expire_
      * leaves the store as it was. */
     hdb_entry *e = NULL;
     if (!(old->slot & ENTRY_HAS_TTL) && s->max_memory != 0 &&
-        ((s->aof && flusher_prepare_expiry_format(s->aof, err) != 0) ||
-         store_make_room(s, table_entry_size(&s->table, key_len, old->val_len, 1),
-                         table_entry_size(&s->table, key_len, old->val_len, 0), 1, old, done,
-                         err) != HDB_OK)) {
+        store_make_room(s, table_entry_size(&s->table, key_len, old->val_len, 1),
+                        table_entry_size(&s->table, key_len, old->val_len, 0), 1, old, 1, done,
+                        err) != HDB_OK) {
         rc = HDB_ERR;
         goto out;
     }

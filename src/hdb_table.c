@@ -474,107 +474,79 @@ static uint32_t entry_stamp(const hdb_entry *e)
 /* Samples table_sample_lru reads with prefetches. */
 #define LRU_SAMPLES_PREFETCHED 8
 
-/* Slots the walk of table_sample_lru passes, at most, once it has found an
- * entry. */
+/* Buckets the fallback walk of table_sample_lru visits, at most, once it
+ * has a candidate. */
 #define SAMPLE_WALK_MAX 1024u
 
-/* Buckets sample_buckets looks at, at most. */
-#define SAMPLE_BUCKETS_MAX 64u
-
-/* Fills picked with up to `want` entries of consecutive buckets from a
- * random one (Redis's way): their hashes are random, so they are as good
- * a sample as random slots, and cheaper. The buckets share cache lines; the
- * entries are prefetched before their chains are followed, so that their
- * misses overlap; and the victim's link is then in the cache for its
- * removal. Returns how many it found (few, or none, where the index is
- * sparse). */
-static int sample_buckets(hdb_table *t, int want, uint64_t *rng, hdb_entry **picked)
+/* The older (by stamp) of *best and e, e only if it is not `keep`. */
+static void lru_consider(const hdb_table *t, hdb_entry *e, const hdb_entry *keep,
+                         hdb_entry **best, uint32_t *best_age, int *found)
 {
-    table_index *ix = &t->idx[0];
-    size_t lo = 0;
-    if (table_is_rehashing(t)) {
-        /* idx[0] holds its entries in the buckets not moved yet. */
-        if (xorshift64(rng) % t->count >= t->idx[0].used)
-            ix = &t->idx[1];
-        else
-            lo = t->rehash_pos;
+    if (e == keep)
+        return;
+    uint32_t age = t->lru_clock - entry_stamp(e);
+    if (*best == NULL || age > *best_age) {
+        *best = e;
+        *best_age = age;
     }
-    if (ix->buckets == NULL || ix->used == 0)
-        return 0;
-    size_t span = ix->mask + 1 - lo;
-    size_t b = lo + (size_t)(xorshift64(rng) % span);
-    hdb_entry *heads[LRU_SAMPLES_PREFETCHED];
-    int nheads = 0;
-    for (size_t seen = 0; nheads < want && seen < span && seen < SAMPLE_BUCKETS_MAX; seen++) {
-        hdb_entry *e = ix->buckets[b];
-        if (e != NULL) {
-            prefetch(e);
-            heads[nheads++] = e;
-        }
-        if (++b > ix->mask)
-            b = lo;
-    }
-    int n = 0;
-    for (int h = 0; h < nheads && n < want; h++) {
-        for (hdb_entry *e = heads[h]; e != NULL && n < want; e = e->next)
-            picked[n++] = e;
-    }
-    return n;
+    (*found)++;
 }
 
-hdb_entry *table_sample_lru(hdb_table *t, int samples, uint64_t *rng)
+hdb_entry *table_sample_lru(hdb_table *t, int samples, const hdb_entry *keep, uint64_t *rng)
 {
-    if (t->count == 0)
+    if (t->count <= (keep != NULL ? 1u : 0u))
         return NULL;
     hdb_entry *best = NULL;
     uint32_t best_age = 0;
     int found = 0;
+    /* Random slots, a uniform sample of the keys. The first are read in
+     * steps, each prefetching what the next reads (the slots, the entries'
+     * headers, their stamps, which follow a value and may lie lines away):
+     * in a table larger than the caches the misses then overlap instead of
+     * coming one after another. */
     hdb_entry *picked[LRU_SAMPLES_PREFETCHED];
-    int want = samples < LRU_SAMPLES_PREFETCHED ? samples : LRU_SAMPLES_PREFETCHED;
-    int n = sample_buckets(t, want, rng, picked);
+    uint32_t at[LRU_SAMPLES_PREFETCHED];
+    int first = samples < LRU_SAMPLES_PREFETCHED ? samples : LRU_SAMPLES_PREFETCHED;
+    for (int i = 0; i < first; i++) {
+        at[i] = (uint32_t)(xorshift64(rng) % t->slot_high);
+        prefetch(slot_at(t, at[i]));
+    }
+    int n = 0;
+    for (int i = 0; i < first; i++) {
+        uintptr_t v = *slot_at(t, at[i]);
+        if (!slot_is_free(v)) {
+            picked[n] = (hdb_entry *)v;
+            prefetch(picked[n++]);
+        }
+    }
     for (int i = 0; i < n; i++)
         prefetch(entry_stamp_at(picked[i]));
-    for (int i = 0; i < n; i++) {
-        uint32_t age = t->lru_clock - entry_stamp(picked[i]);
-        if (best == NULL || age > best_age) {
-            best = picked[i];
-            best_age = age;
-        }
-        found++;
-    }
-    /* Random slots, where the index is sparse; where most slots are free
-     * too (after many deletions) the tries run out and a walk from a
-     * random slot finds the rest. */
-    for (int tries = 0; found < samples && tries < samples * 4; tries++) {
+    for (int i = 0; i < n; i++)
+        lru_consider(t, picked[i], keep, &best, &best_age, &found);
+    for (int tries = first; found < samples && tries < samples * 4; tries++) {
         uintptr_t v = *slot_at(t, (uint32_t)(xorshift64(rng) % t->slot_high));
-        if (slot_is_free(v))
-            continue;
-        hdb_entry *e = (hdb_entry *)v;
-        uint32_t age = t->lru_clock - entry_stamp(e);
-        if (best == NULL || age > best_age) {
-            best = e;
-            best_age = age;
-        }
-        found++;
+        if (!slot_is_free(v))
+            lru_consider(t, (hdb_entry *)v, keep, &best, &best_age, &found);
     }
-    /* The walk is bounded once it has a candidate: a table whose slots are
-     * mostly free (most keys deleted) must not make each eviction a scan
-     * of the whole slot array. */
-    uint32_t cursor = (uint32_t)(xorshift64(rng) % t->slot_high), start = cursor;
-    while (found < samples && !(best != NULL && cursor - start > SAMPLE_WALK_MAX)) {
-        hdb_entry *e = table_next(t, &cursor);
-        if (e == NULL) {
-            if (best != NULL)
-                break;
-            cursor = start = 0; /* wrapped: the table is not empty */
+    if (found >= samples)
+        return best;
+    /* Most slots are free (after many deletions): a walk of the buckets
+     * from a random one, whose array deletions shrink with the keys, finds
+     * the rest. Bounded once it has a candidate; without one it goes on
+     * (wrapping) until it finds one, which exists: the table holds a key
+     * other than `keep`. */
+    for (int k = 0; k < 2 && found < samples; k++) {
+        table_index *ix = &t->idx[k];
+        if (ix->buckets == NULL || ix->used == 0)
             continue;
+        size_t size = ix->mask + 1;
+        size_t b = (size_t)(xorshift64(rng) % size);
+        for (size_t seen = 0; seen < size && found < samples &&
+                              !(best != NULL && seen >= SAMPLE_WALK_MAX); seen++) {
+            for (hdb_entry *e = ix->buckets[b]; e != NULL && found < samples; e = e->next)
+                lru_consider(t, e, keep, &best, &best_age, &found);
+            b = (b + 1) & ix->mask;
         }
-        uint32_t age = t->lru_clock - entry_stamp(e);
-        if (best == NULL || age > best_age) {
-            best = e;
-            best_age = age;
-        }
-        found++;
     }
     return best;
 }
@@ -674,12 +646,13 @@ void table_commit(hdb_table *t, hdb_entry *e, hdb_entry *old)
         return;
     }
     t->count++;
-    table_maybe_resize(t);
     e->slot = slots_take(t) | ttl;
     *slot_at(t, e->slot & ENTRY_SLOT_MASK) = (uintptr_t)e;
     if (ttl)
         heap_insert(t, e);
     table_account(t, e, 1);
+    /* After the entry is counted: a resize under a bound sees all it holds. */
+    table_maybe_resize(t);
     ix = table_index_for(t, e->hash);
     size_t b = e->hash & ix->mask;
     e->next = ix->buckets[b];

@@ -182,10 +182,11 @@ static inline void table_touch(hdb_table *t, hdb_entry *e)
     }
 }
 
-/* With t->lru: of about `samples` entries taken at random, the least
- * recently used (rng: the caller's state for a xorshift generator).
- * NULL only for an empty table. */
-hdb_entry *table_sample_lru(hdb_table *t, int samples, uint64_t *rng);
+/* With t->lru: of about `samples` entries taken at random, other than
+ * `keep` (which may be NULL), the least recently used (rng: the caller's
+ * state for a xorshift generator). NULL only when the table holds no
+ * other entry. */
+hdb_entry *table_sample_lru(hdb_table *t, int samples, const hdb_entry *keep, uint64_t *rng);
 
 /* Changes the expiry of an entry that has one (expire_ms > 0). */
 void table_set_expiry(hdb_table *t, hdb_entry *e, int64_t expire_ms);

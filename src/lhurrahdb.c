@@ -966,6 +966,35 @@ static void check_finite_arg(lua_State *L, int idx)
         luaL_argerror(L, idx, "finite number expected");
 }
 
+/* incr's common case, without a Lua value made: the store's own codec,
+ * an integer stored, an integer delta (argument 3) and a sum that stays
+ * exact (int64 in Lua 5.4, within 2^53 under LuaJIT, where numbers are
+ * doubles). Returns whether it applies, with the sum in *sum; otherwise
+ * incr takes its general path, which refuses or handles the rest. */
+static int incr_integer_fast(lua_State *L, const lstore *s, const char *val, size_t vlen,
+                             int64_t *sum)
+{
+    int64_t stored, delta;
+    if (s->lua_codec || !lvalue_integer_text(val, vlen, &stored))
+        return 0;
+#if LCOMPAT_HAS_INTEGERS
+    if (!lua_isinteger(L, 3))
+        return 0;
+    delta = (int64_t)lua_tointeger(L, 3);
+    const int64_t lo = INT64_MIN, hi = INT64_MAX;
+#else
+    const int64_t lo = -(INT64_C(1) << 53), hi = INT64_C(1) << 53;
+    double d = (double)lua_tonumber(L, 3);
+    if (!(d >= (double)lo && d <= (double)hi) || d != floor(d) || stored < lo || stored > hi)
+        return 0;
+    delta = (int64_t)d;
+#endif
+    if ((delta > 0 && stored > hi - delta) || (delta < 0 && stored < lo - delta))
+        return 0;
+    *sum = stored + delta;
+    return 1;
+}
+
 /* Reads incr makes before it gives up with "busy". */
 #define INCR_ATTEMPTS 8
 
@@ -1009,6 +1038,21 @@ static int l_incr(lua_State *L)
         int64_t expire_ms; /* the key's (Unix ms), or init_ttl's (a ttl) */
         int set_flags = 0;
         int found = hdb_get_ex(s->db, key, klen, &val, &vlen, &expire_ms);
+        int64_t sum_int;
+        if (found && incr_integer_fast(L, s, val, vlen, &sum_int)) {
+            /* No Lua code ran since the read: the key is as it was. */
+            char text[24];
+            size_t tlen = lvalue_format_integer(text, sum_int);
+            int done;
+            if (hdb_set_ex(s->db, key, klen, text, tlen, expire_ms, 0, &done, &err) != HDB_OK)
+                return push_error(L, &err);
+#if LCOMPAT_HAS_INTEGERS
+            lua_pushinteger(L, (lua_Integer)sum_int);
+#else
+            lua_pushnumber(L, (lua_Number)sum_int);
+#endif
+            return 1 + push_forcible(L, done);
+        }
         uint64_t changes = hdb_changes(s->db);
         if (found) {
             if (!push_stored_value(L, s, val, vlen, &err))

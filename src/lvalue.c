@@ -396,6 +396,30 @@ static size_t format_int64(char *buf, int64_t v)
     return len;
 }
 
+size_t lvalue_format_integer(char *buf, int64_t v)
+{
+    return format_int64(buf, v);
+}
+
+int lvalue_integer_text(const char *text, size_t len, int64_t *v)
+{
+    size_t i = len > 0 && text[0] == '-';
+    if (i == len || len - i > 19 || (text[i] == '0' && len - i > 1))
+        return 0;
+    uint64_t u = 0;
+    for (size_t j = i; j < len; j++) {
+        if (text[j] < '0' || text[j] > '9')
+            return 0;
+        u = u * 10 + (uint64_t)(text[j] - '0'); /* 19 digits fit in 64 bits */
+    }
+    if (i ? u > (uint64_t)INT64_MAX + 1 : u > (uint64_t)INT64_MAX)
+        return 0;
+    if (i && u == 0)
+        return 0; /* "-0" is not what the encoder writes for an integer */
+    *v = !i ? (int64_t)u : u == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)u;
+    return 1;
+}
+
 /* 2^53: below it every integer is exactly a double. */
 #define EXACT_INT_LIMIT 9007199254740992.0
 

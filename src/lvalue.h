@@ -17,6 +17,7 @@
 #define LVALUE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "lcompat.h"
 #include "hdb_buf.h"
@@ -55,5 +56,14 @@ int lvalue_markers_refresh(lua_State *L);
  * carrying cjson.empty_array_mt when lua-cjson is loaded and has it, else a
  * plain one. */
 int lvalue_decode(lua_State *L, const char *text, size_t len, char *err, size_t errlen);
+
+/* Whether text is the JSON of an integer as lvalue_encode writes one
+ * (-?[1-9][0-9]* or 0) within the int64 range; if so, its value in *v.
+ * What it accepts decodes to that integer (a whole double under LuaJIT). */
+int lvalue_integer_text(const char *text, size_t len, int64_t *v);
+
+/* Writes v as lvalue_encode writes an integer; buf has room for 24 bytes.
+ * Returns the length. */
+size_t lvalue_format_integer(char *buf, int64_t v);
 
 #endif
