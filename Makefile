@@ -74,7 +74,7 @@ LDFLAGS_ALL := -shared $(MODULE_LDFLAGS) $(SAN_FLAGS) $(LDFLAGS)
 # The engine is compiled without Lua's headers, the binding with them.
 ENGINE_SRC := src/hdb_buf.c src/hdb_siphash.c src/hdb_crc32c.c src/hdb_table.c \
 	src/hdb_aof.c src/hdb_file.c src/hdb_flusher.c src/hdb_lock.c src/hdb_store.c src/hdb_dtoa.c \
-	src/hdb_thread.c src/hdb_rewrite.c src/hdb_err.c
+	src/hdb_thread.c src/hdb_rewrite.c src/hdb_err.c src/hdb_check.c
 BINDING_SRC := src/lvalue.c src/lhurrahdb.c
 HEADERS := $(wildcard src/*.h)
 ENGINE_OBJ := $(ENGINE_SRC:src/%.c=$(BUILD)/%.o)

@@ -465,7 +465,7 @@ static int load_into(load_check *lc, const hdb_buf *file, uint64_t seed)
     uint64_t table_seed[2] = {seed, seed + 1};
     memset(lc, 0, sizeof *lc);
     table_init(&lc->table, table_seed);
-    aof_replay replay = {lc, load_apply, load_reserve, NULL};
+    aof_replay replay = {lc, load_apply, load_reserve, NULL, 0};
     aof_load_result res;
     hdb_err err;
     int rc = aof_load(file->data, file->len, &replay, &res, &err);

@@ -877,7 +877,7 @@ int aof_load(const char *data, size_t len, const aof_replay *replay,
     if (header_len == 0)
         return rc;
     const char *want = aof_codec_is_json(replay->codec) ? "" : replay->codec;
-    if (strcmp(res->codec, want) != 0) {
+    if (!replay->any_codec && strcmp(res->codec, want) != 0) {
         hdb_fail(err, HDB_CODE_CODEC, "the file was written with codec '%s'%s; open it with "
                  "%s (option codec)", res->codec[0] ? res->codec : "json",
                  res->codec[0] ? "" : " (its values are JSON)",

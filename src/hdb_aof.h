@@ -120,8 +120,10 @@ typedef struct aof_replay {
      * the keys it leaves). */
     void (*reserve)(void *ud, uint64_t set_records);
     /* The codec of the caller's values (see aof_codec_is_json): a file whose
-     * header names another is refused before anything is replayed. */
+     * header names another is refused before anything is replayed... */
     const char *codec;
+    /* ... unless any_codec: a reader of the file's framing alone. */
+    int any_codec;
 } aof_replay;
 
 /* What follows the last good batch of a file that otherwise loaded. */

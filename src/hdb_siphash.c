@@ -1,5 +1,14 @@
 #include "hdb_siphash.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#if defined(__linux__)
+#include <sys/random.h>
+#endif
+
 
 #define ROTL64(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
 
@@ -70,4 +79,42 @@ uint64_t siphash13(const uint64_t key[2], const void *data, size_t len)
 uint64_t siphash24(const uint64_t key[2], const void *data, size_t len)
 {
     return siphash_rounds(key, data, len, 2, 4);
+}
+
+/* Fills the hash key. A predictable key would let an attacker who controls
+ * keys (HTTP input) build long chains, so the kernel's generator is used;
+ * the clock-and-address fallback only serves systems without one. */
+void siphash_random_key(uint64_t seed[2])
+{
+    unsigned char bytes[16];
+    size_t got = 0;
+#if defined(__linux__)
+    while (got < sizeof bytes) {
+        ssize_t n = getrandom(bytes + got, sizeof bytes - got, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        got += (size_t)n;
+    }
+#endif
+    if (got < sizeof bytes) {
+        int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            ssize_t n = read(fd, bytes, sizeof bytes);
+            got = n == (ssize_t)sizeof bytes ? sizeof bytes : 0;
+            close(fd);
+        }
+    }
+    if (got < sizeof bytes) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t a = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)getpid();
+        uint64_t b = (uint64_t)(uintptr_t)&ts ^ (uint64_t)(uintptr_t)seed;
+        memcpy(bytes, &a, 8);
+        memcpy(bytes + 8, &b, 8);
+    }
+    memcpy(&seed[0], bytes, 8);
+    memcpy(&seed[1], bytes + 8, 8);
 }

@@ -18,4 +18,7 @@ uint64_t siphash13(const uint64_t key[2], const void *data, size_t len);
  * SipHash-2-4 vectors, which share every step but the round counts. */
 uint64_t siphash24(const uint64_t key[2], const void *data, size_t len);
 
+/* Fills a random key, from the kernel's generator. */
+void siphash_random_key(uint64_t key[2]);
+
 #endif

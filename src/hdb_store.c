@@ -7,6 +7,7 @@
 #include "hdb_flusher.h"
 #include "hdb_lock.h"
 #include "hdb_rewrite.h"
+#include "hdb_siphash.h"
 #include "hdb_table.h"
 
 #include <errno.h>
@@ -23,7 +24,6 @@
 #include <time.h>
 #include <unistd.h>
 #if defined(__linux__)
-#include <sys/random.h>
 #include <sys/vfs.h>
 #endif
 
@@ -144,44 +144,6 @@ static void registry_remove(hdb_store *s)
         s->registered = 0;
     }
     pthread_mutex_unlock(&registry_lock);
-}
-
-/* Fills the hash key. A predictable key would let an attacker who controls
- * keys (HTTP input) build long chains, so the kernel's generator is used;
- * the clock-and-address fallback only serves systems without one. */
-static void store_random_key(uint64_t seed[2])
-{
-    unsigned char bytes[16];
-    size_t got = 0;
-#if defined(__linux__)
-    while (got < sizeof bytes) {
-        ssize_t n = getrandom(bytes + got, sizeof bytes - got, 0);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            break;
-        }
-        got += (size_t)n;
-    }
-#endif
-    if (got < sizeof bytes) {
-        int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            ssize_t n = read(fd, bytes, sizeof bytes);
-            got = n == (ssize_t)sizeof bytes ? sizeof bytes : 0;
-            close(fd);
-        }
-    }
-    if (got < sizeof bytes) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t a = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)getpid();
-        uint64_t b = (uint64_t)(uintptr_t)&ts ^ (uint64_t)(uintptr_t)seed;
-        memcpy(bytes, &a, 8);
-        memcpy(bytes + 8, &b, 8);
-    }
-    memcpy(&seed[0], bytes, 8);
-    memcpy(&seed[1], bytes + 8, 8);
 }
 
 /* The bytes a rewrite would write for the entry: its SET, with PXAT if it
@@ -576,7 +538,7 @@ static int store_load(hdb_store *s, int fd, uint64_t *size_io, int repair,
         return hdb_fail(err, hdb_errno_code(e), "cannot read %s: %s", s->path, strerror(e));
     }
     posix_madvise(map, (size_t)size, POSIX_MADV_SEQUENTIAL);
-    aof_replay replay = {s, replay_apply, replay_reserve, s->codec};
+    aof_replay replay = {s, replay_apply, replay_reserve, s->codec, 0};
     hdb_err why;
     int rc = aof_load(map, (size_t)size, &replay, res, &why);
     table_fit(&s->table);
@@ -642,7 +604,7 @@ fail:
 static int store_init_file(hdb_store *s, int fd, int created, uint64_t key[2], hdb_err *err)
 {
     char header[AOF_HEADER_MAX + 1];
-    store_random_key(key);
+    siphash_random_key(key);
     size_t header_len = aof_format_header(header, key, s->codec, 0);
     int e = file_write_all_at(fd, header, header_len, 0);
     if (e != 0)
@@ -672,7 +634,7 @@ static int store_convert(hdb_store *s, int *fd, uint64_t *size, uint64_t key[2],
 {
     char *tmp;
     int nfd;
-    store_random_key(key);
+    siphash_random_key(key);
     if (rewrite_file_create(s->file_path, key, s->codec, 0, &tmp, &nfd, err) != 0)
         return -1;
     hdb_buf batch;
@@ -758,7 +720,7 @@ hdb_store *hdb_open(const hdb_options *opt, hdb_err *err)
         return NULL;
     }
     uint64_t seed[2];
-    store_random_key(seed);
+    siphash_random_key(seed);
     table_init(&s->table, seed);
     s->max_memory = opt->max_memory;
     s->eviction = opt->eviction;
@@ -910,7 +872,7 @@ static int check_lengths(size_t key_len, size_t val_len, hdb_err *err)
 static int store_start_rewrite(hdb_store *s, hdb_err *err)
 {
     uint64_t key[2];
-    store_random_key(key);
+    siphash_random_key(key);
     return rewrite_start(s->rw, key, err);
 }
 

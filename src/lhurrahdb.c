@@ -22,6 +22,7 @@
 #include "lcompat.h"
 #include "lvalue.h"
 #include "hurrahdb.h"
+#include "hdb_check.h"
 
 #define STORE_MT "hurrahdb.store"
 /* Scratch capacity kept between calls; a larger one (after a big value) is
@@ -1546,9 +1547,56 @@ static const luaL_Reg store_meta[] = {
     {NULL, NULL},
 };
 
+/* hurrahdb.check(path): what the file holds, read without opening the
+ * store (no lock, nothing written): a table, or nil, err, code when it
+ * cannot be read as a store's file. */
+static int l_check(lua_State *L)
+{
+    if (lua_type(L, 1) != LUA_TSTRING)
+        luaL_argerror(L, 1, lua_pushfstring(L, "string expected, got %s", luaL_typename(L, 1)));
+    check_path_bytes(L, 1, 1, "path");
+    const char *path = lua_tostring(L, 1);
+    hdb_check_report r;
+    hdb_err err;
+    if (hdb_check_file(path, hdb_clock_ms(), &r, &err) != HDB_OK)
+        return push_error(L, &err);
+    static const char *const tails[] = {"none", "torn", "torn header", "bad"};
+    lua_createtable(L, 0, 24);
+    set_count_field(L, "version", r.version);
+    lua_pushstring(L, r.codec[0] ? r.codec : "json");
+    lua_setfield(L, -2, "codec");
+    const struct {
+        const char *name;
+        uint64_t value;
+    } counts[] = {
+        {"file_bytes", r.file_bytes},       {"batches", r.batches},
+        {"records", r.records},             {"set_records", r.set_records},
+        {"del_records", r.del_records},     {"expire_records", r.expire_records},
+        {"persist_records", r.persist_records}, {"flushall_records", r.flushall_records},
+        {"keys", r.keys},                   {"keys_with_ttl", r.keys_with_ttl},
+        {"expired_keys", r.expired_keys},   {"live_bytes", r.live_bytes},
+        {"dead_bytes", r.dead_bytes},       {"good_bytes", r.good_len},
+        {"tail_bytes", r.tail_bytes},
+    };
+    for (size_t i = 0; i < sizeof counts / sizeof *counts; i++)
+        set_count_field(L, counts[i].name, (int64_t)counts[i].value);
+    lua_pushstring(L, tails[r.tail]);
+    lua_setfield(L, -2, "tail");
+    lua_pushboolean(L, r.damaged);
+    lua_setfield(L, -2, "damaged");
+    if (r.damaged)
+        set_count_field(L, "damage_at", (int64_t)r.damage_at);
+    if (r.problem[0]) {
+        lua_pushstring(L, r.problem);
+        lua_setfield(L, -2, "problem");
+    }
+    return 1;
+}
+
 static const luaL_Reg module_functions[] = {
     {"new", l_new},
     {"open", l_open},
+    {"check", l_check},
     {NULL, NULL},
 };
 

@@ -92,7 +92,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     table_init(&st.table, seed);
     st.calls = 0;
     st.sets = UINT64_MAX;
-    aof_replay replay = {&st, fuzz_apply, fuzz_reserve, NULL};
+    aof_replay replay = {&st, fuzz_apply, fuzz_reserve, NULL, 0};
     aof_load_result res;
     hdb_err err;
     int rc = aof_load(copy, size, &replay, &res, &err);
@@ -137,7 +137,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_state again;
         table_init(&again.table, seed);
         again.calls = 0;
-        aof_replay replay2 = {&again, fuzz_apply, fuzz_reserve, codec};
+        aof_replay replay2 = {&again, fuzz_apply, fuzz_reserve, codec, 0};
         aof_load_result res2;
         int rc2 = aof_load(copy, res.good_len, &replay2, &res2, &err);
         if (rc2 != AOF_LOAD_OK || res2.records != res.records || again.table.count != st.table.count)
