@@ -474,3 +474,30 @@ describe("db:set() of a value whose JSON text passes the 512 MiB limit", functio
     assert_store_unchanged(report)
   end)
 end)
+
+describe("hurrahdb.encode and hurrahdb.decode", function()
+  it("give the text the store keeps and the value get returns, exactly", function()
+    local db = assert(hurrahdb.new())
+    local values = { 1, -0.0, 0.1 + 0.2, "a\0b", { 1, 2, { x = hurrahdb.null } }, { k = { 1.5 } }, true }
+    if helpers.HAS_INTEGERS then values[#values + 1] = math.maxinteger end
+    for i, v in ipairs(values) do
+      local text = assert(hurrahdb.encode(v))
+      helpers.assert_same_typed(v, hurrahdb.decode(text))
+      assert.is_true(db:set("k" .. i, hurrahdb.decode(text)))
+      helpers.assert_same_typed(db:get("k" .. i), hurrahdb.decode(text))
+    end
+    db:close()
+  end)
+
+  it("return nil, err, code for what cannot be encoded or decoded", function()
+    local r, err, code = hurrahdb.encode({ f = function() end })
+    assert.is_nil(r)
+    assert.equals("value", code)
+    assert.matches("function", err)
+    r, err, code = hurrahdb.decode("[1,")
+    assert.is_nil(r)
+    assert.equals("value", code, err)
+    assert.has_error(function() hurrahdb.encode(nil) end)
+    assert.has_error(function() hurrahdb.decode({}) end)
+  end)
+end)

@@ -1593,10 +1593,56 @@ static int l_check(lua_State *L)
     return 1;
 }
 
+/* hurrahdb.encode(value): the JSON text the default codec stores for the
+ * value, or nil, err, code ("value", "too large", "no memory"). */
+static int l_encode(lua_State *L)
+{
+    if (lua_isnoneornil(L, 1))
+        luaL_argerror(L, 1, "value expected (nil has no JSON; hurrahdb.null is null)");
+    lua_settop(L, 1);
+    hdb_buf text;
+    hdb_buf_init(&text);
+    hdb_err err;
+    int enc = lvalue_encode(L, 1, &text, HDB_MAX_ITEM_LEN, err.msg, sizeof err.msg);
+    if (enc == LVALUE_UNKNOWN_MARK) {
+        hdb_buf_free(&text); /* before the refresh, which may raise */
+        if (lvalue_markers_refresh(L))
+            enc = lvalue_encode(L, 1, &text, HDB_MAX_ITEM_LEN, err.msg, sizeof err.msg);
+    }
+    if (enc != LVALUE_OK) {
+        hdb_buf_free(&text);
+        err.code = encode_code(enc);
+        return push_error(L, &err);
+    }
+    copy_out c;
+    int rc = copy_take(&c, text.data ? text.data : "", text.len, NULL, 0);
+    hdb_buf_free(&text);
+    if (rc != 0)
+        return push_failure(L, HDB_CODE_NO_MEMORY, "out of memory");
+    copy_push(L, &c, NULL);
+    return 1;
+}
+
+/* hurrahdb.decode(text): the value of JSON text as the default codec reads
+ * it, or nil, err, "value". */
+static int l_decode(lua_State *L)
+{
+    size_t len;
+    const char *text = luaL_checklstring(L, 1, &len);
+    hdb_err err;
+    if (lvalue_decode(L, text, len, err.msg, sizeof err.msg) != 0) {
+        err.code = HDB_CODE_VALUE;
+        return push_error(L, &err);
+    }
+    return 1;
+}
+
 static const luaL_Reg module_functions[] = {
     {"new", l_new},
     {"open", l_open},
     {"check", l_check},
+    {"encode", l_encode},
+    {"decode", l_decode},
     {NULL, NULL},
 };
 
@@ -1629,8 +1675,9 @@ int luaopen_hurrahdb(lua_State *L)
     lua_setfield(L, -2, "__name");
     lua_pop(L, 1);
 
-    lua_createtable(L, 0, 4);
-    luaL_setfuncs(L, module_functions, 0);
+    lua_createtable(L, 0, 8);
+    lua_pushcfunction(L, copy_push_protected);
+    luaL_setfuncs(L, module_functions, 1);
     lua_pushliteral(L, HDB_VERSION);
     lua_setfield(L, -2, "_VERSION");
     /* The JSON null, the same value as cjson.null (a NULL light userdata). */
