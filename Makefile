@@ -255,6 +255,7 @@ rock-install: $(ROCK_MODULE)
 	mkdir -p "$(INST_LIBDIR)" "$(INST_LUADIR)/hurrahdb"
 	cp $(ROCK_MODULE) "$(INST_LIBDIR)/hurrahdb.so"
 	cp lua/hurrahdb/worker.lua "$(INST_LUADIR)/hurrahdb/worker.lua"
+	cp lua/hurrahdb/cli.lua "$(INST_LUADIR)/hurrahdb/cli.lua"
 
 # ---- set-up ----------------------------------------------------------------
 # deps PKGS="a b": installs the Debian packages among PKGS that are missing.
@@ -283,11 +284,11 @@ deps-build:
 	@$(MAKE) --no-print-directory deps PKGS="make gcc libc6-dev $(LUA_PKGS)"
 
 deps-test:
-	@$(MAKE) --no-print-directory deps PKGS="lua-busted lua-cjson lua-socket redis-server \
+	@$(MAKE) --no-print-directory deps PKGS="lua-busted lua-cjson lua-socket lua-argparse redis-server \
 		nginx libnginx-mod-http-lua lua-resty-core luajit2 libluajit2-5.1-dev locales $(LUA_PKGS)"
 
 deps-check:
-	@$(MAKE) --no-print-directory deps PKGS="lua-busted lua-cjson lua-socket redis-server locales $(LUA_PKGS)"
+	@$(MAKE) --no-print-directory deps PKGS="lua-busted lua-cjson lua-socket lua-argparse redis-server locales $(LUA_PKGS)"
 
 deps-fuzz:
 	@$(MAKE) --no-print-directory deps PKGS="clang libclang-rt-14-dev liblua5.4-dev"

@@ -20,6 +20,7 @@ back exactly as they were stored, or are refused with an error. Works in Lua
 }
 dependencies = {
    "lua >= 5.1, < 5.5",
+   "argparse >= 0.7", -- for the hurrahdb command only
 }
 -- The Makefile's `rock` and `rock-install` targets: the same sources and
 -- flags as `make`, so the module exports luaopen_hurrahdb and nothing else.
@@ -33,6 +34,11 @@ build = {
       LUA_INCDIR = "$(LUA_INCDIR)",
    },
    install_target = "rock-install",
+   -- the command (README, "The hurrahdb command"); its code is
+   -- hurrahdb.cli, which rock-install installs
+   install = {
+      bin = { hurrahdb = "lua/bin/hurrahdb" },
+   },
    install_variables = {
       -- the C module hurrahdb, and hurrahdb.worker for OpenResty (README,
       -- "Using hurrahdb in OpenResty")

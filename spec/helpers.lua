@@ -299,8 +299,8 @@ end
 -- (0-based offsets). Stops at the first line that does not parse or a batch
 -- that runs past the end.
 function helpers.aof_batches(data)
-  local header = data:match("^#hurrahdb aof 2 %x+ %x+\r\n")
-  assert(header, "not a version-2 hurrahdb AOF")
+  local header = data:match("^#hurrahdb aof [24] %x+ %x+\r\n")
+  assert(header, "not a hurrahdb AOF of version 2 or 4 without a codec")
   local batches, pos = {}, #header + 1
   while pos <= #data do
     local seq, len, line_end = data:match("^#hdb (%d+) (%d+) %x+ %x+\r\n()", pos)

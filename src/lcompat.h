@@ -18,13 +18,17 @@
 #define lua_rawlen(L, i) lua_objlen((L), (i))
 #define lua_absindex(L, i) \
     ((i) > 0 || (i) <= LUA_REGISTRYINDEX ? (i) : lua_gettop(L) + (i) + 1)
+/* Lua 5.2's luaL_setfuncs: each function gets the nup values on top of the
+ * stack (the table just under them) as upvalues; they are popped. */
 static inline void lcompat_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
 {
-    (void)nup; /* only used with nup == 0 here */
     for (; l->name != NULL; l++) {
-        lua_pushcfunction(L, l->func);
-        lua_setfield(L, -2, l->name);
+        for (int i = 0; i < nup; i++)
+            lua_pushvalue(L, -nup);
+        lua_pushcclosure(L, l->func, nup);
+        lua_setfield(L, -(nup + 2), l->name);
     }
+    lua_pop(L, nup);
 }
 #define luaL_setfuncs(L, l, nup) lcompat_setfuncs((L), (l), (nup))
 #endif
