@@ -7,9 +7,10 @@ local hurrahdb = require "hurrahdb"
 
 local INSTALLED = os.getenv("HURRAHDB_COMMAND")
 
--- Runs the command with args (each quoted); returns status, stdout, stderr.
-local function run(dir, ...)
-  local out, err = dir .. "/.stdout", dir .. "/.stderr"
+-- Runs the command with args (each quoted), its stdin from io.stdin and its
+-- stdout to io.stdout if given (file paths); returns status, stdout, stderr.
+local function run_io(dir, io_files, ...)
+  local out, err = io_files.stdout or dir .. "/.stdout", dir .. "/.stderr"
   local cmd
   if INSTALLED then
     local args = {}
@@ -18,9 +19,14 @@ local function run(dir, ...)
   else
     cmd = helpers.lua_command("lua/bin/hurrahdb", ...)
   end
+  if io_files.stdin then cmd = cmd .. " < " .. helpers.shell_quote(io_files.stdin) end
   local status = helpers.capture(("%s > %s 2> %s; echo $?"):format(cmd, helpers.shell_quote(out),
     helpers.shell_quote(err)))
   return tonumber(status), helpers.read_file(out), helpers.read_file(err)
+end
+
+local function run(dir, ...)
+  return run_io(dir, {}, ...)
 end
 
 describe("hurrahdb command", function()
@@ -138,6 +144,112 @@ describe("hurrahdb command", function()
       status, _, err = run(dir, "check", path)
       assert.equals(1, status)
       assert.matches(path, err, 1, true)
+    end)
+  end)
+
+  -- Keys and values of every kind, with odd bytes: what dump, load and
+  -- export must carry unchanged.
+  local function odd_store()
+    local db = assert(hurrahdb.open(path, { sync_time = 0 }))
+    local data = {
+      ["plain"] = "text",
+      ["with\r\n#hdb 1 2 a b\r\nframing"] = "value\r\n#hurrahdb aof 2\r\n*1\r\n",
+      ["\0\1\255 binary"] = { a = "\255\254 not utf-8", b = { 1, 2.5, -0.0 } },
+      ["unicodé ✓"] = { nested = { deep = { hurrahdb.null, true, false } } },
+      [""] = "the empty key",
+      ["float"] = 0.1 + 0.2,
+      ["big"] = helpers.HAS_INTEGERS and math.maxinteger or 2 ^ 53,
+      ["empty table"] = {},
+      ["crlf\r\n"] = "\r\n",
+    }
+    for k, v in pairs(data) do assert.is_true(db:set(k, v)) end
+    assert.is_true(db:set("expiring", { x = 1 }, { ttl = 1000 }))
+    data.expiring = { x = 1 }
+    assert.is_true(db:close())
+    return data
+  end
+
+  describe("dump and load", function()
+    it("round-trip every kind of key and value, and the expiries", function()
+      local data = odd_store()
+      local status, out, err = run(dir, "dump", path)
+      assert.equals(0, status, err)
+      local lines = 0
+      for line in out:gmatch("[^\n]+") do
+        lines = lines + 1
+        assert.is_table(hurrahdb.decode(line))
+      end
+      assert.equals(helpers.count_keys(data), lines)
+      local dumped = dir .. "/dump.jsonl"
+      helpers.write_file(dumped, out)
+      local copy = dir .. "/copy.aof"
+      status, _, err = run_io(dir, { stdin = dumped }, "load", copy)
+      assert.equals(0, status, err)
+      local a = assert(hurrahdb.open(path))
+      local b = assert(hurrahdb.open(copy))
+      for k, v in pairs(data) do helpers.assert_same_typed(v, b:get(k), k) end
+      assert.equals(a:count(), b:count())
+      local ta, tb = a:ttl("expiring"), b:ttl("expiring")
+      assert.is_true(math.abs(ta - tb) < 0.5, ta .. " vs " .. tb)
+      a:close()
+      b:close()
+    end)
+
+    it("keeps keys the store has unless --replace, and dumps only a prefix with --prefix", function()
+      odd_store()
+      local status, out = run(dir, "dump", "--prefix", "pl", path)
+      assert.equals(0, status)
+      assert.equals('{"key":"plain","value":"text"}\n', out)
+      local copy = dir .. "/copy.aof"
+      local db = assert(hurrahdb.open(copy))
+      assert.is_true(db:set("plain", "mine"))
+      assert.is_true(db:close())
+      local dumped = dir .. "/dump.jsonl"
+      helpers.write_file(dumped, out)
+      assert.equals(0, (run_io(dir, { stdin = dumped }, "load", copy)))
+      db = assert(hurrahdb.open(copy))
+      assert.equals("mine", db:get("plain"))
+      assert.is_true(db:close())
+      assert.equals(0, (run_io(dir, { stdin = dumped }, "load", "--replace", copy)))
+      db = assert(hurrahdb.open(copy))
+      assert.equals("text", db:get("plain"))
+      assert.is_true(db:close())
+    end)
+
+    it("stops at a bad line, naming its number, with the lines before it loaded", function()
+      local dumped = dir .. "/dump.jsonl"
+      helpers.write_file(dumped, '{"key":"a","value":1}\n{"key":"b","value":\n{"key":"c","value":3}\n')
+      local status, _, err = run_io(dir, { stdin = dumped }, "load", path)
+      assert.equals(1, status)
+      assert.matches("line 2", err, 1, true)
+      local db = assert(hurrahdb.open(path))
+      assert.equals(1, db:get("a"))
+      assert.is_nil(db:get("c"))
+      db:close()
+    end)
+  end)
+
+  describe("export", function()
+    it("gives commands redis-cli --pipe loads into redis-server, with the same values and PTTLs", function()
+      if helpers.capture("command -v redis-cli") == "" then pending("needs redis-cli (redis-tools)") return end
+      local data = odd_store()
+      local exported = dir .. "/export.resp"
+      local status, _, err = run_io(dir, { stdout = exported }, "export", path)
+      assert.equals(0, status, err)
+      local server = helpers.start_redis(dir)
+      finally(function() helpers.stop_redis(server) end)
+      local piped = helpers.capture(("redis-cli -p %d --pipe < %s 2>&1; echo status=$?"):format(server.port,
+        helpers.shell_quote(exported)))
+      assert.matches("status=0", piped, 1, true)
+      assert.matches("errors: 0", piped, 1, true)
+      for k, v in pairs(data) do
+        local text = server.client:call("GET", k)
+        helpers.assert_same_typed(v, hurrahdb.decode(text), k)
+      end
+      local pttl = server.client:call("PTTL", "expiring")
+      assert.is_true(pttl > 990000 and pttl <= 1000000, tostring(pttl))
+      assert.equals(-1, server.client:call("PTTL", "plain"))
+      assert.equals(helpers.count_keys(data), server.client:call("DBSIZE"))
     end)
   end)
 

@@ -20,6 +20,7 @@
  * that a file of many FLUSHALLs is not checked in quadratic time. */
 typedef struct check_slot {
     const char *key; /* NULL: empty */
+    const char *val;
     uint64_t hash;
     uint32_t key_len;
     uint32_t gen;
@@ -143,6 +144,7 @@ static size_t check_apply(void *ud, const aof_record *rec, size_t n)
                 s->gen = k->gen;
                 k->count++;
             }
+            s->val = a->val;
             s->val_len = a->val_len;
             s->expire_ms = a->expire_ms > 0 ? a->expire_ms : 0;
         } else if (present) {
@@ -175,73 +177,126 @@ static void check_sum_up(check_keys *k, int64_t now_ms)
     r->dead_bytes = payload > r->live_bytes ? payload - r->live_bytes : 0;
 }
 
-int hdb_check_file(const char *path, int64_t now_ms, hdb_check_report *r, hdb_err *err)
+struct hdb_reader {
+    void *map;
+    size_t size;
+    int64_t now_ms;
+    check_keys keys;
+    hdb_check_report report;
+};
+
+void hdb_reader_close(hdb_reader *rd)
 {
-    memset(r, 0, sizeof *r);
+    if (rd == NULL)
+        return;
+    free(rd->keys.slots);
+    if (rd->map != NULL)
+        munmap(rd->map, rd->size);
+    free(rd);
+}
+
+const hdb_check_report *hdb_reader_report(const hdb_reader *rd)
+{
+    return &rd->report;
+}
+
+int hdb_reader_next(const hdb_reader *rd, size_t *cursor, const char **key, size_t *key_len,
+                    const char **val, size_t *val_len, int64_t *expire_ms)
+{
+    const check_keys *k = &rd->keys;
+    while (k->slots != NULL && *cursor <= k->mask) {
+        const check_slot *s = &k->slots[(*cursor)++];
+        if (!slot_used(k, s) || (s->expire_ms > 0 && s->expire_ms <= rd->now_ms))
+            continue;
+        *key = s->key;
+        *key_len = s->key_len;
+        *val = s->val;
+        *val_len = s->val_len;
+        *expire_ms = s->expire_ms;
+        return 1;
+    }
+    return 0;
+}
+
+hdb_reader *hdb_reader_open(const char *path, int64_t now_ms, hdb_err *err)
+{
+    hdb_reader *rd = calloc(1, sizeof *rd);
+    if (rd == NULL) {
+        hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory checking %s", path);
+        return NULL;
+    }
+    rd->now_ms = now_ms;
+    hdb_check_report *r = &rd->report;
+    r->now_ms = now_ms;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
         int e = errno;
-        return hdb_fail(err, hdb_errno_code(e), "cannot open %s: %s", path, strerror(e));
+        hdb_fail(err, hdb_errno_code(e), "cannot open %s: %s", path, strerror(e));
+        goto fail;
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;
         close(fd);
-        return hdb_fail(err, hdb_errno_code(e), "cannot stat %s: %s", path, strerror(e));
+        hdb_fail(err, hdb_errno_code(e), "cannot stat %s: %s", path, strerror(e));
+        goto fail;
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return hdb_fail(err, HDB_CODE_INVALID, "%s is not a regular file", path);
+        hdb_fail(err, HDB_CODE_INVALID, "%s is not a regular file", path);
+        goto fail;
     }
     if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX) {
         close(fd);
-        return hdb_fail(err, HDB_CODE_TOO_LARGE, "%s: file too large for this platform", path);
+        hdb_fail(err, HDB_CODE_TOO_LARGE, "%s: file too large for this platform", path);
+        goto fail;
     }
-    size_t size = (size_t)st.st_size;
-    r->file_bytes = size;
-    if (size == 0) {
+    r->file_bytes = (uint64_t)st.st_size;
+    if (st.st_size == 0) {
         close(fd);
-        return HDB_OK;
+        return rd;
     }
+    rd->size = (size_t)st.st_size;
     /* The size read above: a writer appending meanwhile adds batches this
-     * check does not see, which is what "so far" means. */
-    /* Mapped at once: page by page, the faults of a large file cost more
-     * than the check itself. */
+     * reader does not see, which is what "so far" means. Mapped at once:
+     * page by page, the faults of a large file cost more than the check. */
 #ifdef MAP_POPULATE
-    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    void *map = mmap(NULL, rd->size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
 #else
-    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    void *map = mmap(NULL, rd->size, PROT_READ, MAP_PRIVATE, fd, 0);
 #endif
     int e = errno;
     close(fd);
-    if (map == MAP_FAILED)
-        return hdb_fail(err, hdb_errno_code(e), "cannot read %s: %s", path, strerror(e));
-    posix_madvise(map, size, POSIX_MADV_SEQUENTIAL);
-
-    check_keys keys = {0};
-    keys.gen = 1;
-    keys.r = r;
-    siphash_random_key(keys.seed);
-    int rc = HDB_OK;
-    if (keys_grow(&keys) != 0) {
-        rc = hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory checking %s", path);
-        goto done;
+    if (map == MAP_FAILED) {
+        hdb_fail(err, hdb_errno_code(e), "cannot read %s: %s", path, strerror(e));
+        goto fail;
     }
-    aof_replay replay = {&keys, check_apply, NULL, NULL, 1};
+    rd->map = map;
+    posix_madvise(map, rd->size, POSIX_MADV_SEQUENTIAL);
+
+    check_keys *keys = &rd->keys;
+    keys->gen = 1;
+    keys->r = r;
+    siphash_random_key(keys->seed);
+    if (keys_grow(keys) != 0) {
+        hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory checking %s", path);
+        goto fail;
+    }
+    aof_replay replay = {keys, check_apply, NULL, NULL, 1};
     aof_load_result res;
     hdb_err why;
-    int status = aof_load(map, size, &replay, &res, &why);
+    int status = aof_load(map, rd->size, &replay, &res, &why);
     r->version = res.version;
     memcpy(r->codec, res.codec, sizeof r->codec);
     r->batches = res.batches;
     r->good_len = res.good_len;
-    if (status == AOF_LOAD_NOMEM || keys.failed) {
-        rc = hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory checking %s", path);
-        goto done;
+    if (status == AOF_LOAD_NOMEM || keys->failed) {
+        hdb_fail(err, HDB_CODE_NO_MEMORY, "out of memory checking %s", path);
+        goto fail;
     }
     if (status == AOF_LOAD_NOT_AOF || status == AOF_LOAD_VERSION) {
-        rc = hdb_fail(err, why.code, "%s: %s", path, why.msg);
-        goto done;
+        hdb_fail(err, why.code, "%s: %s", path, why.msg);
+        goto fail;
     }
     if (status == AOF_LOAD_DAMAGED) {
         r->damaged = 1;
@@ -254,9 +309,19 @@ int hdb_check_file(const char *path, int64_t now_ms, hdb_check_report *r, hdb_er
         r->tail_bytes = res.tail_bytes;
         snprintf(r->problem, sizeof r->problem, "%s", res.why);
     }
-    check_sum_up(&keys, now_ms);
-done:
-    free(keys.slots);
-    munmap(map, size);
-    return rc;
+    check_sum_up(keys, now_ms);
+    return rd;
+fail:
+    hdb_reader_close(rd);
+    return NULL;
+}
+
+int hdb_check_file(const char *path, int64_t now_ms, hdb_check_report *report, hdb_err *err)
+{
+    hdb_reader *rd = hdb_reader_open(path, now_ms, err);
+    if (rd == NULL)
+        return HDB_ERR;
+    *report = rd->report;
+    hdb_reader_close(rd);
+    return HDB_OK;
 }

@@ -44,16 +44,35 @@ typedef struct hdb_check_report {
                                refuses the file (repair moves the rest aside) */
     uint64_t damage_at;     /* where the first bad batch starts */
     char problem[HDB_ERRLEN]; /* what is wrong at the tail or the damage, if anything */
+    int64_t now_ms;         /* the time expiries were compared with (Unix ms) */
 } hdb_check_report;
 
-/* Reads the file at path (a regular file) and fills r. Returns HDB_OK when
- * the file could be read, whatever it holds (damage is reported in r);
- * HDB_ERR with err filled when it cannot be: HDB_CODE_IO (cannot open or
- * read it), HDB_CODE_INVALID (not a regular file), HDB_CODE_DAMAGED (not a
- * hurrahdb file, or of a version this build does not read), HDB_CODE_NO_MEMORY,
- * HDB_CODE_TOO_LARGE. now_ms is the time expiries are compared with (Unix
- * ms). Memory: about 40 bytes per distinct key. The time is linear in the
+/* A file read as hdb_check_file reads it, kept open for its keys. */
+typedef struct hdb_reader hdb_reader;
+
+/* Reads the file at path (a regular file) and fills the reader's report
+ * (hdb_reader_report). Returns NULL with err filled when the file cannot be
+ * read as a store's file: HDB_CODE_IO (cannot open or read it),
+ * HDB_CODE_INVALID (not a regular file), HDB_CODE_DAMAGED (not a hurrahdb
+ * file, or of a version this build does not read), HDB_CODE_NO_MEMORY,
+ * HDB_CODE_TOO_LARGE; damage and tails are reported, not failures. now_ms
+ * is the time expiries are compared with (Unix ms). Memory: the file's
+ * mapping, and about 50 bytes per distinct key. The time is linear in the
  * file's size, whatever its content (a FLUSHALL costs O(1)). */
-int hdb_check_file(const char *path, int64_t now_ms, hdb_check_report *r, hdb_err *err);
+hdb_reader *hdb_reader_open(const char *path, int64_t now_ms, hdb_err *err);
+
+const hdb_check_report *hdb_reader_report(const hdb_reader *r);
+
+/* The next key an open would hold (expired ones left out), from *cursor
+ * (0 to start): its bytes, its value's stored text, its expiry (Unix ms, 0
+ * for none). They point into the reader, valid until it is closed. Returns
+ * 0 when there are no more. */
+int hdb_reader_next(const hdb_reader *r, size_t *cursor, const char **key, size_t *key_len,
+                    const char **val, size_t *val_len, int64_t *expire_ms);
+
+void hdb_reader_close(hdb_reader *r);
+
+/* hdb_reader_open and its report, the reader closed at once. */
+int hdb_check_file(const char *path, int64_t now_ms, hdb_check_report *report, hdb_err *err);
 
 #endif

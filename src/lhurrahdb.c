@@ -1380,13 +1380,19 @@ static int l_rewrite(lua_State *L)
     return 1;
 }
 
-static void set_count_field(lua_State *L, const char *name, int64_t v)
+/* Pushes a count or a time in ms: an integer where Lua has them. */
+static void push_count(lua_State *L, int64_t v)
 {
 #if LCOMPAT_HAS_INTEGERS
     lua_pushinteger(L, (lua_Integer)v);
 #else
     lua_pushnumber(L, (lua_Number)v);
 #endif
+}
+
+static void set_count_field(lua_State *L, const char *name, int64_t v)
+{
+    push_count(L, v);
     lua_setfield(L, -2, name);
 }
 
@@ -1547,51 +1553,156 @@ static const luaL_Reg store_meta[] = {
     {NULL, NULL},
 };
 
-/* hurrahdb.check(path): what the file holds, read without opening the
- * store (no lock, nothing written): a table, or nil, err, code when it
- * cannot be read as a store's file. */
-static int l_check(lua_State *L)
+/* ---- Reading a file without opening its store ---- */
+
+#define READER_MT "hurrahdb.reader"
+
+typedef struct lreader {
+    hdb_reader *r; /* NULL once closed */
+} lreader;
+
+/* Pushes the report of a file as a table. */
+static void push_report(lua_State *L, const hdb_check_report *r)
 {
-    if (lua_type(L, 1) != LUA_TSTRING)
-        luaL_argerror(L, 1, lua_pushfstring(L, "string expected, got %s", luaL_typename(L, 1)));
-    check_path_bytes(L, 1, 1, "path");
-    const char *path = lua_tostring(L, 1);
-    hdb_check_report r;
-    hdb_err err;
-    if (hdb_check_file(path, hdb_clock_ms(), &r, &err) != HDB_OK)
-        return push_error(L, &err);
     static const char *const tails[] = {"none", "torn", "torn header", "bad"};
     lua_createtable(L, 0, 24);
-    set_count_field(L, "version", r.version);
-    lua_pushstring(L, r.codec[0] ? r.codec : "json");
+    set_count_field(L, "version", r->version);
+    lua_pushstring(L, r->codec[0] ? r->codec : "json");
     lua_setfield(L, -2, "codec");
     const struct {
         const char *name;
         uint64_t value;
     } counts[] = {
-        {"file_bytes", r.file_bytes},       {"batches", r.batches},
-        {"records", r.records},             {"set_records", r.set_records},
-        {"del_records", r.del_records},     {"expire_records", r.expire_records},
-        {"persist_records", r.persist_records}, {"flushall_records", r.flushall_records},
-        {"keys", r.keys},                   {"keys_with_ttl", r.keys_with_ttl},
-        {"expired_keys", r.expired_keys},   {"live_bytes", r.live_bytes},
-        {"dead_bytes", r.dead_bytes},       {"good_bytes", r.good_len},
-        {"tail_bytes", r.tail_bytes},
+        {"file_bytes", r->file_bytes},       {"batches", r->batches},
+        {"records", r->records},             {"set_records", r->set_records},
+        {"del_records", r->del_records},     {"expire_records", r->expire_records},
+        {"persist_records", r->persist_records}, {"flushall_records", r->flushall_records},
+        {"keys", r->keys},                   {"keys_with_ttl", r->keys_with_ttl},
+        {"expired_keys", r->expired_keys},   {"live_bytes", r->live_bytes},
+        {"dead_bytes", r->dead_bytes},       {"good_bytes", r->good_len},
+        {"tail_bytes", r->tail_bytes},
     };
     for (size_t i = 0; i < sizeof counts / sizeof *counts; i++)
         set_count_field(L, counts[i].name, (int64_t)counts[i].value);
-    lua_pushstring(L, tails[r.tail]);
+    lua_pushstring(L, tails[r->tail]);
     lua_setfield(L, -2, "tail");
-    lua_pushboolean(L, r.damaged);
+    lua_pushboolean(L, r->damaged);
     lua_setfield(L, -2, "damaged");
-    if (r.damaged)
-        set_count_field(L, "damage_at", (int64_t)r.damage_at);
-    if (r.problem[0]) {
-        lua_pushstring(L, r.problem);
+    set_count_field(L, "checked_at_ms", r->now_ms);
+    if (r->damaged)
+        set_count_field(L, "damage_at", (int64_t)r->damage_at);
+    if (r->problem[0]) {
+        lua_pushstring(L, r->problem);
         lua_setfield(L, -2, "problem");
     }
+}
+
+static const char *check_path_arg(lua_State *L)
+{
+    if (lua_type(L, 1) != LUA_TSTRING)
+        luaL_argerror(L, 1, lua_pushfstring(L, "string expected, got %s", luaL_typename(L, 1)));
+    check_path_bytes(L, 1, 1, "path");
+    return lua_tostring(L, 1);
+}
+
+/* hurrahdb.check(path): what the file holds, read without opening the
+ * store (no lock, nothing written): a table, or nil, err, code when it
+ * cannot be read as a store's file. */
+static int l_check(lua_State *L)
+{
+    const char *path = check_path_arg(L);
+    hdb_check_report r;
+    hdb_err err;
+    if (hdb_check_file(path, hdb_clock_ms(), &r, &err) != HDB_OK)
+        return push_error(L, &err);
+    push_report(L, &r);
     return 1;
 }
+
+/* hurrahdb.read(path): a reader of the file, as check reads it, that also
+ * gives its keys; or nil, err, code. */
+static int l_read(lua_State *L)
+{
+    const char *path = check_path_arg(L);
+    lreader *ud = lua_newuserdata(L, sizeof *ud);
+    ud->r = NULL;
+    luaL_getmetatable(L, READER_MT);
+    lua_setmetatable(L, -2);
+    hdb_err err;
+    if ((ud->r = hdb_reader_open(path, hdb_clock_ms(), &err)) == NULL)
+        return push_error(L, &err);
+    return 1;
+}
+
+static hdb_reader *check_reader_at(lua_State *L, int idx)
+{
+    lreader *ud = luaL_checkudata(L, idx, READER_MT);
+    if (ud->r == NULL)
+        luaL_error(L, "reader is closed");
+    return ud->r;
+}
+
+static int l_reader_report(lua_State *L)
+{
+    push_report(L, hdb_reader_report(check_reader_at(L, 1)));
+    return 1;
+}
+
+/* The iterator of reader:pairs(). Upvalues: copy_push_protected, the
+ * reader, the cursor. The key and the text are copied before anything is
+ * pushed: a finalizer run by the pushes may close the reader. */
+static int reader_iter(lua_State *L)
+{
+    hdb_reader *r = check_reader_at(L, lua_upvalueindex(2));
+    size_t cursor = (size_t)lua_tonumber(L, lua_upvalueindex(3));
+    const char *key, *val;
+    size_t klen, vlen;
+    int64_t expire_ms;
+    if (!hdb_reader_next(r, &cursor, &key, &klen, &val, &vlen, &expire_ms))
+        return 0;
+    lua_pushnumber(L, (lua_Number)cursor);
+    lua_replace(L, lua_upvalueindex(3));
+    copy_out c;
+    if (copy_take(&c, key, klen, val, vlen) != 0)
+        return luaL_error(L, "out of memory");
+    c.val_raw = 1;
+    copy_push(L, &c, NULL);
+    if (expire_ms > 0)
+        push_count(L, expire_ms);
+    else
+        lua_pushnil(L);
+    return 3;
+}
+
+/* reader:pairs(): for key, text, expire_ms in reader:pairs() do ... end,
+ * over the keys an open would hold: each key, its value's stored text (the
+ * codec's: JSON for "json" and "cjson"), and its expiry (Unix ms; nil for
+ * none), in no particular order. */
+static int l_reader_pairs(lua_State *L)
+{
+    check_reader_at(L, 1);
+    lua_pushcfunction(L, copy_push_protected);
+    lua_pushvalue(L, 1);
+    lua_pushnumber(L, 0);
+    lua_pushcclosure(L, reader_iter, 3);
+    return 1;
+}
+
+static int l_reader_close(lua_State *L)
+{
+    lreader *ud = luaL_checkudata(L, 1, READER_MT);
+    hdb_reader_close(ud->r);
+    ud->r = NULL;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static const luaL_Reg reader_methods[] = {
+    {"report", l_reader_report},
+    {"pairs", l_reader_pairs},
+    {"close", l_reader_close},
+    {NULL, NULL},
+};
 
 /* hurrahdb.encode(value): the JSON text the default codec stores for the
  * value, or nil, err, code ("value", "too large", "no memory"). */
@@ -1641,6 +1752,7 @@ static const luaL_Reg module_functions[] = {
     {"new", l_new},
     {"open", l_open},
     {"check", l_check},
+    {"read", l_read},
     {"encode", l_encode},
     {"decode", l_decode},
     {NULL, NULL},
@@ -1672,6 +1784,16 @@ int luaopen_hurrahdb(lua_State *L)
     set_methods(L, store_methods, mt);
     lua_setfield(L, -2, "__index");
     lua_pushliteral(L, "hurrahdb.store");
+    lua_setfield(L, -2, "__name");
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, READER_MT);
+    lua_createtable(L, 0, 3);
+    luaL_setfuncs(L, reader_methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_reader_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushliteral(L, READER_MT);
     lua_setfield(L, -2, "__name");
     lua_pop(L, 1);
 

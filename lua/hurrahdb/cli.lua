@@ -74,6 +74,99 @@ local function print_report(path, r)
     size(r.dead_bytes), good > 0 and 100 * r.dead_bytes / good or 0)
 end
 
+-- Whether s is valid UTF-8 (JSON text must be).
+local utf8_len = rawget(_G, "utf8") and utf8.len
+local function is_utf8(s)
+  if not s:find("[\128-\255]") then return true end
+  if utf8_len then return utf8_len(s) ~= nil end
+  local i, n = 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    local extra = c < 0x80 and 0 or (c >= 0xC2 and c <= 0xDF) and 1
+      or (c >= 0xE0 and c <= 0xEF) and 2 or (c >= 0xF0 and c <= 0xF4) and 3 or nil
+    if not extra then return false end
+    for j = i + 1, i + extra do
+      local d = s:byte(j)
+      if not d or d < 0x80 or d > 0xBF then return false end
+    end
+    local c2 = s:byte(i + 1)
+    if (c == 0xE0 and c2 < 0xA0) or (c == 0xED and c2 > 0x9F)
+      or (c == 0xF0 and c2 < 0x90) or (c == 0xF4 and c2 > 0x8F) then
+      return false -- overlong, surrogate or past U+10FFFF
+    end
+    i = i + extra + 1
+  end
+  return true
+end
+
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+local B64_VALUE = {}
+for i = 1, 64 do B64_VALUE[B64:byte(i)] = i - 1 end
+
+local function base64(s)
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = s:byte(i, i + 2)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    local q = { math.floor(n / 262144) % 64, math.floor(n / 4096) % 64, math.floor(n / 64) % 64, n % 64 }
+    out[#out + 1] = B64:sub(q[1] + 1, q[1] + 1) .. B64:sub(q[2] + 1, q[2] + 1)
+      .. (b and B64:sub(q[3] + 1, q[3] + 1) or "=") .. (c and B64:sub(q[4] + 1, q[4] + 1) or "=")
+  end
+  return table.concat(out)
+end
+
+-- The bytes of base64 text, or nil if it is not base64.
+local function unbase64(s)
+  if #s % 4 ~= 0 or s:find("[^A-Za-z0-9+/=]") or s:find("=[^=]") or s:find("===") then return nil end
+  local out = {}
+  for i = 1, #s, 4 do
+    local c1, c2, c3, c4 = s:byte(i, i + 3)
+    local n = B64_VALUE[c1] * 262144 + B64_VALUE[c2] * 4096 + (B64_VALUE[c3] or 0) * 64 + (B64_VALUE[c4] or 0)
+    local bytes = string.char(math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
+    if c4 == 61 then bytes = bytes:sub(1, c3 == 61 and 1 or 2) end
+    out[#out + 1] = bytes
+  end
+  return table.concat(out)
+end
+
+-- Opens the file for reading (no lock), failing with a message naming it.
+local function read_file(path)
+  local reader, err = hurrahdb.read(path)
+  if not reader then fail("%s", err) end
+  return reader
+end
+
+-- A JSON string of s (valid UTF-8).
+local function json_string(s)
+  return assert(hurrahdb.encode(s))
+end
+
+-- One line of `dump`: the key (as "key", or "key_base64" if it is not
+-- UTF-8), the value (its JSON text as stored, as "value", or
+-- "value_json_base64" if that text is not UTF-8; for a codec whose text is
+-- not JSON, "value_text" or "value_text_base64"), and the expiry
+-- ("expires_at_ms", Unix ms, and "ttl_ms", what was left at the dump).
+local function dump_line(key, text, expire_ms, json_values, now_ms)
+  local parts = {}
+  if is_utf8(key) then
+    parts[1] = '"key":' .. json_string(key)
+  else
+    parts[1] = '"key_base64":"' .. base64(key) .. '"'
+  end
+  if json_values then
+    -- JSON whose strings hold bytes that are not UTF-8 is kept exact, as
+    -- the base64 of its text.
+    parts[2] = is_utf8(text) and '"value":' .. text or '"value_json_base64":"' .. base64(text) .. '"'
+  else
+    parts[2] = is_utf8(text) and '"value_text":' .. json_string(text)
+      or '"value_text_base64":"' .. base64(text) .. '"'
+  end
+  if expire_ms then
+    parts[3] = ('"expires_at_ms":%d,"ttl_ms":%d'):format(expire_ms, math.max(0, expire_ms - now_ms))
+  end
+  return "{" .. table.concat(parts, ",") .. "}\n"
+end
+
 ---------------------------------------------------------------------------
 -- Subcommands
 ---------------------------------------------------------------------------
@@ -117,6 +210,152 @@ function commands.stats(args)
   return EXIT_OK
 end
 
+-- Writes lines to stdout in groups (one write per group).
+local function buffered_writer()
+  local buf, n = {}, 0
+  return function(line)
+    if line then
+      n = n + 1
+      buf[n] = line
+      if n < 1000 then return end
+    end
+    io.stdout:write(table.concat(buf, "", 1, n))
+    buf, n = {}, 0
+  end
+end
+
+-- Says what a reader found wrong, if anything; returns whether the file is
+-- damaged (what follows the damage was not read).
+local function report_problem(path, r)
+  local problem = problem_of(path, r)
+  if problem then warn("%s", problem) end
+  return r.damaged
+end
+
+function commands.dump(args)
+  local reader = read_file(args.file)
+  local r = reader:report()
+  local damaged = report_problem(args.file, r)
+  local json_values = r.codec == "json"
+  local prefix = args.prefix
+  local write = buffered_writer()
+  local n = 0
+  for key, text, expire_ms in reader:pairs() do
+    if not prefix or key:sub(1, #prefix) == prefix then
+      write(dump_line(key, text, expire_ms, json_values, r.checked_at_ms))
+      n = n + 1
+    end
+  end
+  write()
+  reader:close()
+  warn("%s: dumped %d keys", args.file, n)
+  return damaged and EXIT_PROBLEM or EXIT_OK
+end
+
+-- A RESP command of the given arguments.
+local function resp(...)
+  local parts = { ("*%d\r\n"):format(select("#", ...)) }
+  for i = 1, select("#", ...) do
+    local a = select(i, ...)
+    parts[#parts + 1] = ("$%d\r\n%s\r\n"):format(#a, a)
+  end
+  return table.concat(parts)
+end
+
+-- The RESP SET of a key, with its absolute expiry.
+local function set_command(key, text, expire_ms)
+  if expire_ms then
+    return resp("SET", key, text, "PXAT", ("%d"):format(expire_ms))
+  end
+  return resp("SET", key, text)
+end
+
+function commands.export(args)
+  local reader = read_file(args.file)
+  local r = reader:report()
+  local damaged = report_problem(args.file, r)
+  local write = buffered_writer()
+  local n = 0
+  for key, text, expire_ms in reader:pairs() do
+    write(set_command(key, text, expire_ms))
+    n = n + 1
+  end
+  write()
+  reader:close()
+  warn("%s: exported %d keys", args.file, n)
+  return damaged and EXIT_PROBLEM or EXIT_OK
+end
+
+-- The key, value and expiry of a dump line, or nil and why.
+local function parse_dump_line(line)
+  local t = hurrahdb.decode(line)
+  if type(t) ~= "table" then return nil, "not a JSON object" end
+  local key = t.key
+  if key == nil and t.key_base64 ~= nil then
+    key = type(t.key_base64) == "string" and unbase64(t.key_base64)
+    if not key then return nil, "key_base64 is not base64" end
+  end
+  if type(key) ~= "string" then return nil, "no key (a string \"key\" or \"key_base64\")" end
+  if t.value_text ~= nil or t.value_text_base64 ~= nil then
+    return nil, "the value is a codec's text, not JSON: load it with a program that opens the store with that codec"
+  end
+  local value = t.value
+  if value == nil and t.value_json_base64 ~= nil then
+    local text = type(t.value_json_base64) == "string" and unbase64(t.value_json_base64)
+    if not text then return nil, "value_json_base64 is not base64" end
+    local why
+    value, why = hurrahdb.decode(text)
+    if value == nil then return nil, "value_json_base64: " .. why end
+  end
+  if value == nil then return nil, "no value" end
+  local expires = t.expires_at_ms
+  if expires ~= nil and (type(expires) ~= "number" or expires <= 0 or expires % 1 ~= 0) then
+    return nil, "expires_at_ms is not a time in ms"
+  end
+  return key, value, expires
+end
+
+function commands.load(args)
+  local db, err = hurrahdb.open(args.file, { sync_time = 1000 })
+  if not db then fail("%s", err) end
+  local loaded, kept, expired, lineno = 0, 0, 0, 0
+  local now = assert(hurrahdb.read(args.file))
+  local now_ms = now:report().checked_at_ms
+  now:close()
+  local ok, problem = pcall(function()
+    for line in io.stdin:lines() do
+      lineno = lineno + 1
+      if line:find("%S") then
+        local key, value, expires = parse_dump_line(line)
+        if not key then fail("stdin, line %d: %s", lineno, value) end
+        local opts = nil
+        if expires then
+          if expires <= now_ms then
+            expired = expired + 1
+            goto continue
+          end
+          opts = { ttl = (expires - now_ms) / 1000 }
+        end
+        local done, why
+        if args.replace then
+          done, why = db:set(key, value, opts)
+        else
+          done, why = db:add(key, value, opts)
+        end
+        if done == nil then fail("stdin, line %d: key %q: %s", lineno, key, why) end
+        if done then loaded = loaded + 1 else kept = kept + 1 end
+      end
+      ::continue::
+    end
+  end)
+  local closed, cerr = db:close()
+  if not ok then error(problem, 0) end
+  if not closed then fail("%s", cerr) end
+  warn("%s: loaded %d keys; %d already there were kept%s; %d had expired", args.file, loaded,
+    kept, args.replace and "" or " (--replace overwrites them)", expired)
+  return EXIT_OK
+end
+
 ---------------------------------------------------------------------------
 -- The parser
 ---------------------------------------------------------------------------
@@ -143,6 +382,24 @@ local function build_parser(name)
   local stats = parser:command("stats", "Keys, sizes and expiry counts of a store's file.")
   stats:argument("file", "The store's file.")
   stats:flag("--json", "One JSON object on stdout instead of text.")
+
+  local dump = parser:command("dump",
+    "The keys of a store's file as JSON lines on stdout, one per key: {\"key\": ..., "
+    .. "\"value\": ..., \"expires_at_ms\": ..., \"ttl_ms\": ...} (\"key_base64\" for a key that "
+    .. "is not UTF-8). Takes no lock.")
+  dump:argument("file", "The store's file.")
+  dump:option("--prefix", "Only the keys that start with this.")
+
+  local load = parser:command("load",
+    "Read the JSON lines of dump from stdin into a store's file (created if absent). Keys "
+    .. "already there are kept unless --replace.")
+  load:argument("file", "The store's file.")
+  load:flag("--replace", "Overwrite keys the store has.")
+
+  local export = parser:command("export",
+    "The keys of a store's file as Redis commands (RESP: SET key value [PXAT ms]) on stdout, "
+    .. "nothing else: for redis-cli --pipe. Takes no lock.")
+  export:argument("file", "The store's file.")
   return parser
 end
 
