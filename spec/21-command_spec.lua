@@ -4,6 +4,7 @@
 
 local helpers = require "spec.helpers"
 local hurrahdb = require "hurrahdb"
+local testlib = require "hdb_testlib"
 
 local INSTALLED = os.getenv("HURRAHDB_COMMAND")
 
@@ -250,6 +251,155 @@ describe("hurrahdb command", function()
       assert.is_true(pttl > 990000 and pttl <= 1000000, tostring(pttl))
       assert.equals(-1, server.client:call("PTTL", "plain"))
       assert.equals(helpers.count_keys(data), server.client:call("DBSIZE"))
+    end)
+  end)
+
+  describe("push", function()
+    it("sends every key to a running Redis with its PTTL, and stops at the first error, saying where", function()
+      local data = odd_store()
+      local server = helpers.start_redis(dir)
+      finally(function() helpers.stop_redis(server) end)
+      local status, _, err = run(dir, "push", path, "--redis", "127.0.0.1:" .. server.port)
+      assert.equals(0, status, err)
+      assert.matches("pushed " .. helpers.count_keys(data) .. " keys", err, 1, true)
+      for k, v in pairs(data) do
+        helpers.assert_same_typed(v, hurrahdb.decode(server.client:call("GET", k)), k)
+      end
+      local pttl = server.client:call("PTTL", "expiring")
+      assert.is_true(pttl > 990000 and pttl <= 1000000, tostring(pttl))
+      -- A server out of memory refuses the first SET: the push stops there.
+      server.client:call("CONFIG", "SET", "maxmemory", "1")
+      status, _, err = run(dir, "push", path, "--redis", "127.0.0.1:" .. server.port)
+      server.client:call("CONFIG", "SET", "maxmemory", "0")
+      assert.equals(1, status)
+      assert.matches("command 1 (SET of key", err, 1, true)
+      assert.matches("OOM", err, 1, true)
+      assert.matches("the 0 before it were applied", err, 1, true)
+    end)
+
+    it("exits 1 naming the server when it cannot connect, and 2 without --redis", function()
+      odd_store()
+      local status, _, err = run(dir, "push", path, "--redis", "127.0.0.1:" .. helpers.free_port())
+      assert.equals(1, status)
+      assert.matches("cannot connect", err, 1, true)
+      assert.equals(2, (run(dir, "push", path)))
+    end)
+  end)
+
+  describe("compact", function()
+    it("rewrites the file with only its keys", function()
+      local db = assert(hurrahdb.open(path, { sync_time = 0 }))
+      for round = 1, 20 do
+        for i = 1, 50 do assert.is_true(db:set("k" .. i, round)) end
+      end
+      assert.is_true(db:close())
+      local before = #helpers.read_file(path)
+      local status, out, err = run(dir, "compact", path)
+      assert.equals(0, status, err)
+      assert.matches("50 keys", out, 1, true)
+      assert.is_true(#helpers.read_file(path) < before / 10)
+      db = assert(hurrahdb.open(path))
+      assert.equals(20, db:get("k7"))
+      assert.is_true(db:close())
+    end)
+
+    it("is refused while a store holds the file", function()
+      local db = assert(hurrahdb.open(path, { sync_time = 0 }))
+      assert.is_true(db:set("a", 1))
+      local status, _, err = run(dir, "compact", path)
+      assert.equals(1, status)
+      assert.matches("locked", err, 1, true)
+      assert.is_true(db:close())
+    end)
+  end)
+
+  describe("repair", function()
+    local function damage()
+      make_store(10)
+      local data = helpers.read_file(path)
+      local _, batches = helpers.aof_batches(data)
+      local at = batches[4].records + 1
+      helpers.write_file(path, data:sub(1, at - 1) .. "X" .. data:sub(at + 1))
+      return batches[4].start
+    end
+
+    it("says what it will do and asks; without a yes it changes nothing", function()
+      local from = damage()
+      local before = helpers.read_file(path)
+      local answer = dir .. "/no"
+      helpers.write_file(answer, "n\n")
+      local status, out = run_io(dir, { stdin = answer }, "repair", path)
+      assert.equals(1, status)
+      assert.matches(("move the %d bytes from there on to %s.damaged-%d"):format(#before - from, path, from),
+        out, 1, true)
+      assert.equals(before, helpers.read_file(path))
+    end)
+
+    it("with --yes keeps the good batches and moves the rest to a side file", function()
+      local from = damage()
+      local before = helpers.read_file(path)
+      local status, out, err = run(dir, "repair", "--yes", path)
+      assert.equals(0, status, err)
+      assert.matches("repaired (3 keys)", out, 1, true)
+      assert.equals(before:sub(from + 1), helpers.read_file(path .. ".damaged-" .. from))
+      assert.equals(0, (run(dir, "check", path)))
+    end)
+
+    it("has nothing to do on a good file", function()
+      make_store(3)
+      local status, out = run(dir, "repair", "--yes", path)
+      assert.equals(0, status)
+      assert.matches("nothing to repair", out, 1, true)
+    end)
+
+    it("is refused while another process holds the file, changing nothing", function()
+      damage()
+      local before = helpers.read_file(path)
+      local fd = testlib.flock(path)
+      finally(function() testlib.unlock(fd) end)
+      local status, _, err = run(dir, "repair", "--yes", path)
+      assert.equals(1, status)
+      assert.matches("locked", err, 1, true)
+      assert.equals(before, helpers.read_file(path))
+    end)
+  end)
+
+  describe("import-legacy", function()
+    it("reads the Rust crate's records, later ones winning, reporting what it cannot keep by line", function()
+      local old = dir .. "/legacy.db"
+      helpers.write_file(old, table.concat({
+        "Set", "user:1", '{"name":"Ada","n":1}',
+        "Set", "odd key with spaces and ✓", '[1,2.5,"x"]',
+        "Set", "user:2", "not json",
+        "Set", "user:1", '{"name":"Ada","n":2}',
+        "Set", "gone", "1",
+        "Del", "gone",
+        "Set", "tail", '{"cut',
+      }, "\n"))
+      local status, out, err = run(dir, "import-legacy", old, path)
+      assert.equals(1, status)
+      assert.matches("imported 2 keys", out, 1, true)
+      assert.matches("line 9: key \"user:2\": not valid JSON", err, 1, true)
+      assert.matches("line 18: the last record (Set) is cut short", err, 1, true)
+      local db = assert(hurrahdb.open(path))
+      assert.same({ name = "Ada", n = 2 }, db:get("user:1"))
+      helpers.assert_same_typed({ 1, 2.5, "x" }, db:get("odd key with spaces and ✓"))
+      assert.is_nil(db:get("gone"))
+      assert.is_nil(db:get("user:2"))
+      assert.equals(2, db:count())
+      assert.is_true(db:close())
+    end)
+
+    it("imports a clean file with status 0, and refuses a store that is not empty", function()
+      local old = dir .. "/legacy.db"
+      helpers.write_file(old, "Set\na\n1\nSet\nb\n{}\n")
+      local status, out = run(dir, "import-legacy", old, path)
+      assert.equals(0, status)
+      assert.matches("imported 2 keys", out, 1, true)
+      local err
+      status, _, err = run(dir, "import-legacy", old, path)
+      assert.equals(1, status)
+      assert.matches("not empty", err, 1, true)
     end)
   end)
 

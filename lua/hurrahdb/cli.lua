@@ -356,6 +356,253 @@ function commands.load(args)
   return EXIT_OK
 end
 
+-- Whether stderr is a terminal (progress is shown only there).
+local function stderr_is_terminal()
+  local ok = os.execute("test -t 2")
+  return ok == true or ok == 0
+end
+
+-- A progress line on stderr, rewritten at most once a second, when stderr
+-- is a terminal: done of total bytes, the rate and what is left.
+local function progress(what, total)
+  if not stderr_is_terminal() then return function() end end
+  local started, last = os.time(), os.time()
+  return function(done, finished)
+    local now = os.time()
+    if not finished and now == last then return end
+    last = now
+    local secs = math.max(now - started, 1)
+    local rate = done / secs
+    local eta = rate > 0 and (total - done) / rate or 0
+    io.stderr:write(("\r%s: %s of %s, %s/s, %ds left   "):format(what, size(done), size(total),
+      size(math.floor(rate)), math.floor(eta)))
+    if finished then io.stderr:write("\n") end
+  end
+end
+
+function commands.compact(args)
+  local before = check_file(args.file)
+  local db, err = hurrahdb.open(args.file)
+  if not db then fail("%s", err) end
+  local ok, rerr = db:rewrite({ wait = true })
+  local closed, cerr = db:close()
+  if not ok then fail("%s: %s", args.file, rerr) end
+  if not closed then fail("%s", cerr) end
+  local after = check_file(args.file)
+  say("%s: %s -> %s (%d keys)", args.file, size(before.file_bytes), size(after.file_bytes), after.keys)
+  return EXIT_OK
+end
+
+-- Reads y or n from stdin.
+local function confirmed(question)
+  io.stderr:write(question, " [y/N] ")
+  local answer = io.stdin:read("l")
+  return answer ~= nil and answer:match("^%s*[yY]") ~= nil
+end
+
+function commands.repair(args)
+  local r = check_file(args.file)
+  local plan
+  if r.damaged then
+    plan = ("keep the %d bytes before offset %d (%d keys); move the %d bytes from there on to "
+      .. "%s.damaged-%d"):format(r.damage_at, r.damage_at, r.keys, r.file_bytes - r.damage_at,
+      args.file, r.damage_at)
+  elseif r.tail == "bad" then
+    plan = ("keep the %d bytes before offset %d (%d keys); move the %d bytes from there on to "
+      .. "%s.damaged-%d"):format(r.good_bytes, r.good_bytes, r.keys, r.tail_bytes, args.file, r.good_bytes)
+  elseif r.tail == "torn" then
+    plan = ("drop the torn last batch: %d bytes at offset %d, never acknowledged (%d keys kept)")
+      :format(r.tail_bytes, r.good_bytes, r.keys)
+  elseif r.tail == "torn header" then
+    plan = "write the header again (the file holds no batch)"
+  else
+    say("%s: nothing to repair (%d keys)", args.file, r.keys)
+    return EXIT_OK
+  end
+  warn("%s", problem_of(args.file, r))
+  say("%s: repair will %s", args.file, plan)
+  if not args.yes and not confirmed("Repair " .. args.file .. "?") then
+    warn("%s: not repaired", args.file)
+    return EXIT_PROBLEM
+  end
+  local warnings = {}
+  local db, err = hurrahdb.open(args.file, {
+    repair = true,
+    on_warning = function(message) warnings[#warnings + 1] = message end,
+  })
+  if not db then fail("%s", err) end
+  local closed, cerr = db:close()
+  for _, w in ipairs(warnings) do say("%s", w) end
+  if not closed then fail("%s", cerr) end
+  say("%s: repaired (%d keys)", args.file, check_file(args.file).keys)
+  return EXIT_OK
+end
+
+-- A RESP reply read from a socket: true for +..., or nil and the error text.
+local function read_reply(conn)
+  local line, err = conn:receive("*l")
+  if not line then return nil, "connection: " .. tostring(err) end
+  local kind, rest = line:sub(1, 1), line:sub(2)
+  if kind == "+" or kind == ":" then return true end
+  if kind == "-" then return nil, rest end
+  if kind == "$" then
+    local n = tonumber(rest)
+    if n and n >= 0 then conn:receive(n + 2) end
+    return true
+  end
+  return nil, "unexpected reply: " .. line
+end
+
+function commands.push(args)
+  local socket = require "socket"
+  local host, port = args.redis:match("^(.*):(%d+)$")
+  if not host then fail("--redis: HOST:PORT expected, got %s", args.redis) end
+  local reader = read_file(args.file)
+  local r = reader:report()
+  local damaged = report_problem(args.file, r)
+  local conn, cerr = socket.connect(host, tonumber(port))
+  if not conn then reader:close() fail("cannot connect to Redis at %s: %s", args.redis, cerr) end
+  conn:settimeout(30)
+  local function call(cmd)
+    local ok, err = conn:send(cmd)
+    if not ok then return nil, "connection: " .. tostring(err) end
+    return read_reply(conn)
+  end
+  if args.password then
+    local ok, err = call(resp("AUTH", args.password))
+    if not ok then conn:close() reader:close() fail("Redis at %s refused AUTH: %s", args.redis, err) end
+  end
+  local BATCH = 1000
+  local pending, keys, sent, replied = {}, {}, 0, 0
+  local show = progress("push " .. args.file, r.live_bytes)
+  local bytes = 0
+  local function flush()
+    if #pending == 0 then return end
+    local ok, err = conn:send(table.concat(pending))
+    if not ok then fail("connection to %s lost after %d replies: %s", args.redis, replied, tostring(err)) end
+    for i = 1, #pending do
+      local good, why = read_reply(conn)
+      if not good then
+        fail("Redis at %s: command %d (SET of key %q) failed: %s; the %d before it were applied",
+          args.redis, replied + 1, keys[i], why, replied)
+      end
+      replied = replied + 1
+    end
+    pending, keys = {}, {}
+    show(bytes)
+  end
+  local ok, problem = pcall(function()
+    for key, text, expire_ms in reader:pairs() do
+      local cmd = set_command(key, text, expire_ms)
+      pending[#pending + 1] = cmd
+      keys[#keys + 1] = key
+      sent = sent + 1
+      bytes = bytes + #cmd
+      if #pending == BATCH then flush() end
+    end
+    flush()
+  end)
+  conn:close()
+  reader:close()
+  show(bytes, true)
+  if not ok then error(problem, 0) end
+  warn("%s: pushed %d keys to %s (%d replies OK)", args.file, sent, args.redis, replied)
+  return damaged and EXIT_PROBLEM or EXIT_OK
+end
+
+-- import-legacy: the file of the Rust crate hurrahdb 0.1.0, lines of
+-- "Set\n<key>\n<json>\n" and "Del\n<key>\n", later records winning.
+commands["import-legacy"] = function(args)
+  local input, oerr = io.open(args.old, "rb")
+  if not input then fail("cannot open %s: %s", args.old, oerr) end
+  local data = input:read("a")
+  input:close()
+  local existing = io.open(args.new, "rb")
+  if existing then
+    local size_now = existing:seek("end")
+    existing:close()
+    if size_now > 0 then fail("%s exists and is not empty: import into a new store", args.new) end
+  end
+  -- The records, in order: later ones win, as the crate's own reader did.
+  local final, order = {}, {}
+  local skipped, problems = 0, {}
+  local pos, lineno, n = 1, 0, #data
+  local function next_line()
+    if pos > n then return nil end
+    local stop = data:find("\n", pos, true)
+    lineno = lineno + 1
+    if not stop then
+      local line = data:sub(pos)
+      pos = n + 1
+      return line, false -- no newline: the file ends inside this line
+    end
+    local line = data:sub(pos, stop - 1)
+    pos = stop + 1
+    return line, true
+  end
+  while true do
+    local action, complete = next_line()
+    if action == nil then break end
+    local at = lineno
+    if action == "Set" or action == "Del" then
+      local key, kdone = next_line()
+      local value, vdone
+      if action == "Set" and key ~= nil and kdone then value, vdone = next_line() end
+      if key == nil or not kdone or (action == "Set" and (value == nil or not vdone)) then
+        problems[#problems + 1] = ("%s, line %d: the last record (%s) is cut short: not imported")
+          :format(args.old, at, action)
+        skipped = skipped + 1
+        break
+      end
+      if key == "" then
+        problems[#problems + 1] = ("%s, line %d: a %s of an empty key (the crate refused those): "
+          .. "not imported"):format(args.old, at + 1, action)
+        skipped = skipped + 1
+      elseif action == "Del" then
+        if final[key] ~= nil then final[key] = false end
+      else
+        if final[key] == nil then order[#order + 1] = key end
+        final[key] = { value = value, line = at + 2 }
+      end
+    else
+      problems[#problems + 1] = ("%s, line %d: %q is not Set or Del: the rest of the file cannot be "
+        .. "read as records and is not imported"):format(args.old, at, action)
+      skipped = skipped + 1
+      break
+    end
+    if not complete then break end
+  end
+  local db, err = hurrahdb.open(args.new, { sync_time = 1000 })
+  if not db then fail("%s", err) end
+  local imported, invalid = 0, 0
+  for _, key in ipairs(order) do
+    local rec = final[key]
+    if rec then
+      local value, why = hurrahdb.decode(rec.value)
+      if value == nil then
+        invalid = invalid + 1
+        problems[#problems + 1] = ("%s, line %d: key %q: not valid JSON (%s): not imported")
+          :format(args.old, rec.line, key, why)
+      else
+        local ok, serr = db:set(key, value)
+        if not ok then
+          invalid = invalid + 1
+          problems[#problems + 1] = ("%s, line %d: key %q: %s: not imported"):format(args.old,
+            rec.line, key, serr)
+        else
+          imported = imported + 1
+        end
+      end
+    end
+  end
+  local closed, cerr = db:close()
+  if not closed then fail("%s", cerr) end
+  for _, p in ipairs(problems) do warn("%s", p) end
+  say("%s: imported %d keys into %s; %d values not imported, %d records skipped", args.old,
+    imported, args.new, invalid, skipped)
+  return (#problems > 0) and EXIT_PROBLEM or EXIT_OK
+end
+
 ---------------------------------------------------------------------------
 -- The parser
 ---------------------------------------------------------------------------
@@ -395,6 +642,32 @@ local function build_parser(name)
     .. "already there are kept unless --replace.")
   load:argument("file", "The store's file.")
   load:flag("--replace", "Overwrite keys the store has.")
+
+  local push = parser:command("push",
+    "Send the keys of a store's file to a running Redis (6.2 or later: SET ... PXAT), "
+    .. "pipelined, stopping at the first error with its position. Takes no lock.")
+  push:argument("file", "The store's file.")
+  push:option("--redis", "The server, HOST:PORT."):args(1):count(1)
+  push:option("--password", "Sent with AUTH first.")
+
+  local compact = parser:command("compact",
+    "Rewrite a store's file with only its keys (what db:rewrite() does), offline: the store "
+    .. "must not be open elsewhere.")
+  compact:argument("file", "The store's file.")
+
+  local repair = parser:command("repair",
+    "Say what repair would do to a damaged or torn file, ask, then do it (what an open with "
+    .. "repair = true does: the good batches are kept, the rest moved to a side file). Refused "
+    .. "while another process holds the store.")
+  repair:argument("file", "The store's file.")
+  repair:flag("--yes", "Do not ask.")
+
+  local legacy = parser:command("import-legacy",
+    "Read a file of the Rust crate hurrahdb 0.1.0 (Set/Del records) into a new store. Values "
+    .. "that are not valid JSON, and a cut-short last record, are reported with their line "
+    .. "number, never dropped silently.")
+  legacy:argument("old", "The Rust crate's file.")
+  legacy:argument("new", "The new store's file (absent or empty).")
 
   local export = parser:command("export",
     "The keys of a store's file as Redis commands (RESP: SET key value [PXAT ms]) on stdout, "
