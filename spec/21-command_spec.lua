@@ -62,10 +62,15 @@ describe("hurrahdb command", function()
       assert.matches("check", out)
       assert.matches("stats", out)
       assert.matches("Exit status", out)
-      for _, sub in ipairs({ "check", "stats" }) do
+      for _, sub in ipairs({ "check", "stats", "dump", "load", "export", "push", "compact", "repair",
+                             "import-legacy" }) do
+        assert.matches(sub, out, 1, true)
+      end
+      for _, sub in ipairs({ "check", "stats", "dump", "load", "export", "push", "compact", "repair",
+                             "import-legacy" }) do
         status, out = run(dir, sub, "--help")
         assert.equals(0, status, sub)
-        assert.matches("Usage: hurrahdb " .. sub, out)
+        assert.matches("Usage: hurrahdb " .. sub, out, 1, true)
       end
     end)
   end)
