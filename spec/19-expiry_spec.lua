@@ -312,6 +312,21 @@ describe("expiry", function()
         assert.equals(math.mininteger, db:get("j"))
       end)
     else
+      it("stores 2^53 as the float text a set of it stores (LuaJIT)", function()
+        db:close()
+        db = assert(hurrahdb.open(path, { sync_time = 0 }))
+        assert.is_true(db:set("i", 2 ^ 53 - 1))
+        assert.equals(2 ^ 53, db:incr("i"))
+        assert.is_true(db:set("j", -(2 ^ 53) + 1))
+        assert.equals(-(2 ^ 53), db:incr("j", -1))
+        assert.is_true(db:set("s", 2 ^ 53))
+        local texts = {}
+        for _, r in ipairs(assert(helpers.parse_aof(helpers.read_file(path)))) do texts[r.args[2]] = r.args[3] end
+        assert.equals(texts.s, texts.i)
+        assert.equals("9007199254740992.0", texts.i)
+        assert.equals("-9007199254740992.0", texts.j)
+      end)
+
       it("refuses to pass 2^53 rather than round (LuaJIT)", function()
         assert.is_true(db:set("i", 2 ^ 53 - 1))
         assert.equals(2 ^ 53, db:incr("i"))
@@ -1035,6 +1050,54 @@ describe("max_memory", function()
     -- applied during the load kept it small and made the load quadratic
     -- (20 times slower at this size).
     assert.is_true(took[2] < 3 * took[1] + 0.1, ("%.2f s against %.2f s"):format(took[2], took[1]))
+  end)
+
+  it("refuses, evicting nothing, a write with an expiry that cannot fit beside the expiry heap's first places", function()
+    -- No key has an expiry yet: the heap's first 64 places (1 KiB) come
+    -- with the first one, whatever is evicted.
+    local MAX = 262144
+    db = assert(hurrahdb.new({ max_memory = MAX, eviction = "lru" }))
+    local v = string.rep("v", 1000)
+    local entries, n = 0, 0
+    for i = 1, 200 do
+      local k = ("k%03d"):format(i)
+      local size = 24 + #k + #v + 2 + 4 -- at least: header, key, text, stamp
+      if db:stats().data_memory + size + 64 > MAX then break end
+      assert.is_true(db:set(k, v))
+      n = n + 1
+      entries = entries + size
+    end
+    -- At most what is left once every key is gone: the new entry (with its
+    -- 12 bytes of expiry) fits there, the heap's 1 KiB beside it does not.
+    local structures = db:stats().data_memory - entries
+    local entry = MAX - structures - 300
+    local ok, err = db:set("X", string.rep("x", entry - (24 + 1 + 2 + 12 + 4)), { ttl = 1000 })
+    assert.is_nil(ok)
+    assert.equals("no memory", err)
+    assert.equals(n, db:count())
+    assert.equals(0, db:stats().evicted_keys)
+  end)
+
+  it("keeps a key in use after one write evicted nearly every key (the index shrinks)", function()
+    local M = 8 * 1024 * 1024
+    db = assert(hurrahdb.new({ max_memory = M, eviction = "lru" }))
+    local i = 0
+    repeat
+      i = i + 1
+      local _, _, forcible = db:set(("k%07d"):format(i), 1)
+    until forcible
+    -- A value that takes nearly all of it: most keys go at once. What the
+    -- keys do not take (index, slots) stays.
+    local esz = 24 + 8 + 1 + 4
+    local structures = db:stats().data_memory - db:count() * esz
+    local ok, err = db:set("X", string.rep("x", M - structures - 10 * esz - (24 + 1 + 4) - 2))
+    assert.is_true(ok, err)
+    assert.is_true(db:count() < 100, db:count() .. " keys")
+    for j = 1, 2000 do
+      assert.is_true(db:exists("X"))
+      assert.is_true((db:set(("n%07d"):format(j), 1)))
+    end
+    assert.is_true(db:exists("X"), "the key used before every write was evicted")
   end)
 
   it("volatile-ttl evicts the next nearest key when the key written is the nearest", function()

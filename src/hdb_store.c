@@ -1026,14 +1026,26 @@ static int store_make_room_held(hdb_store *s, size_t new_bytes, size_t old_bytes
             evictable -= table_entry_size(&s->table, keep->key_len, keep->val_len,
                                           (keep->slot & ENTRY_HAS_TTL) != 0);
         uint64_t floor = store_memory_entered(s) - evictable;
+        /* The first places of the expiry heap are needed whatever goes. */
+        if (heap_add && s->table.ttl_cap == 0)
+            floor += table_insert_growth(&s->table, 0, 1);
         if (new_bytes > old_bytes && floor + (new_bytes - old_bytes) > s->max_memory)
             return hdb_fail(err, HDB_CODE_NO_MEMORY, "no memory");
     }
+    int evicting = 0;
     for (;;) {
         uint64_t need = new_bytes + table_insert_growth(&s->table, keep == NULL, heap_add);
         /* A change that needs nothing more goes through, even when the
          * buffers have grown past the bound meanwhile. */
-        if (need <= old_bytes || store_memory_entered(s) + (need - old_bytes) <= s->max_memory)
+        int fits = need <= old_bytes || store_memory_entered(s) + (need - old_bytes) <= s->max_memory;
+        /* Once keys go, room is made for the shrink of the index their
+         * going calls for too, if there are keys for it: else a store kept
+         * at its bound would keep the bucket array of its largest size for
+         * good. */
+        size_t shrink = evicting ? table_shrink_room(&s->table) : 0;
+        if (fits && (shrink == 0 ||
+                     store_memory_entered(s) + shrink + (need > old_bytes ? need - old_bytes : 0) <=
+                         s->max_memory))
             return HDB_OK;
         hdb_entry *top = table_first_to_expire(&s->table);
         if (top != NULL && now == 0)
@@ -1051,8 +1063,11 @@ static int store_make_room_held(hdb_store *s, size_t new_bytes, size_t old_bytes
              * next nearest, one of the top's two children. */
             victim = top != keep ? top : table_next_to_expire(&s->table);
         }
-        if (victim == NULL || victim == keep)
+        if (victim == NULL || victim == keep) {
+            if (fits)
+                return HDB_OK; /* room for the change, if not for the shrink */
             return hdb_fail(err, HDB_CODE_NO_MEMORY, "no memory");
+        }
         /* What may fail after a key was evicted for the change is done
          * before the first eviction: making the file version 4, if the
          * change's record needs it (and only then: a refused change leaves
@@ -1064,6 +1079,7 @@ static int store_make_room_held(hdb_store *s, size_t new_bytes, size_t old_bytes
             return HDB_ERR;
         s->evicted_keys++;
         *done |= HDB_DONE_EVICTED;
+        evicting = 1;
     }
 }
 

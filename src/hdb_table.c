@@ -190,13 +190,23 @@ static void table_start_rehash(hdb_table *t, size_t size)
 static void table_rehash_step(hdb_table *t)
 {
     table_index *from = &t->idx[0], *to = &t->idx[1];
-    int moved = 0, empty = 0;
+    int moved = 0;
+    size_t empty = 0;
+    /* An array left mostly empty (most keys deleted at once: a shrink)
+     * would take thousands of calls to cross at a fixed number of empty
+     * buckets per call, all the while beside the new one. Each call then
+     * crosses as many as lie, on average, before each entry left: the
+     * whole walk costs what the deletions that emptied it already paid. */
+    size_t empty_max = REHASH_EMPTY_VISITS;
+    size_t ahead_buckets = from->mask + 1 - t->rehash_pos;
+    if (ahead_buckets / (from->used + 1) * REHASH_BUCKETS_PER_OP > empty_max)
+        empty_max = ahead_buckets / (from->used + 1) * REHASH_BUCKETS_PER_OP;
 
     while (moved < REHASH_BUCKETS_PER_OP && t->rehash_pos <= from->mask) {
         hdb_entry *e = from->buckets[t->rehash_pos];
         if (e == NULL) {
             t->rehash_pos++;
-            if (++empty >= REHASH_EMPTY_VISITS)
+            if (++empty >= empty_max)
                 break;
             continue;
         }
@@ -530,25 +540,43 @@ hdb_entry *table_sample_lru(hdb_table *t, int samples, const hdb_entry *keep, ui
     }
     if (found >= samples)
         return best;
-    /* Most slots are free (after many deletions): a walk of the buckets
-     * from a random one, whose array deletions shrink with the keys, finds
-     * the rest. Bounded once it has a candidate; without one it goes on
-     * (wrapping) until it finds one, which exists: the table holds a key
-     * other than `keep`. */
-    for (int k = 0; k < 2 && found < samples; k++) {
+    /* Most slots are free (after many deletions): each missing sample is
+     * the first entry of the buckets from a random one. Each walk is
+     * bounded once a candidate is known; without one it goes on (wrapping)
+     * until it finds one, which exists: the table holds a key other than
+     * `keep`. A store that deleted most of its keys shrinks its index
+     * (store_make_room leaves room for that), so the walks stay short. */
+    for (int tries = 0; found < samples && tries < samples * 2; tries++) {
+        int k = t->idx[1].buckets != NULL && t->idx[1].used > 0 &&
+                (t->idx[0].used == 0 || (xorshift64(rng) & 1)) ? 1 : 0;
         table_index *ix = &t->idx[k];
         if (ix->buckets == NULL || ix->used == 0)
             continue;
         size_t size = ix->mask + 1;
         size_t b = (size_t)(xorshift64(rng) % size);
-        for (size_t seen = 0; seen < size && found < samples &&
-                              !(best != NULL && seen >= SAMPLE_WALK_MAX); seen++) {
-            for (hdb_entry *e = ix->buckets[b]; e != NULL && found < samples; e = e->next)
+        int got = 0;
+        for (size_t seen = 0; !got && seen < size && !(best != NULL && seen >= SAMPLE_WALK_MAX); seen++) {
+            for (hdb_entry *e = ix->buckets[b]; e != NULL && !got; e = e->next) {
+                int before = found;
                 lru_consider(t, e, keep, &best, &best_age, &found);
+                got = found > before;
+            }
             b = (b + 1) & ix->mask;
         }
     }
     return best;
+}
+
+size_t table_shrink_room(const hdb_table *t)
+{
+    size_t size = t->idx[0].mask + 1;
+    if (table_is_rehashing(t) || t->idx[0].buckets == NULL || size <= TABLE_MIN_BUCKETS ||
+        t->count >= size / 8)
+        return 0;
+    size_t want = TABLE_MIN_BUCKETS;
+    while (want < t->count * 2)
+        want *= 2;
+    return want * sizeof(hdb_entry *);
 }
 
 hdb_entry *table_entry_new(hdb_table *t, const hdb_entry *replaces, uint32_t hash,

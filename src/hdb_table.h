@@ -172,6 +172,11 @@ size_t table_entry_size(const hdb_table *t, size_t key_len, size_t val_len, int 
  * by chunks). */
 size_t table_insert_growth(const hdb_table *t, int new_key, int heap_add);
 
+/* The memory the index would allocate for the shrink its keys call for (a
+ * new, smaller bucket array, alive beside the old one until the keys are
+ * moved), or 0 if none is due. */
+size_t table_shrink_room(const hdb_table *t);
+
 /* Marks the entry as just used (with t->lru). */
 static inline void table_touch(hdb_table *t, hdb_entry *e)
 {

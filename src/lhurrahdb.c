@@ -984,7 +984,9 @@ static int incr_integer_fast(lua_State *L, const lstore *s, const char *val, siz
     delta = (int64_t)lua_tointeger(L, 3);
     const int64_t lo = INT64_MIN, hi = INT64_MAX;
 #else
-    const int64_t lo = -(INT64_C(1) << 53), hi = INT64_C(1) << 53;
+    /* Below 2^53 in magnitude: the encoder writes a whole double from 2^53
+     * on as a float ("9007199254740992.0"), which the general path keeps. */
+    const int64_t lo = -(INT64_C(1) << 53) + 1, hi = (INT64_C(1) << 53) - 1;
     double d = (double)lua_tonumber(L, 3);
     if (!(d >= (double)lo && d <= (double)hi) || d != floor(d) || stored < lo || stored > hi)
         return 0;
