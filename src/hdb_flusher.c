@@ -462,13 +462,22 @@ static int flusher_upgrade_format(hdb_flusher *f, hdb_err *err)
     return 0;
 }
 
+/* Fails with HDB_CODE_FORKED in a child forked after the open: before any
+ * lock, as a mutex there may be held for good by a thread of the parent's,
+ * which does not exist in the child. `refused` says what is refused. */
+static int flusher_refuse_in_child(hdb_flusher *f, const char *refused, hdb_err *err)
+{
+    if (!flusher_in_forked_child(f))
+        return 0;
+    hdb_fail(err, HDB_CODE_FORKED, "store %s was opened by another process (before a fork); %s",
+             f->path, refused);
+    return -1;
+}
+
 int flusher_prepare_expiry_format(hdb_flusher *f, hdb_err *err)
 {
-    if (flusher_in_forked_child(f)) {
-        hdb_fail(err, HDB_CODE_FORKED, "store %s was opened by another process (before a "
-                 "fork); writes from this process are refused", f->path);
+    if (flusher_refuse_in_child(f, "writes from this process are refused", err) != 0)
         return -1;
-    }
     pthread_mutex_lock(&f->buf_lock);
     int rc = flusher_check_writable(f, err);
     int ready = f->expiry_format;
@@ -519,13 +528,8 @@ static int flusher_format_record(hdb_buf *b, const flusher_record *r)
  * appended. */
 static int flusher_append(hdb_flusher *f, const flusher_record *r, hdb_err *err)
 {
-    /* Before any lock: in a forked child a mutex may be held forever by the
-     * parent's thread, which does not exist here. */
-    if (flusher_in_forked_child(f)) {
-        hdb_fail(err, HDB_CODE_FORKED, "store %s was opened by another process (before a "
-                 "fork); writes from this process are refused", f->path);
+    if (flusher_refuse_in_child(f, "writes from this process are refused", err) != 0)
         return -1;
-    }
     int needs_v4 = r->kind >= AOF_PEXPIREAT || (r->kind == AOF_SET && r->expire_ms > 0);
     pthread_mutex_lock(&f->buf_lock);
     int rc = flusher_check_writable(f, err);
@@ -603,11 +607,8 @@ int flusher_append_flushall(hdb_flusher *f, hdb_err *err)
 
 int flusher_sync(hdb_flusher *f, hdb_err *err)
 {
-    if (flusher_in_forked_child(f)) {
-        hdb_fail(err, HDB_CODE_FORKED, "store %s was opened by another process (before a "
-                 "fork); it cannot be synced from this process", f->path);
+    if (flusher_refuse_in_child(f, "it cannot be synced from this process", err) != 0)
         return -1;
-    }
     pthread_mutex_lock(&f->io_lock);
     int rc = flusher_flush_locked(f, err);
     if (rc != 0 && f->sync_time_ms == 0)

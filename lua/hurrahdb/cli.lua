@@ -607,6 +607,40 @@ end
 -- The parser
 ---------------------------------------------------------------------------
 
+local JSON_FLAG = { "--json", "One JSON object on stdout instead of text." }
+
+-- Each subcommand: its name, what it does, its arguments (a file if not
+-- given), flags and options.
+local SUBCOMMANDS = {
+  { "check", "Verify a store's file (its framing and every checksum) without changing it, and say "
+      .. "what it holds. Takes no lock: works while a store has the file open.",
+    flags = { JSON_FLAG } },
+  { "stats", "Keys, sizes and expiry counts of a store's file.", flags = { JSON_FLAG } },
+  { "dump", "The keys of a store's file as JSON lines on stdout, one per key: {\"key\": ..., "
+      .. "\"value\": ..., \"expires_at_ms\": ..., \"ttl_ms\": ...} (\"key_base64\" for a key that "
+      .. "is not UTF-8). Takes no lock.",
+    options = { { "--prefix", "Only the keys that start with this." } } },
+  { "load", "Read the JSON lines of dump from stdin into a store's file (created if absent). Keys "
+      .. "already there are kept unless --replace.",
+    flags = { { "--replace", "Overwrite keys the store has." } } },
+  { "export", "The keys of a store's file as Redis commands (RESP: SET key value [PXAT ms]) on "
+      .. "stdout, nothing else: for redis-cli --pipe. Takes no lock." },
+  { "push", "Send the keys of a store's file to a running Redis (6.2 or later: SET ... PXAT), "
+      .. "pipelined, stopping at the first error with its position. Takes no lock.",
+    options = { { "--redis", "The server, HOST:PORT.", required = true },
+                { "--password", "Sent with AUTH first." } } },
+  { "compact", "Rewrite a store's file with only its keys (what db:rewrite() does), offline: the "
+      .. "store must not be open elsewhere." },
+  { "repair", "Say what repair would do to a damaged or torn file, ask, then do it (what an open "
+      .. "with repair = true does: the good batches are kept, the rest moved to a side file). "
+      .. "Refused while another process holds the store.",
+    flags = { { "--yes", "Do not ask." } } },
+  { "import-legacy", "Read a file of the Rust crate hurrahdb 0.1.0 (Set/Del records) into a new "
+      .. "store. Values that are not valid JSON, and a cut-short last record, are reported with "
+      .. "their line number, never dropped silently.",
+    args = { { "old", "The Rust crate's file." }, { "new", "The new store's file (absent or empty)." } } },
+}
+
 local function build_parser(name)
   local parser = argparse(name or "hurrahdb",
     "Look at, mend, move and migrate hurrahdb store files.")
@@ -620,59 +654,15 @@ local function build_parser(name)
     os.exit(EXIT_USAGE)
   end
 
-  local check = parser:command("check",
-    "Verify a store's file (its framing and every checksum) without changing it, and say "
-    .. "what it holds. Takes no lock: works while a store has the file open.")
-  check:argument("file", "The store's file.")
-  check:flag("--json", "One JSON object on stdout instead of text.")
-
-  local stats = parser:command("stats", "Keys, sizes and expiry counts of a store's file.")
-  stats:argument("file", "The store's file.")
-  stats:flag("--json", "One JSON object on stdout instead of text.")
-
-  local dump = parser:command("dump",
-    "The keys of a store's file as JSON lines on stdout, one per key: {\"key\": ..., "
-    .. "\"value\": ..., \"expires_at_ms\": ..., \"ttl_ms\": ...} (\"key_base64\" for a key that "
-    .. "is not UTF-8). Takes no lock.")
-  dump:argument("file", "The store's file.")
-  dump:option("--prefix", "Only the keys that start with this.")
-
-  local load = parser:command("load",
-    "Read the JSON lines of dump from stdin into a store's file (created if absent). Keys "
-    .. "already there are kept unless --replace.")
-  load:argument("file", "The store's file.")
-  load:flag("--replace", "Overwrite keys the store has.")
-
-  local push = parser:command("push",
-    "Send the keys of a store's file to a running Redis (6.2 or later: SET ... PXAT), "
-    .. "pipelined, stopping at the first error with its position. Takes no lock.")
-  push:argument("file", "The store's file.")
-  push:option("--redis", "The server, HOST:PORT."):args(1):count(1)
-  push:option("--password", "Sent with AUTH first.")
-
-  local compact = parser:command("compact",
-    "Rewrite a store's file with only its keys (what db:rewrite() does), offline: the store "
-    .. "must not be open elsewhere.")
-  compact:argument("file", "The store's file.")
-
-  local repair = parser:command("repair",
-    "Say what repair would do to a damaged or torn file, ask, then do it (what an open with "
-    .. "repair = true does: the good batches are kept, the rest moved to a side file). Refused "
-    .. "while another process holds the store.")
-  repair:argument("file", "The store's file.")
-  repair:flag("--yes", "Do not ask.")
-
-  local legacy = parser:command("import-legacy",
-    "Read a file of the Rust crate hurrahdb 0.1.0 (Set/Del records) into a new store. Values "
-    .. "that are not valid JSON, and a cut-short last record, are reported with their line "
-    .. "number, never dropped silently.")
-  legacy:argument("old", "The Rust crate's file.")
-  legacy:argument("new", "The new store's file (absent or empty).")
-
-  local export = parser:command("export",
-    "The keys of a store's file as Redis commands (RESP: SET key value [PXAT ms]) on stdout, "
-    .. "nothing else: for redis-cli --pipe. Takes no lock.")
-  export:argument("file", "The store's file.")
+  for _, spec in ipairs(SUBCOMMANDS) do
+    local cmd = parser:command(spec[1], spec[2])
+    for _, a in ipairs(spec.args or { { "file", "The store's file." } }) do cmd:argument(a[1], a[2]) end
+    for _, f in ipairs(spec.flags or {}) do cmd:flag(f[1], f[2]) end
+    for _, o in ipairs(spec.options or {}) do
+      local opt = cmd:option(o[1], o[2])
+      if o.required then opt:args(1):count(1) end
+    end
+  end
   return parser
 end
 
