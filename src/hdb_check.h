@@ -57,7 +57,7 @@ typedef struct hdb_reader hdb_reader;
  * file, or of a version this build does not read), HDB_CODE_NO_MEMORY,
  * HDB_CODE_TOO_LARGE; damage and tails are reported, not failures. now_ms
  * is the time expiries are compared with (Unix ms). Memory: the file's
- * mapping, and about 50 bytes per distinct key. The time is linear in the
+ * mapping, and 100 to 200 bytes per distinct key. The time is linear in the
  * file's size, whatever its content (a FLUSHALL costs O(1)). */
 hdb_reader *hdb_reader_open(const char *path, int64_t now_ms, hdb_err *err);
 
