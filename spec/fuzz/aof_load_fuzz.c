@@ -38,7 +38,8 @@ static size_t fuzz_apply(void *ud, const aof_record *r, size_t n)
                 val = entry_val(old);
                 val_len = old->val_len;
             }
-            hdb_entry *e = table_entry_new(&st->table, h, r[i].key, r[i].key_len, val, val_len, ms);
+            hdb_entry *e = table_entry_new(&st->table, old, h, r[i].key, r[i].key_len, val, val_len,
+                                           ms);
             if (e == NULL)
                 return i;
             table_commit(&st->table, e, old);
