@@ -68,6 +68,14 @@ function M.run(env)
       os.remove(path)
     end
 
+    -- A store holding every key, written to the disk.
+    local function full_store()
+      local db, path = open()
+      for i = 1, N do assert(db:set(keys[i], values[i])) end
+      assert(db:sync())
+      return { db = db, path = path }
+    end
+
     local ttl = { ttl = TTL }
     local cases = {
       {
@@ -84,12 +92,7 @@ function M.run(env)
       },
       {
         name = "get", op = "get",
-        prepare = function()
-          local db, path = open()
-          for i = 1, N do assert(db:set(keys[i], values[i])) end
-          assert(db:sync())
-          return { db = db, path = path }
-        end,
+        prepare = full_store,
         run = function(ctx)
           local db, v = ctx.db, nil
           for i = 1, N do v = db:get(gkeys[i]) end
@@ -129,12 +132,7 @@ function M.run(env)
         -- Not a target: what an eviction adds to a set, besides picking
         -- the key (the delete of a key, and its DEL written).
         name = "delete", op = "delete",
-        prepare = function()
-          local db, path = open()
-          for i = 1, N do assert(db:set(keys[i], values[i])) end
-          assert(db:sync())
-          return { db = db, path = path }
-        end,
+        prepare = full_store,
         run = function(ctx)
           local db = ctx.db
           for i = 1, N do db:delete(gkeys[i]) end

@@ -1750,7 +1750,16 @@ static int l_decode(lua_State *L)
     return 1;
 }
 
+/* hurrahdb.clock_ms(): the clock of expiries, Unix time in ms (rounded
+ * up, as the expiry of a ttl counts from it). */
+static int l_clock_ms(lua_State *L)
+{
+    push_count(L, hdb_clock_ms());
+    return 1;
+}
+
 static const luaL_Reg module_functions[] = {
+    {"clock_ms", l_clock_ms},
     {"new", l_new},
     {"open", l_open},
     {"check", l_check},

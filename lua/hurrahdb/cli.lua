@@ -38,11 +38,16 @@ local function size(n)
   return ("%.1f %s"):format(n, units[u])
 end
 
+-- value, or a failure with err (the message of a call that returned
+-- nil, err: it names the file).
+local function must(value, err)
+  if not value then fail("%s", err) end
+  return value
+end
+
 -- The report of hurrahdb.check, or a failure naming the file.
 local function check_file(path)
-  local report, err = hurrahdb.check(path)
-  if not report then fail("%s", err) end
-  return report
+  return must(hurrahdb.check(path))
 end
 
 -- What is wrong with the file, for stderr; nil if nothing.
@@ -131,9 +136,7 @@ end
 
 -- Opens the file for reading (no lock), failing with a message naming it.
 local function read_file(path)
-  local reader, err = hurrahdb.read(path)
-  if not reader then fail("%s", err) end
-  return reader
+  return must(hurrahdb.read(path))
 end
 
 -- A JSON string of s (valid UTF-8).
@@ -316,12 +319,9 @@ local function parse_dump_line(line)
 end
 
 function commands.load(args)
-  local db, err = hurrahdb.open(args.file, { sync_time = 1000 })
-  if not db then fail("%s", err) end
+  local db = must(hurrahdb.open(args.file, { sync_time = 1000 }))
   local loaded, kept, expired, lineno = 0, 0, 0, 0
-  local now = assert(hurrahdb.read(args.file))
-  local now_ms = now:report().checked_at_ms
-  now:close()
+  local now_ms = hurrahdb.clock_ms()
   local ok, problem = pcall(function()
     for line in io.stdin:lines() do
       lineno = lineno + 1
@@ -382,8 +382,7 @@ end
 
 function commands.compact(args)
   local before = check_file(args.file)
-  local db, err = hurrahdb.open(args.file)
-  if not db then fail("%s", err) end
+  local db = must(hurrahdb.open(args.file))
   local ok, rerr = db:rewrite({ wait = true })
   local closed, cerr = db:close()
   if not ok then fail("%s: %s", args.file, rerr) end
@@ -426,11 +425,10 @@ function commands.repair(args)
     return EXIT_PROBLEM
   end
   local warnings = {}
-  local db, err = hurrahdb.open(args.file, {
+  local db = must(hurrahdb.open(args.file, {
     repair = true,
     on_warning = function(message) warnings[#warnings + 1] = message end,
-  })
-  if not db then fail("%s", err) end
+  }))
   local closed, cerr = db:close()
   for _, w in ipairs(warnings) do say("%s", w) end
   if not closed then fail("%s", cerr) end
@@ -572,8 +570,7 @@ commands["import-legacy"] = function(args)
     end
     if not complete then break end
   end
-  local db, err = hurrahdb.open(args.new, { sync_time = 1000 })
-  if not db then fail("%s", err) end
+  local db = must(hurrahdb.open(args.new, { sync_time = 1000 }))
   local imported, invalid = 0, 0
   for _, key in ipairs(order) do
     local rec = final[key]
@@ -595,8 +592,7 @@ commands["import-legacy"] = function(args)
       end
     end
   end
-  local closed, cerr = db:close()
-  if not closed then fail("%s", cerr) end
+  must(db:close())
   for _, p in ipairs(problems) do warn("%s", p) end
   say("%s: imported %d keys into %s; %d values not imported, %d records skipped", args.old,
     imported, args.new, invalid, skipped)
