@@ -540,43 +540,51 @@ hdb_entry *table_sample_lru(hdb_table *t, int samples, const hdb_entry *keep, ui
     }
     if (found >= samples)
         return best;
-    /* Most slots are free (after many deletions): each missing sample is
-     * the first entry of the buckets from a random one. Each walk is
-     * bounded once a candidate is known; without one it goes on (wrapping)
-     * until it finds one, which exists: the table holds a key other than
-     * `keep`. A store that deleted most of its keys shrinks its index
-     * (store_make_room leaves room for that), so the walks stay short. */
-    for (int tries = 0; found < samples && tries < samples * 2; tries++) {
-        int k = t->idx[1].buckets != NULL && t->idx[1].used > 0 &&
-                (t->idx[0].used == 0 || (xorshift64(rng) & 1)) ? 1 : 0;
+    /* Most slots are free (after many deletions): the rest of the sample
+     * is the entries of the buckets from a random one, in each array (both
+     * during a rehash), the walk going on past the first entry so that a
+     * table of few keys gives all of them and no key is the whole sample
+     * for lying after the longest empty run. Bounded once it has a
+     * candidate (a walk long enough to meet `samples` entries on average,
+     * however sparse); without one it goes on (wrapping) until it finds
+     * one, which exists: the table holds a key other than `keep`. A store
+     * that deleted most of its keys shrinks its index (store_make_room
+     * leaves room for that), so the walks stay short. */
+    for (int k = 0; k < 2 && found < samples; k++) {
         table_index *ix = &t->idx[k];
         if (ix->buckets == NULL || ix->used == 0)
             continue;
         size_t size = ix->mask + 1;
+        size_t walk_max = (size_t)samples * 4 * (size / ix->used);
+        if (walk_max < SAMPLE_WALK_MAX)
+            walk_max = SAMPLE_WALK_MAX;
         size_t b = (size_t)(xorshift64(rng) % size);
-        int got = 0;
-        for (size_t seen = 0; !got && seen < size && !(best != NULL && seen >= SAMPLE_WALK_MAX); seen++) {
-            for (hdb_entry *e = ix->buckets[b]; e != NULL && !got; e = e->next) {
-                int before = found;
+        for (size_t seen = 0; found < samples && seen < size && !(best != NULL && seen >= walk_max);
+             seen++) {
+            for (hdb_entry *e = ix->buckets[b]; e != NULL && found < samples; e = e->next)
                 lru_consider(t, e, keep, &best, &best_age, &found);
-                got = found > before;
-            }
             b = (b + 1) & ix->mask;
         }
     }
     return best;
 }
 
-size_t table_shrink_room(const hdb_table *t)
+/* The bucket count the index should shrink to, or 0 if no shrink is due
+ * (count under an eighth of the buckets). */
+static size_t table_shrink_target(const hdb_table *t)
 {
     size_t size = t->idx[0].mask + 1;
-    if (table_is_rehashing(t) || t->idx[0].buckets == NULL || size <= TABLE_MIN_BUCKETS ||
-        t->count >= size / 8)
+    if (t->idx[0].buckets == NULL || size <= TABLE_MIN_BUCKETS || t->count >= size / 8)
         return 0;
     size_t want = TABLE_MIN_BUCKETS;
     while (want < t->count * 2)
         want *= 2;
-    return want * sizeof(hdb_entry *);
+    return want;
+}
+
+size_t table_shrink_room(const hdb_table *t)
+{
+    return table_is_rehashing(t) ? 0 : table_shrink_target(t) * sizeof(hdb_entry *);
 }
 
 hdb_entry *table_entry_new(hdb_table *t, const hdb_entry *replaces, uint32_t hash,
@@ -626,13 +634,10 @@ static void table_maybe_resize(hdb_table *t)
     if (table_is_rehashing(t))
         return;
     size_t size = t->idx[0].mask + 1, want = 0;
-    if (t->count > size) {
+    if (t->count > size)
         want = size * 2;
-    } else if (!t->reserved && size > TABLE_MIN_BUCKETS && t->count < size / 8) {
-        want = TABLE_MIN_BUCKETS;
-        while (want < t->count * 2)
-            want *= 2;
-    }
+    else if (!t->reserved)
+        want = table_shrink_target(t);
     /* Both arrays live while the rehash runs: under a bound, a resize that
      * would pass it is not started (a shrink saves memory only once done;
      * the chains of a table that may not grow just get longer). */
